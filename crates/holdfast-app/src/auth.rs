@@ -1,0 +1,492 @@
+//! Passwords, sessions, API tokens and login throttling.
+//!
+//! Secrets never rest in the database in usable form: passwords are argon2id hashes, session
+//! cookies and API tokens are stored as SHA-256 hashes, so a copy of the database lets nobody
+//! log in. Failed logins are counted per account and per client address in the database, so
+//! the limits hold across several Holdfast instances.
+
+use crate::{App, AppError, random_hex, sha256_hex};
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use holdfast_domain::{Actor, ActorKind, Role, Timestamp};
+use holdfast_store::{AuditDraft, SessionRow, SessionScope, TokenRow, UserRow};
+use serde_json::json;
+
+pub const MIN_PASSWORD_CHARS: usize = 10;
+pub const MAX_PASSWORD_CHARS: usize = 1024;
+/// Prefix of API tokens, so a leaked token is recognisable in logs and secret scanners.
+pub const TOKEN_PREFIX: &str = "hf_";
+/// Sessions are marked as used at most this often, so reads do not each cost a write.
+const TOUCH_INTERVAL_SECONDS: i64 = 60;
+
+fn argon2() -> anyhow::Result<Argon2<'static>> {
+    // OWASP's argon2id baseline: 19 MiB, 2 passes, 1 lane.
+    let params = Params::new(19 * 1024, 2, 1, None)
+        .map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
+    Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+}
+
+/// Checks a new password against the policy; the error names the field.
+pub fn check_password_policy(field: &str, password: &str) -> Result<(), AppError> {
+    let length = password.chars().count();
+    if length < MIN_PASSWORD_CHARS {
+        return Err(AppError::invalid(
+            field,
+            "too_short",
+            format!("Use at least {MIN_PASSWORD_CHARS} characters"),
+        ));
+    }
+    if length > MAX_PASSWORD_CHARS {
+        return Err(AppError::invalid(
+            field,
+            "too_long",
+            format!("At most {MAX_PASSWORD_CHARS} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Hashes off the async threads: argon2 is deliberately slow.
+pub async fn hash_password(password: &str) -> Result<String, AppError> {
+    let password = password.to_owned();
+    let hash = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+        let mut salt = [0u8; 16];
+        getrandom::fill(&mut salt).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+        let salt = SaltString::encode_b64(&salt).map_err(|e| anyhow::anyhow!("salt: {e}"))?;
+        let hash = argon2()?
+            .hash_password(password.as_bytes(), &salt)
+            .map_err(|e| anyhow::anyhow!("hashing: {e}"))?;
+        Ok(hash.to_string())
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("hashing task: {e}"))??;
+    Ok(hash)
+}
+
+async fn verify_password(password: &str, hash: &str) -> Result<bool, AppError> {
+    let password = password.to_owned();
+    let hash = hash.to_owned();
+    let ok = tokio::task::spawn_blocking(move || -> anyhow::Result<bool> {
+        let parsed =
+            PasswordHash::new(&hash).map_err(|e| anyhow::anyhow!("stored hash unreadable: {e}"))?;
+        Ok(argon2()?
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok())
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("verifying task: {e}"))??;
+    Ok(ok)
+}
+
+/// Who is logging in from where; the address feeds per-address throttling and the session list.
+pub struct LoginAttempt<'a> {
+    pub username: &'a str,
+    pub password: &'a str,
+    pub address: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+}
+
+/// A new session: the cookie value (shown once, never stored) and the session row.
+pub struct NewSession {
+    pub token: String,
+    pub session_id: i64,
+    pub user: UserRow,
+    pub expires_at: Timestamp,
+}
+
+pub async fn login(
+    app: &App,
+    op_id: &str,
+    attempt: LoginAttempt<'_>,
+) -> Result<NewSession, AppError> {
+    let now = app.now();
+    let username = attempt.username.trim().to_lowercase();
+    let window_start = now.plus_seconds(-app.config.login_window_minutes * 60);
+    let account_key = format!("user:{username}");
+    let address_key = attempt.address.map(|a| format!("addr:{a}"));
+    let mut limits = vec![(
+        account_key.clone(),
+        app.config.login_max_failures_per_account,
+    )];
+    if let Some(key) = &address_key {
+        limits.push((key.clone(), app.config.login_max_failures_per_address));
+    }
+    for (key, limit) in &limits {
+        let (failures, oldest) = app.db.login_failures_since(key, window_start).await?;
+        if failures >= *limit {
+            let free_at = oldest
+                .unwrap_or(now)
+                .plus_seconds(app.config.login_window_minutes * 60);
+            let retry_after_seconds =
+                ((free_at.micros() - now.micros()) / Timestamp::MICROS_PER_SECOND).max(1);
+            tracing::warn!(key = %key, failures, "login throttled");
+            return Err(AppError::Throttled {
+                retry_after_seconds,
+            });
+        }
+    }
+    let user = app.db.user_by_username(&username).await?;
+    let verified = match &user {
+        Some(user) => verify_password(attempt.password, &user.password_hash).await?,
+        None => {
+            // Spend the same time on unknown names, so timing does not reveal which names exist.
+            let _ = hash_password(attempt.password).await?;
+            false
+        }
+    };
+    let user = match user {
+        Some(user) if verified => user,
+        _ => {
+            let keys: Vec<String> = limits.into_iter().map(|(key, _)| key).collect();
+            app.db.record_login_failure(&keys, now).await?;
+            return Err(AppError::Unauthenticated {
+                code: "invalid_credentials",
+                message: "Wrong username or password".into(),
+            });
+        }
+    };
+    if !user.active {
+        return Err(AppError::Unauthenticated {
+            code: "account_deactivated",
+            message: "This account is deactivated; an administrator can reactivate it".into(),
+        });
+    }
+    app.db
+        .clear_login_failures(&account_key, window_start)
+        .await?;
+    let token = random_hex(32)?;
+    let expires_at = now.plus_seconds(app.config.session_absolute_hours * 3600);
+    let actor = actor_of(&user, ActorKind::System);
+    let audit = AuditDraft::new(
+        &actor,
+        op_id,
+        "auth.login",
+        json!({"address": attempt.address}),
+    );
+    let mut tx = app.db.begin_write(now).await?;
+    let session_id = tx
+        .create_session(
+            user.id,
+            &sha256_hex(&token),
+            expires_at,
+            attempt.address,
+            attempt.user_agent,
+            audit,
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(NewSession {
+        token,
+        session_id,
+        user,
+        expires_at,
+    })
+}
+
+fn actor_of(user: &UserRow, kind: ActorKind) -> Actor {
+    Actor {
+        user_id: user.id,
+        username: user.username.clone(),
+        role: user.role,
+        kind,
+    }
+}
+
+fn session_ended(message: &str) -> AppError {
+    AppError::Unauthenticated {
+        code: "session_expired",
+        message: message.to_owned(),
+    }
+}
+
+/// The actor behind a session cookie, or why there is none.
+pub async fn authenticate_session(app: &App, token: &str) -> Result<Actor, AppError> {
+    let now = app.now();
+    let session = app
+        .db
+        .session_by_token_hash(&sha256_hex(token))
+        .await?
+        .ok_or_else(|| session_ended("Your session is not valid any more; log in again"))?;
+    if session.revoked_at.is_some() {
+        return Err(session_ended(
+            "Your session was ended (logged out or revoked); log in again",
+        ));
+    }
+    if session.expires_at <= now {
+        return Err(session_ended(
+            "Your session reached its maximum age; log in again",
+        ));
+    }
+    if session
+        .last_seen_at
+        .plus_seconds(app.config.session_idle_minutes * 60)
+        <= now
+    {
+        return Err(session_ended(
+            "Your session ended after a period of inactivity; log in again",
+        ));
+    }
+    let user = active_user(app, session.user_id).await?;
+    if session.last_seen_at.plus_seconds(TOUCH_INTERVAL_SECONDS) <= now {
+        app.db.touch_session(session.id, now).await?;
+    }
+    Ok(actor_of(
+        &user,
+        ActorKind::Session {
+            session_id: session.id,
+        },
+    ))
+}
+
+/// The actor behind an `Authorization: Bearer hf_…` token, or why there is none.
+pub async fn authenticate_token(app: &App, token: &str) -> Result<Actor, AppError> {
+    let now = app.now();
+    let invalid = |message: &str| AppError::Unauthenticated {
+        code: "invalid_token",
+        message: message.to_owned(),
+    };
+    let row = app
+        .db
+        .token_by_hash(&sha256_hex(token))
+        .await?
+        .ok_or_else(|| invalid("This API token is not valid"))?;
+    if row.revoked_at.is_some() {
+        return Err(invalid("This API token was revoked"));
+    }
+    if row.expires_at.is_some_and(|at| at <= now) {
+        return Err(invalid("This API token has expired"));
+    }
+    let user = active_user(app, row.user_id).await?;
+    if row
+        .last_used_at
+        .is_none_or(|at| at.plus_seconds(TOUCH_INTERVAL_SECONDS) <= now)
+    {
+        app.db.touch_token(row.id, now).await?;
+    }
+    Ok(actor_of(&user, ActorKind::ApiToken { token_id: row.id }))
+}
+
+async fn active_user(app: &App, user_id: i64) -> Result<UserRow, AppError> {
+    match app.db.user(user_id).await? {
+        Some(user) if user.active => Ok(user),
+        _ => Err(AppError::Unauthenticated {
+            code: "account_deactivated",
+            message: "This account is deactivated; an administrator can reactivate it".into(),
+        }),
+    }
+}
+
+/// Ends the current session (logout).
+pub async fn logout(app: &App, actor: &Actor, op_id: &str) -> Result<(), AppError> {
+    let ActorKind::Session { session_id } = actor.kind else {
+        return Err(AppError::invalid(
+            "session",
+            "not_a_session",
+            "Only a browser session can log out; revoke API tokens instead",
+        ));
+    };
+    revoke_session(app, actor, op_id, session_id).await
+}
+
+pub async fn revoke_session(
+    app: &App,
+    actor: &Actor,
+    op_id: &str,
+    session_id: i64,
+) -> Result<(), AppError> {
+    let mut tx = app.db.begin_write(app.now()).await?;
+    let audit = AuditDraft::new(
+        actor,
+        op_id,
+        "session.revoke",
+        json!({"session_id": session_id}),
+    );
+    let revoked = tx
+        .revoke_sessions(actor.user_id, SessionScope::One(session_id), audit)
+        .await?;
+    if revoked == 0 {
+        return Err(AppError::not_found(format!("active session {session_id}")));
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn my_sessions(app: &App, actor: &Actor) -> Result<Vec<SessionRow>, AppError> {
+    let now = app.now();
+    let sessions = app.db.sessions_of(actor.user_id).await?;
+    Ok(sessions
+        .into_iter()
+        .filter(|s| s.expires_at > now)
+        .collect())
+}
+
+/// A new API token: the secret (shown once) and its row.
+pub struct NewToken {
+    pub secret: String,
+    pub token: TokenRow,
+}
+
+pub async fn create_token(
+    app: &App,
+    actor: &Actor,
+    op_id: &str,
+    name: &str,
+    expires_in_days: Option<i64>,
+) -> Result<NewToken, AppError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(AppError::invalid(
+            "name",
+            "invalid_name",
+            "Give the token a name of 1 to 100 characters, e.g. \"import script\"",
+        ));
+    }
+    if let Some(days) = expires_in_days
+        && !(1..=3650).contains(&days)
+    {
+        return Err(AppError::invalid(
+            "expires_in_days",
+            "out_of_range",
+            "Must be from 1 to 3650 days, or left out for no expiry",
+        ));
+    }
+    let now = app.now();
+    let secret = format!("{TOKEN_PREFIX}{}", random_hex(32)?);
+    let expires_at = expires_in_days.map(|days| now.plus_days(days));
+    let audit = AuditDraft::new(actor, op_id, "token.create", json!({"name": name}));
+    let mut tx = app.db.begin_write(now).await?;
+    let id = tx
+        .create_token(actor.user_id, name, &sha256_hex(&secret), expires_at, audit)
+        .await?;
+    tx.commit().await?;
+    let token = TokenRow {
+        id,
+        user_id: actor.user_id,
+        name: name.to_owned(),
+        created_at: now,
+        last_used_at: None,
+        expires_at,
+        revoked_at: None,
+    };
+    Ok(NewToken { secret, token })
+}
+
+pub async fn my_tokens(app: &App, actor: &Actor) -> Result<Vec<TokenRow>, AppError> {
+    Ok(app.db.tokens_of(actor.user_id).await?)
+}
+
+pub async fn revoke_token(
+    app: &App,
+    actor: &Actor,
+    op_id: &str,
+    token_id: i64,
+) -> Result<(), AppError> {
+    let mut tx = app.db.begin_write(app.now()).await?;
+    let audit = AuditDraft::new(actor, op_id, "token.revoke", json!({"token_id": token_id}));
+    if tx
+        .revoke_tokens(actor.user_id, Some(token_id), audit)
+        .await?
+        == 0
+    {
+        return Err(AppError::not_found(format!("active API token {token_id}")));
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Changes the actor's own password after checking the current one, and ends their other
+/// sessions (whoever else was logged in as them is logged out).
+pub async fn change_password(
+    app: &App,
+    actor: &Actor,
+    op_id: &str,
+    current: &str,
+    new: &str,
+) -> Result<(), AppError> {
+    check_password_policy("new_password", new)?;
+    let user = active_user(app, actor.user_id).await?;
+    if !verify_password(current, &user.password_hash).await? {
+        return Err(AppError::invalid(
+            "current_password",
+            "wrong_password",
+            "The current password is not right",
+        ));
+    }
+    let hash = hash_password(new).await?;
+    let mut tx = app.db.begin_write(app.now()).await?;
+    let update = holdfast_store::UserUpdate {
+        password_hash: Some(hash),
+        ..Default::default()
+    };
+    tx.update_user(
+        actor.user_id,
+        update,
+        AuditDraft::new(
+            actor,
+            op_id,
+            "user.password_change",
+            json!({"user_id": actor.user_id}),
+        ),
+    )
+    .await?;
+    let keep = match actor.kind {
+        ActorKind::Session { session_id } => Some(session_id),
+        _ => None,
+    };
+    let audit = AuditDraft::new(
+        actor,
+        op_id,
+        "session.revoke_others",
+        json!({"kept_session": keep}),
+    );
+    tx.revoke_sessions(actor.user_id, SessionScope::AllExcept(keep), audit)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Issues the one-time setup token printed by `serve` while no user exists. Returns `None`
+/// once any user exists: from then on only administrators create users.
+pub async fn issue_setup_token(app: &App) -> Result<Option<String>, AppError> {
+    if app.db.user_count().await? > 0 {
+        app.db.delete_meta("setup_token").await?;
+        return Ok(None);
+    }
+    let token = random_hex(16)?;
+    app.db.set_meta("setup_token", &sha256_hex(&token)).await?;
+    Ok(Some(token))
+}
+
+/// Creates the first administrator with the setup token printed on the server console.
+pub async fn complete_setup(
+    app: &App,
+    op_id: &str,
+    token: &str,
+    username: &str,
+    display_name: &str,
+    password: &str,
+) -> Result<UserRow, AppError> {
+    let stored = app.db.meta("setup_token").await?;
+    let matches = stored.is_some_and(|hash| hash == sha256_hex(token.trim()));
+    if !matches || app.db.user_count().await? > 0 {
+        return Err(AppError::Forbidden(holdfast_domain::Denial {
+            code: "setup_closed",
+            message: "Setup is closed or the setup token is wrong. The token is printed on the server console at start-up \
+                      while no user exists; otherwise ask an administrator, or run `holdfast admin create` on the server"
+                .into(),
+            grantable_by: Role::Admin,
+        }));
+    }
+    let user = crate::users::create_user_unchecked(
+        app,
+        &Actor::system(),
+        op_id,
+        username,
+        display_name,
+        password,
+        Role::Admin,
+    )
+    .await?;
+    app.db.delete_meta("setup_token").await?;
+    Ok(user)
+}

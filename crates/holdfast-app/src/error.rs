@@ -1,0 +1,92 @@
+//! The errors use cases return. Each variant is something a caller can act on; the web layer
+//! maps each to one HTTP status in one place.
+
+use holdfast_domain::{Denial, Entity, FieldErrors, Timestamp};
+use holdfast_store::StoreError;
+use serde_json::Value;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{what} not found")]
+    NotFound { what: String },
+    /// The record exists but is in the recycle bin.
+    #[error("{entity} {id} is in the recycle bin")]
+    InRecycleBin {
+        entity: Entity,
+        id: i64,
+        deleted_at: Timestamp,
+        restorable_until: Timestamp,
+    },
+    #[error("{}", .0.message)]
+    Forbidden(Denial),
+    /// No valid session or token; `code` says which (`login_required`, `session_expired`, …).
+    #[error("{message}")]
+    Unauthenticated { code: &'static str, message: String },
+    /// The change was based on an older version, or the record is in a state that forbids it.
+    #[error("{message}")]
+    Conflict {
+        code: &'static str,
+        message: String,
+        current: Option<Value>,
+    },
+    #[error("invalid input: {0}")]
+    Invalid(FieldErrors),
+    #[error("too many failed logins; try again in {retry_after_seconds} s")]
+    Throttled { retry_after_seconds: i64 },
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl AppError {
+    pub fn not_found(what: impl Into<String>) -> AppError {
+        AppError::NotFound { what: what.into() }
+    }
+
+    pub fn invalid(field: &str, code: &'static str, message: impl Into<String>) -> AppError {
+        AppError::Invalid(FieldErrors::single(field, code, message))
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> AppError {
+        AppError::Conflict {
+            code,
+            message: message.into(),
+            current: None,
+        }
+    }
+}
+
+impl From<StoreError> for AppError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::VersionConflict { current } => AppError::Conflict {
+                code: "version_conflict",
+                message: format!(
+                    "Someone else changed this record meanwhile; it is now at version {current}"
+                ),
+                current: None,
+            },
+            StoreError::Duplicate(field) => {
+                AppError::invalid(field, "taken", "Already in use; choose another")
+            }
+            StoreError::Internal(error) => AppError::Internal(error),
+        }
+    }
+}
+
+impl From<anyhow::Error> for AppError {
+    fn from(error: anyhow::Error) -> Self {
+        AppError::Internal(error)
+    }
+}
+
+impl From<FieldErrors> for AppError {
+    fn from(errors: FieldErrors) -> Self {
+        AppError::Invalid(errors)
+    }
+}
+
+impl From<Denial> for AppError {
+    fn from(denial: Denial) -> Self {
+        AppError::Forbidden(denial)
+    }
+}

@@ -1,0 +1,146 @@
+//! Holdfast's use cases. Each public function takes the acting user, checks what that user may
+//! do, and then reads or writes through `holdfast-store`. The web layer and the CLI call these
+//! and nothing below them.
+//!
+//! Layout: [`records`] is the one write path for customer records and the permission-filtered
+//! reads beside it; [`auth`] handles passwords, sessions, API tokens and login throttling;
+//! [`users`] is user administration; [`settings`] holds custom fields and pipelines; [`clock`]
+//! is the injectable time source that lets tests move through a 90-day retention in one step.
+
+pub mod auth;
+pub mod clock;
+pub mod error;
+pub mod records;
+pub mod settings;
+pub mod users;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::AppError;
+pub use holdfast_store::{
+    AuditRow, Backend, BinEntry, Db, SchemaState, SessionRow, TokenRow, UserRow, VersionRow,
+};
+
+use holdfast_domain::Timestamp;
+use std::sync::Arc;
+
+/// Settings the use cases need, already validated by whoever built them (the CLI's config).
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    /// Days a deleted record stays restorable before the scheduled purge; at least 30.
+    pub recycle_bin_days: i64,
+    /// A session unused this long ends.
+    pub session_idle_minutes: i64,
+    /// A session ends this long after login, used or not.
+    pub session_absolute_hours: i64,
+    /// Failed logins allowed per account within the window before it is throttled.
+    pub login_max_failures_per_account: i64,
+    /// Failed logins allowed per client address within the window.
+    pub login_max_failures_per_address: i64,
+    pub login_window_minutes: i64,
+    /// Send the session cookie with `Secure` (set when Holdfast is reached over https).
+    pub cookie_secure: bool,
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        AppConfig {
+            recycle_bin_days: 90,
+            session_idle_minutes: 12 * 60,
+            session_absolute_hours: 7 * 24,
+            login_max_failures_per_account: 5,
+            login_max_failures_per_address: 20,
+            login_window_minutes: 15,
+            cookie_secure: false,
+        }
+    }
+}
+
+/// Everything a use case needs: the database, the settings and the clock. Cheap to clone.
+#[derive(Clone)]
+pub struct App {
+    pub db: Db,
+    pub config: Arc<AppConfig>,
+    clock: Arc<dyn Clock>,
+}
+
+impl App {
+    pub fn new(db: Db, config: AppConfig, clock: Arc<dyn Clock>) -> App {
+        App {
+            db,
+            config: Arc::new(config),
+            clock,
+        }
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Opens a database and checks its schema: an empty database is initialised, one at this
+    /// build's version is used as is, and anything else is refused with the command to run.
+    pub async fn open(url: &str, config: AppConfig, clock: Arc<dyn Clock>) -> anyhow::Result<App> {
+        let db = Db::connect(url).await?;
+        match db.schema_state().await? {
+            SchemaState::Empty => {
+                db.migrate_to(holdfast_store::schema::current_version())
+                    .await?;
+                tracing::info!(backend = db.backend().name(), "initialised a new database");
+            }
+            SchemaState::Current => {}
+            SchemaState::Behind { found, wanted } => anyhow::bail!(
+                "the database schema is at version {found} and this Holdfast needs version {wanted}. \
+                 Run `holdfast upgrade` with the same --data-dir/--database-url: it backs the database up first, then upgrades it"
+            ),
+            SchemaState::Ahead { found, wanted } => anyhow::bail!(
+                "the database schema is at version {found}, newer than this Holdfast (version {wanted}). \
+                 It was upgraded by a newer Holdfast; run that version (or newer) instead"
+            ),
+        }
+        Ok(App::new(db, config, clock))
+    }
+}
+
+/// Random bytes as lowercase hex: session cookies, API tokens, setup tokens, op ids.
+pub fn random_hex(bytes: usize) -> anyhow::Result<String> {
+    let mut buffer = vec![0u8; bytes];
+    getrandom::fill(&mut buffer)
+        .map_err(|error| anyhow::anyhow!("no randomness from the OS: {error}"))?;
+    Ok(buffer.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// SHA-256 as hex: how secrets (cookies, tokens) are stored, so a database leak does not leak
+/// working credentials.
+pub fn sha256_hex(text: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The schema version this build needs.
+pub fn records_schema_version() -> i64 {
+    holdfast_store::schema::current_version()
+}
+
+/// Migrations that `holdfast upgrade` would apply to a database at `from`.
+pub fn pending_migrations(from: i64) -> Vec<(i64, &'static str)> {
+    holdfast_store::schema::MIGRATIONS
+        .iter()
+        .filter(|m| m.version > from)
+        .map(|m| (m.version, m.name))
+        .collect()
+}
+
+pub use holdfast_store::redact;
+
+/// The current UTC time as `YYYYMMDDTHHMMSSZ`, for file names.
+pub fn compact_utc_now() -> String {
+    let now = SystemClock.now().to_rfc3339();
+    let digits: String = now
+        .chars()
+        .take(19)
+        .filter(|c| c.is_ascii_digit() || *c == 'T')
+        .collect();
+    format!("{digits}Z")
+}

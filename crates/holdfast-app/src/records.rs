@@ -1,0 +1,855 @@
+//! Customer records: the one write path, and the reads beside it.
+//!
+//! [`apply_change`] is the only function that changes customer records. In one write
+//! transaction it checks the actor's permission, validates the change, and hands each
+//! resulting record state to `WriteTx::commit_record_change`, which stores the row, its
+//! version and its audit entry together. A delete that takes related records along, or a
+//! restore that brings them back, is one transaction too: all of it lands, or none of it does.
+
+use crate::{App, AppError};
+use holdfast_domain::access::authorize;
+use holdfast_domain::change::validate_record;
+use holdfast_domain::entity::FieldKind;
+use holdfast_domain::record::diff;
+use holdfast_domain::search::parse_query;
+use holdfast_domain::{
+    Action, Actor, Deletion, Entity, FieldChange, FieldErrors, Patch, PatchMode, Record, Timestamp,
+};
+use holdfast_store::{BinEntry, ListQuery, RecordWrite, Sort, SortValue, VersionRow, WriteTx};
+use serde_json::Value;
+use std::collections::BTreeSet;
+
+/// A change to customer records, as a client asked for it.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Create {
+        entity: Entity,
+        input: Value,
+    },
+    Update {
+        entity: Entity,
+        id: i64,
+        input: Value,
+    },
+    /// Moves the record, and what hangs off it, to the recycle bin.
+    Delete {
+        entity: Entity,
+        id: i64,
+        expected_version: Option<i64>,
+        reason: Option<String>,
+    },
+    /// Brings a deletion back from the recycle bin: the record and everything deleted with it.
+    Restore {
+        entity: Entity,
+        id: i64,
+        reason: Option<String>,
+    },
+    /// Makes an earlier version the current one, as a new version.
+    RestoreVersion {
+        entity: Entity,
+        id: i64,
+        version: i64,
+        expected_version: i64,
+        reason: Option<String>,
+    },
+}
+
+/// What a change did: the record it was about, and every other record it moved along.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub record: Record,
+    pub related: Vec<Record>,
+}
+
+/// The one write path for customer records. See the module documentation.
+pub async fn apply_change(
+    app: &App,
+    actor: &Actor,
+    op_id: &str,
+    change: Change,
+) -> Result<Outcome, AppError> {
+    let action = match &change {
+        Change::Create { entity, .. } => Action::Create(*entity),
+        Change::Update { entity, .. } | Change::RestoreVersion { entity, .. } => {
+            Action::Update(*entity)
+        }
+        Change::Delete { entity, .. } => Action::Delete(*entity),
+        Change::Restore { entity, .. } => Action::Restore(*entity),
+    };
+    authorize(actor, action)?;
+    // Settings that validation needs are read before the write lock is taken.
+    let custom_defs = app.db.custom_fields().await?;
+    let pipelines = app.db.pipelines().await?;
+    let mut tx = app.db.begin_write(app.now()).await?;
+    let ctx = WriteContext {
+        actor,
+        op_id,
+        pipelines: &pipelines,
+    };
+    let outcome = match change {
+        Change::Create { entity, input } => {
+            let patch = Patch::parse(entity, &input, PatchMode::Create, &custom_defs)?;
+            let mut record = patch.apply(entity, None, actor.user_id, tx.now());
+            ctx.finish_and_check(&mut tx, &mut record, None).await?;
+            let reason = patch.reason.as_deref();
+            let record = ctx.commit(&mut tx, None, record, "create", reason).await?;
+            Outcome {
+                record,
+                related: Vec::new(),
+            }
+        }
+        Change::Update { entity, id, input } => {
+            let patch = Patch::parse(entity, &input, PatchMode::Update, &custom_defs)?;
+            let before = live_record(&mut tx, entity, id, app).await?;
+            check_version(&before, patch.expected_version)?;
+            let mut record = patch.apply(entity, Some(&before), actor.user_id, tx.now());
+            ctx.finish_and_check(&mut tx, &mut record, Some(&before))
+                .await?;
+            let reason = patch.reason.as_deref();
+            let record = ctx
+                .commit(&mut tx, Some(&before), record, "update", reason)
+                .await?;
+            Outcome {
+                record,
+                related: Vec::new(),
+            }
+        }
+        Change::Delete {
+            entity,
+            id,
+            expected_version,
+            reason,
+        } => {
+            let before = live_record(&mut tx, entity, id, app).await?;
+            if expected_version.is_some() {
+                check_version(&before, expected_version)?;
+            }
+            ctx.delete(&mut tx, before, reason.as_deref()).await?
+        }
+        Change::Restore { entity, id, reason } => {
+            ctx.restore(&mut tx, entity, id, reason.as_deref()).await?
+        }
+        Change::RestoreVersion {
+            entity,
+            id,
+            version,
+            expected_version,
+            reason,
+        } => {
+            let before = live_record(&mut tx, entity, id, app).await?;
+            check_version(&before, Some(expected_version))?;
+            let old = app.db.version(entity, id, version).await?.ok_or_else(|| {
+                AppError::not_found(format!("version {version} of {entity} {id}"))
+            })?;
+            let patch = Patch::from_snapshot(entity, &old.snapshot, &before);
+            let mut record = patch.apply(entity, Some(&before), actor.user_id, tx.now());
+            ctx.finish_and_check(&mut tx, &mut record, Some(&before))
+                .await?;
+            let default_reason = format!("restored version {version}");
+            let reason = reason.as_deref().unwrap_or(&default_reason);
+            let record = ctx
+                .commit(
+                    &mut tx,
+                    Some(&before),
+                    record,
+                    "restore_version",
+                    Some(reason),
+                )
+                .await?;
+            Outcome {
+                record,
+                related: Vec::new(),
+            }
+        }
+    };
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+struct WriteContext<'a> {
+    actor: &'a Actor,
+    op_id: &'a str,
+    pipelines: &'a [(String, String, Vec<String>)],
+}
+
+impl WriteContext<'_> {
+    async fn commit(
+        &self,
+        tx: &mut WriteTx,
+        before: Option<&Record>,
+        after: Record,
+        action: &'static str,
+        reason: Option<&str>,
+    ) -> Result<Record, AppError> {
+        let write = RecordWrite {
+            before,
+            after,
+            action,
+            actor: self.actor,
+            op_id: self.op_id,
+            reason,
+        };
+        Ok(tx.commit_record_change(write).await?)
+    }
+
+    /// Fills what depends on other settings (a deal's first stage), then checks the record as a
+    /// whole and every reference that changed: linked records must be live, owners active users.
+    async fn finish_and_check(
+        &self,
+        tx: &mut WriteTx,
+        record: &mut Record,
+        before: Option<&Record>,
+    ) -> Result<(), AppError> {
+        let mut errors = FieldErrors::default();
+        if record.entity == Entity::Deal {
+            let pipeline_key = record.field_str("pipeline").unwrap_or_default().to_owned();
+            match self
+                .pipelines
+                .iter()
+                .find(|(key, _, _)| *key == pipeline_key)
+            {
+                None => errors.push(
+                    "pipeline",
+                    "not_found",
+                    format!(
+                        "No pipeline '{pipeline_key}'. Pipelines: {}",
+                        self.pipelines
+                            .iter()
+                            .map(|(k, _, _)| k.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ),
+                Some((_, _, stages)) => {
+                    let stage = record.field_str("stage").map(str::to_owned);
+                    match stage {
+                        None => {
+                            if let Some(first) = stages.first() {
+                                record
+                                    .fields
+                                    .insert("stage".into(), Value::String(first.clone()));
+                            }
+                        }
+                        Some(stage) if !stages.contains(&stage) => errors.push(
+                            "stage",
+                            "invalid_choice",
+                            format!(
+                                "Pipeline '{pipeline_key}' has the stages: {}",
+                                stages.join(", ")
+                            ),
+                        ),
+                        Some(_) => {}
+                    }
+                }
+            }
+        }
+        if let Err(found) = validate_record(record) {
+            errors.0.extend(found.0);
+        }
+        for def in record.entity.fields() {
+            let FieldKind::Ref(target) = def.kind else {
+                continue;
+            };
+            let Some(id) = record.field_i64(def.name) else {
+                continue;
+            };
+            if before.is_some_and(|b| b.field_i64(def.name) == Some(id)) {
+                continue;
+            }
+            if !tx.is_live(target, id).await? {
+                errors.push(
+                    def.name,
+                    "not_found",
+                    format!(
+                        "There is no {} with id {id}, or it is in the recycle bin",
+                        target.name()
+                    ),
+                );
+            }
+        }
+        if before.is_none_or(|b| b.owner_id != record.owner_id)
+            && !tx.is_active_user(record.owner_id).await?
+        {
+            errors.push(
+                "owner_id",
+                "not_found",
+                format!("There is no active user with id {}", record.owner_id),
+            );
+        }
+        errors.into_result()?;
+        Ok(())
+    }
+
+    /// Moves `root` and every live record hanging off it to the recycle bin as one deletion.
+    async fn delete(
+        &self,
+        tx: &mut WriteTx,
+        root: Record,
+        reason: Option<&str>,
+    ) -> Result<Outcome, AppError> {
+        let deletion = Deletion {
+            at: tx.now(),
+            by: self.actor.user_id,
+            root_entity: root.entity,
+            root_id: root.id,
+        };
+        let mut seen = BTreeSet::from([(root.entity, root.id)]);
+        let mut pending = vec![root.clone()];
+        let mut batch = Vec::new();
+        while let Some(record) = pending.pop() {
+            for (dependent, field) in record.entity.dependents() {
+                for found in tx
+                    .records_referencing(*dependent, field, record.id, false)
+                    .await?
+                {
+                    if seen.insert((found.entity, found.id)) {
+                        pending.push(found.clone());
+                        batch.push(found);
+                    }
+                }
+            }
+        }
+        let root_reason = reason.map(str::to_owned);
+        let related_reason = format!("deleted together with {} {}", root.entity, root.id);
+        let mut related = Vec::with_capacity(batch.len());
+        for before in batch {
+            let mut after = before.clone();
+            after.deleted = Some(deletion);
+            after.version += 1;
+            after.updated_at = tx.now();
+            after.updated_by = self.actor.user_id;
+            related.push(
+                self.commit(tx, Some(&before), after, "delete", Some(&related_reason))
+                    .await?,
+            );
+        }
+        let mut after = root.clone();
+        after.deleted = Some(deletion);
+        after.version += 1;
+        after.updated_at = tx.now();
+        after.updated_by = self.actor.user_id;
+        let record = self
+            .commit(tx, Some(&root), after, "delete", root_reason.as_deref())
+            .await?;
+        Ok(Outcome { record, related })
+    }
+
+    /// Brings back everything one deletion moved to the recycle bin, with the same ids.
+    async fn restore(
+        &self,
+        tx: &mut WriteTx,
+        entity: Entity,
+        id: i64,
+        reason: Option<&str>,
+    ) -> Result<Outcome, AppError> {
+        let record = tx
+            .record(entity, id)
+            .await?
+            .ok_or_else(|| AppError::not_found(format!("{entity} {id}")))?;
+        let Some(deletion) = record.deleted else {
+            return Err(AppError::conflict(
+                "not_deleted",
+                format!("{entity} {id} is not in the recycle bin"),
+            ));
+        };
+        if (deletion.root_entity, deletion.root_id) != (entity, id) {
+            return Err(AppError::conflict(
+                "restore_with_root",
+                format!(
+                    "{entity} {id} was deleted together with {} {}; restore that one and this comes back with it",
+                    deletion.root_entity, deletion.root_id
+                ),
+            ));
+        }
+        let mut restored = None;
+        let mut related = Vec::new();
+        for before in tx.records_in_batch(entity, id).await? {
+            let mut after = before.clone();
+            after.deleted = None;
+            after.version += 1;
+            after.updated_at = tx.now();
+            after.updated_by = self.actor.user_id;
+            let is_root = (before.entity, before.id) == (entity, id);
+            let saved = self
+                .commit(tx, Some(&before), after, "restore", reason)
+                .await?;
+            if is_root {
+                restored = Some(saved)
+            } else {
+                related.push(saved)
+            }
+        }
+        let record = restored
+            .ok_or_else(|| anyhow::anyhow!("{entity} {id} missing from its own deletion batch"))?;
+        Ok(Outcome { record, related })
+    }
+}
+
+async fn live_record(
+    tx: &mut WriteTx,
+    entity: Entity,
+    id: i64,
+    app: &App,
+) -> Result<Record, AppError> {
+    let record = tx
+        .record(entity, id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("{entity} {id}")))?;
+    if let Some(deletion) = record.deleted {
+        return Err(in_bin(app, entity, id, deletion));
+    }
+    Ok(record)
+}
+
+fn in_bin(app: &App, entity: Entity, id: i64, deletion: Deletion) -> AppError {
+    AppError::InRecycleBin {
+        entity,
+        id,
+        deleted_at: deletion.at,
+        restorable_until: deletion.at.plus_days(app.config.recycle_bin_days),
+    }
+}
+
+fn check_version(record: &Record, expected: Option<i64>) -> Result<(), AppError> {
+    match expected {
+        Some(version) if version == record.version => Ok(()),
+        _ => Err(AppError::Conflict {
+            code: "version_conflict",
+            message: format!(
+                "This {} was changed by someone else after you loaded it: you based your change on version {}, it is now at version {}. \
+                 Compare with the current version below, then send your change again with expected_version {}",
+                record.entity,
+                expected.unwrap_or(0),
+                record.version,
+                record.version
+            ),
+            current: Some(record.to_json()),
+        }),
+    }
+}
+
+/// One record, if the actor may read it. Records in the recycle bin are reported as such
+/// (with when and until when they can be restored) unless `include_deleted` asks for them.
+pub async fn get(
+    app: &App,
+    actor: &Actor,
+    entity: Entity,
+    id: i64,
+    include_deleted: bool,
+) -> Result<Record, AppError> {
+    authorize(actor, Action::Read(entity))?;
+    let record = app
+        .db
+        .record(entity, id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("{entity} {id}")))?;
+    match record.deleted {
+        Some(deletion) if !include_deleted => Err(in_bin(app, entity, id, deletion)),
+        _ => Ok(record),
+    }
+}
+
+/// A page of a list and the cursor of the next page, if there is one.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub items: Vec<Record>,
+    pub next_cursor: Option<String>,
+}
+
+pub const DEFAULT_PAGE_SIZE: i64 = 50;
+pub const MAX_PAGE_SIZE: i64 = 200;
+
+/// Lists live records. `params` are the query-string pairs as the client sent them; every key
+/// must be known, so a typo in a filter is an error rather than a silently unfiltered list.
+pub async fn list(
+    app: &App,
+    actor: &Actor,
+    entity: Entity,
+    params: &[(String, String)],
+) -> Result<Page, AppError> {
+    authorize(actor, Action::Read(entity))?;
+    let query = parse_list_query(entity, params)?;
+    let mut fetch = query.clone();
+    fetch.limit = query.limit + 1;
+    let mut items = app.db.list_records(entity, &fetch).await?;
+    let next_cursor = if items.len() as i64 > query.limit {
+        items.truncate(usize::try_from(query.limit).unwrap_or(0));
+        items
+            .last()
+            .map(|last| encode_cursor(&query.sort, &query.sort.value_of(last), last.id))
+    } else {
+        None
+    };
+    Ok(Page { items, next_cursor })
+}
+
+/// Query parameters every list accepts, before the entity's own filters.
+pub const COMMON_LIST_PARAMS: &[&str] = &[
+    "limit",
+    "cursor",
+    "sort",
+    "q",
+    "owner_id",
+    "tag",
+    "updated_since",
+];
+
+/// Filters an entity's list accepts besides [`COMMON_LIST_PARAMS`]: reference and choice fields.
+pub fn list_filters(entity: Entity) -> Vec<&'static str> {
+    entity
+        .fields()
+        .iter()
+        .filter(|def| {
+            matches!(def.kind, FieldKind::Ref(_) | FieldKind::Choice(_))
+                || matches!(def.name, "pipeline" | "stage")
+        })
+        .map(|def| def.name)
+        .collect()
+}
+
+fn parse_list_query(entity: Entity, params: &[(String, String)]) -> Result<ListQuery, AppError> {
+    let mut errors = FieldErrors::default();
+    let mut query = ListQuery {
+        int_filters: Vec::new(),
+        text_filters: Vec::new(),
+        tag: None,
+        updated_since: None,
+        search: None,
+        sort: Sort {
+            column: "updated_at",
+            descending: true,
+        },
+        after: None,
+        limit: DEFAULT_PAGE_SIZE,
+    };
+    let filters = list_filters(entity);
+    let mut cursor = None;
+    let mut seen = BTreeSet::new();
+    for (key, value) in params {
+        if !seen.insert(key.as_str()) {
+            errors.push(key.as_str(), "repeated", "Give this parameter once");
+            continue;
+        }
+        match key.as_str() {
+            "limit" => match value.parse::<i64>() {
+                Ok(limit) if (1..=MAX_PAGE_SIZE).contains(&limit) => query.limit = limit,
+                _ => errors.push(
+                    "limit",
+                    "out_of_range",
+                    format!("Must be a whole number from 1 to {MAX_PAGE_SIZE}"),
+                ),
+            },
+            "cursor" => cursor = Some(value.clone()),
+            "sort" => {
+                let (descending, column) = match value.strip_prefix('-') {
+                    Some(column) => (true, column),
+                    None => (false, value.as_str()),
+                };
+                let allowed: Vec<&'static str> = ["updated_at", "created_at"]
+                    .into_iter()
+                    .chain(entity.sortable().iter().copied())
+                    .collect();
+                match allowed.iter().find(|c| **c == column) {
+                    Some(column) => query.sort = Sort { column, descending },
+                    None => errors.push(
+                        "sort",
+                        "invalid_choice",
+                        format!(
+                            "Sort by one of {} (prefix - for descending)",
+                            allowed.join(", ")
+                        ),
+                    ),
+                }
+            }
+            "q" => {
+                if !value.trim().is_empty() {
+                    match parse_query(value) {
+                        Some(terms) => query.search = Some(terms),
+                        None => errors.push(
+                            "q",
+                            "invalid_search",
+                            "Search for words, Chinese characters or at least 4 digits of a phone number (at most 16 terms)",
+                        ),
+                    }
+                }
+            }
+            "owner_id" => match value.parse::<i64>() {
+                Ok(id) if id > 0 => query.int_filters.push(("owner_id", id)),
+                _ => errors.push("owner_id", "invalid_id", "Must be a user id"),
+            },
+            "tag" => query.tag = Some(value.trim().to_owned()),
+            "updated_since" => match Timestamp::parse_rfc3339(value) {
+                Some(since) => query.updated_since = Some(since),
+                None => errors.push(
+                    "updated_since",
+                    "invalid_time",
+                    "Must be a time such as 2026-11-01T00:00:00Z",
+                ),
+            },
+            other => match filters
+                .iter()
+                .find(|f| **f == other)
+                .and_then(|name| entity.field(name))
+            {
+                Some(def) if matches!(def.kind, FieldKind::Ref(_)) => match value.parse::<i64>() {
+                    Ok(id) if id > 0 => query.int_filters.push((def.name, id)),
+                    _ => errors.push(other, "invalid_id", "Must be a record id"),
+                },
+                Some(def) => query.text_filters.push((def.name, value.clone())),
+                None => errors.push(
+                    other,
+                    "unknown_parameter",
+                    format!(
+                        "Lists of {} accept: {}, {}",
+                        entity.plural(),
+                        COMMON_LIST_PARAMS.join(", "),
+                        filters.join(", ")
+                    ),
+                ),
+            },
+        }
+    }
+    if let Some(cursor) = cursor {
+        match decode_cursor(&query.sort, &cursor) {
+            Some(after) => query.after = Some(after),
+            None => errors.push(
+                "cursor",
+                "invalid_cursor",
+                "Not a cursor from this list with this sort order; start again without it",
+            ),
+        }
+    }
+    errors.into_result()?;
+    Ok(query)
+}
+
+/// Cursors are opaque to clients: hex-encoded JSON of the sort, the last value and the last id.
+fn encode_cursor(sort: &Sort, value: &SortValue, id: i64) -> String {
+    let value = match value {
+        SortValue::Int(number) => Value::from(*number),
+        SortValue::Text(text) => Value::from(text.clone()),
+    };
+    let json = serde_json::json!([sort.column, sort.descending, value, id]).to_string();
+    json.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_cursor(sort: &Sort, cursor: &str) -> Option<(SortValue, i64)> {
+    if cursor.len() % 2 != 0 || cursor.len() > 2000 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..cursor.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(cursor.get(i..i + 2)?, 16).ok())
+        .collect();
+    let json: Value = serde_json::from_slice(&bytes?).ok()?;
+    let parts = json.as_array()?;
+    if parts.len() != 4
+        || parts[0].as_str()? != sort.column
+        || parts[1].as_bool()? != sort.descending
+    {
+        return None;
+    }
+    let value = if sort.is_integer() {
+        SortValue::Int(parts[2].as_i64()?)
+    } else {
+        SortValue::Text(parts[2].as_str()?.to_owned())
+    };
+    Some((value, parts[3].as_i64()?))
+}
+
+/// Every version of a record, oldest first. Works for records in the recycle bin too.
+pub async fn history(
+    app: &App,
+    actor: &Actor,
+    entity: Entity,
+    id: i64,
+) -> Result<Vec<VersionRow>, AppError> {
+    authorize(actor, Action::Read(entity))?;
+    let versions = app.db.versions(entity, id).await?;
+    if versions.is_empty() {
+        return Err(AppError::not_found(format!("{entity} {id}")));
+    }
+    Ok(versions)
+}
+
+pub async fn version(
+    app: &App,
+    actor: &Actor,
+    entity: Entity,
+    id: i64,
+    version: i64,
+) -> Result<VersionRow, AppError> {
+    authorize(actor, Action::Read(entity))?;
+    app.db
+        .version(entity, id, version)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("version {version} of {entity} {id}")))
+}
+
+/// Field-by-field difference between two versions of a record.
+pub async fn diff_versions(
+    app: &App,
+    actor: &Actor,
+    entity: Entity,
+    id: i64,
+    from: i64,
+    to: i64,
+) -> Result<Vec<FieldChange>, AppError> {
+    let older = version(app, actor, entity, id, from).await?;
+    let newer = version(app, actor, entity, id, to).await?;
+    Ok(diff(&older.snapshot, &newer.snapshot))
+}
+
+/// The recycle bin: one entry per deletion, newest first.
+pub async fn recycle_bin(
+    app: &App,
+    actor: &Actor,
+    entity: Option<Entity>,
+    limit: i64,
+) -> Result<Vec<BinEntry>, AppError> {
+    match entity {
+        Some(entity) => authorize(actor, Action::Read(entity))?,
+        None => {
+            for entity in Entity::ALL {
+                authorize(actor, Action::Read(entity))?;
+            }
+        }
+    }
+    Ok(app
+        .db
+        .recycle_bin(entity, limit.clamp(1, MAX_PAGE_SIZE))
+        .await?)
+}
+
+/// Removes a deletion from the recycle bin for good, before its retention period ends.
+/// Administrators only; audited. Returns how many records were purged.
+pub async fn purge(
+    app: &App,
+    actor: &Actor,
+    op_id: &str,
+    entity: Entity,
+    id: i64,
+    reason: Option<&str>,
+) -> Result<usize, AppError> {
+    authorize(actor, Action::Purge)?;
+    let reason = reason.map(str::trim).filter(|r| !r.is_empty()).ok_or_else(|| {
+        AppError::invalid("reason", "required", "Say why this is purged before its retention period ends; it goes into the audit log")
+    })?;
+    purge_deletion(app, actor, op_id, entity, id, reason).await
+}
+
+/// The scheduled retention purge: removes deletions older than the retention period.
+/// Returns how many records were purged.
+pub async fn purge_expired(app: &App, op_id: &str) -> Result<usize, AppError> {
+    let cutoff = app.now().plus_days(-app.config.recycle_bin_days);
+    let system = Actor::system();
+    let reason = format!(
+        "in the recycle bin longer than {} days",
+        app.config.recycle_bin_days
+    );
+    let mut purged = 0;
+    loop {
+        let due = app.db.expired_bin_roots(cutoff, 100).await?;
+        if due.is_empty() {
+            return Ok(purged);
+        }
+        for (entity, id) in due {
+            purged += purge_deletion(app, &system, op_id, entity, id, &reason).await?;
+        }
+    }
+}
+
+async fn purge_deletion(
+    app: &App,
+    actor: &Actor,
+    op_id: &str,
+    entity: Entity,
+    id: i64,
+    reason: &str,
+) -> Result<usize, AppError> {
+    let mut tx = app.db.begin_write(app.now()).await?;
+    let record = tx
+        .record(entity, id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("{entity} {id}")))?;
+    match record.deleted {
+        None => {
+            return Err(AppError::conflict(
+                "not_deleted",
+                format!("{entity} {id} is not in the recycle bin; delete it first"),
+            ));
+        }
+        Some(deletion) if (deletion.root_entity, deletion.root_id) != (entity, id) => {
+            return Err(AppError::conflict(
+                "purge_with_root",
+                format!(
+                    "{entity} {id} was deleted together with {} {}; purge that one",
+                    deletion.root_entity, deletion.root_id
+                ),
+            ));
+        }
+        Some(_) => {}
+    }
+    let batch = tx.records_in_batch(entity, id).await?;
+    for record in &batch {
+        tx.purge_record(record, actor, op_id, reason).await?;
+    }
+    // Records outside the batch that still point at a purged record (say, a contact restored
+    // on its own) lose that link, as a new version that says why.
+    let purged: BTreeSet<(Entity, i64)> = batch.iter().map(|r| (r.entity, r.id)).collect();
+    for (gone_entity, gone_id) in &purged {
+        for referrer in Entity::ALL {
+            for def in referrer
+                .fields()
+                .iter()
+                .filter(|d| d.kind == FieldKind::Ref(*gone_entity))
+            {
+                for before in tx
+                    .records_referencing(referrer, def.name, *gone_id, true)
+                    .await?
+                {
+                    let mut after = before.clone();
+                    after.fields.insert(def.name.to_owned(), Value::Null);
+                    after.version += 1;
+                    after.updated_at = tx.now();
+                    after.updated_by = actor.user_id;
+                    let why = format!("{gone_entity} {gone_id} was purged");
+                    let write = RecordWrite {
+                        before: Some(&before),
+                        after,
+                        action: "update",
+                        actor,
+                        op_id,
+                        reason: Some(&why),
+                    };
+                    tx.commit_record_change(write).await?;
+                }
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok(batch.len())
+}
+
+/// Titles of linked records, so a client can show "Acme Ltd" rather than "company 12".
+pub async fn linked_titles(app: &App, actor: &Actor, record: &Record) -> Result<Value, AppError> {
+    let mut out = serde_json::Map::new();
+    for def in record.entity.fields() {
+        let FieldKind::Ref(target) = def.kind else {
+            continue;
+        };
+        let Some(id) = record.field_i64(def.name) else {
+            continue;
+        };
+        if authorize(actor, Action::Read(target)).is_err() {
+            continue;
+        }
+        if let Some((_, title, deleted)) = app.db.titles(target, &[id]).await?.into_iter().next() {
+            out.insert(
+                def.name.to_owned(),
+                serde_json::json!({"id": id, "title": title, "in_recycle_bin": deleted}),
+            );
+        }
+    }
+    Ok(Value::Object(out))
+}

@@ -1,0 +1,362 @@
+//! Configuration, filled in layers: defaults in code, then `holdfast.toml`, then `HOLDFAST_…`
+//! environment variables, then command-line flags. Unknown keys are errors at every layer, so a
+//! typo never silently falls back to a default.
+
+use anyhow::Context as _;
+use holdfast_app::AppConfig;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// The commented example printed by `holdfast config example`; a test parses it.
+pub const EXAMPLE: &str = include_str!("../holdfast.example.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    /// Empty means SQLite in `data_dir`.
+    pub database_url: String,
+    /// How users reach Holdfast, e.g. `https://crm.example.com`; https marks cookies Secure.
+    pub public_url: String,
+    pub log: LogConfig,
+    pub recycle_bin: RecycleBinConfig,
+    pub sessions: SessionConfig,
+    pub login: LoginConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub level: String,
+    /// `text` or `json`.
+    pub format: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecycleBinConfig {
+    pub retention_days: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    pub idle_minutes: i64,
+    pub absolute_hours: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginConfig {
+    pub max_failures_per_account: i64,
+    pub max_failures_per_address: i64,
+    pub window_minutes: i64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./holdfast-data"),
+            database_url: String::new(),
+            public_url: String::new(),
+            log: LogConfig::default(),
+            recycle_bin: RecycleBinConfig::default(),
+            sessions: SessionConfig::default(),
+            login: LoginConfig::default(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+impl Default for RecycleBinConfig {
+    fn default() -> Self {
+        RecycleBinConfig {
+            retention_days: AppConfig::default().recycle_bin_days,
+        }
+    }
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        let app = AppConfig::default();
+        SessionConfig {
+            idle_minutes: app.session_idle_minutes,
+            absolute_hours: app.session_absolute_hours,
+        }
+    }
+}
+
+impl Default for LoginConfig {
+    fn default() -> Self {
+        let app = AppConfig::default();
+        LoginConfig {
+            max_failures_per_account: app.login_max_failures_per_account,
+            max_failures_per_address: app.login_max_failures_per_address,
+            window_minutes: app.login_window_minutes,
+        }
+    }
+}
+
+/// Flags that override the other layers.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+}
+
+impl Config {
+    /// Loads the layers. `file` is `--config`; without it `./holdfast.toml` is read if present.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Iterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> anyhow::Result<Config> {
+        let mut table = match file {
+            Some(path) => read_table(path)?,
+            None if Path::new("holdfast.toml").exists() => read_table(Path::new("holdfast.toml"))?,
+            None => toml::Table::new(),
+        };
+        for (key, value) in env {
+            let Some(rest) = key.strip_prefix("HOLDFAST_") else {
+                continue;
+            };
+            if rest == "CONFIG" || rest.is_empty() {
+                continue;
+            }
+            let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+            set_path(&mut table, &path, parse_env_value(&value))
+                .with_context(|| format!("environment variable {key}"))?;
+        }
+        let mut config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|error: toml::de::Error| anyhow::anyhow!("{}", error.message()))
+            .context("invalid configuration (from holdfast.toml or HOLDFAST_… variables); `holdfast config example` shows every key")?;
+        if let Some(listen) = &overrides.listen {
+            config.listen = listen.clone();
+        }
+        if let Some(dir) = &overrides.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if let Some(url) = &overrides.database_url {
+            config.database_url = url.clone();
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.recycle_bin.retention_days >= 30,
+            "recycle_bin.retention_days is {}, but must be at least 30: a deleted record must stay restorable for a month",
+            self.recycle_bin.retention_days
+        );
+        anyhow::ensure!(
+            self.sessions.idle_minutes >= 1,
+            "sessions.idle_minutes must be at least 1"
+        );
+        anyhow::ensure!(
+            self.sessions.absolute_hours >= 1,
+            "sessions.absolute_hours must be at least 1"
+        );
+        anyhow::ensure!(
+            self.login.max_failures_per_account >= 1,
+            "login.max_failures_per_account must be at least 1"
+        );
+        anyhow::ensure!(
+            self.login.max_failures_per_address >= 1,
+            "login.max_failures_per_address must be at least 1"
+        );
+        anyhow::ensure!(
+            self.login.window_minutes >= 1,
+            "login.window_minutes must be at least 1"
+        );
+        anyhow::ensure!(
+            matches!(self.log.format.as_str(), "text" | "json"),
+            "log.format must be text or json"
+        );
+        self.listen
+            .parse::<std::net::SocketAddr>()
+            .with_context(|| {
+                format!(
+                    "listen = {:?} is not ADDRESS:PORT, e.g. 127.0.0.1:8080",
+                    self.listen
+                )
+            })?;
+        if !self.database_url.is_empty() {
+            anyhow::ensure!(
+                holdfast_app::Backend::of_url(&self.database_url).is_some(),
+                "database_url must start with sqlite:// or postgres://"
+            );
+        }
+        Ok(())
+    }
+
+    /// The database to use: the configured URL, or SQLite in the data folder.
+    pub fn database_url(&self) -> anyhow::Result<String> {
+        if !self.database_url.is_empty() {
+            return Ok(self.database_url.clone());
+        }
+        let dir = self.absolute_data_dir()?;
+        Ok(format!(
+            "sqlite://{}?mode=rwc",
+            dir.join("holdfast.db").display()
+        ))
+    }
+
+    pub fn absolute_data_dir(&self) -> anyhow::Result<PathBuf> {
+        if self.data_dir.is_absolute() {
+            return Ok(self.data_dir.clone());
+        }
+        Ok(std::env::current_dir()
+            .context("reading the current folder")?
+            .join(&self.data_dir))
+    }
+
+    pub fn app_config(&self) -> AppConfig {
+        AppConfig {
+            recycle_bin_days: self.recycle_bin.retention_days,
+            session_idle_minutes: self.sessions.idle_minutes,
+            session_absolute_hours: self.sessions.absolute_hours,
+            login_max_failures_per_account: self.login.max_failures_per_account,
+            login_max_failures_per_address: self.login.max_failures_per_address,
+            login_window_minutes: self.login.window_minutes,
+            cookie_secure: self.public_url.starts_with("https://"),
+        }
+    }
+}
+
+fn read_table(path: &Path) -> anyhow::Result<toml::Table> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    text.parse::<toml::Table>()
+        .with_context(|| format!("config file {} is not valid TOML", path.display()))
+}
+
+fn parse_env_value(value: &str) -> toml::Value {
+    if let Ok(number) = value.parse::<i64>() {
+        return toml::Value::Integer(number);
+    }
+    match value {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ => toml::Value::String(value.to_owned()),
+    }
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> anyhow::Result<()> {
+    match path {
+        [] => Ok(()),
+        [key] => {
+            table.insert(key.clone(), value);
+            Ok(())
+        }
+        [key, rest @ ..] => {
+            let entry = table
+                .entry(key.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let toml::Value::Table(inner) = entry else {
+                anyhow::bail!("{key} is not a section")
+            };
+            set_path(inner, rest, value)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(
+        file: Option<&Path>,
+        env: &[(&str, &str)],
+        overrides: &Overrides,
+    ) -> anyhow::Result<Config> {
+        Config::load(
+            file,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            overrides,
+        )
+    }
+
+    #[test]
+    fn the_example_parses_and_matches_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("holdfast.toml");
+        std::fs::write(&path, EXAMPLE).unwrap();
+        let config = load(Some(&path), &[], &Overrides::default()).unwrap();
+        let defaults = Config::default();
+        assert_eq!(config.listen, defaults.listen);
+        assert_eq!(config.recycle_bin.retention_days, 90);
+        assert_eq!(
+            config.login.max_failures_per_account,
+            defaults.login.max_failures_per_account
+        );
+    }
+
+    #[test]
+    fn layers_apply_in_order_file_env_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("holdfast.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\n[recycle_bin]\nretention_days = 60\n",
+        )
+        .unwrap();
+        let env = [
+            ("HOLDFAST_RECYCLE_BIN__RETENTION_DAYS", "45"),
+            ("HOLDFAST_LISTEN", "127.0.0.1:9001"),
+            ("PATH", "/bin"),
+        ];
+        let config = load(Some(&path), &env, &Overrides::default()).unwrap();
+        assert_eq!(
+            (config.listen.as_str(), config.recycle_bin.retention_days),
+            ("127.0.0.1:9001", 45)
+        );
+        let flags = Overrides {
+            listen: Some("127.0.0.1:9002".into()),
+            ..Overrides::default()
+        };
+        assert_eq!(
+            load(Some(&path), &env, &flags).unwrap().listen,
+            "127.0.0.1:9002"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_unsafe_values_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("holdfast.toml");
+        std::fs::write(&path, "lisen = \"127.0.0.1:9000\"\n").unwrap();
+        let error = format!(
+            "{:#}",
+            load(Some(&path), &[], &Overrides::default()).unwrap_err()
+        );
+        assert!(error.contains("lisen"), "{error}");
+        let error = format!(
+            "{:#}",
+            load(
+                None,
+                &[("HOLDFAST_RECYCLE_BIN__RETENTION_DAYS", "7")],
+                &Overrides::default()
+            )
+            .unwrap_err()
+        );
+        assert!(error.contains("at least 30"), "{error}");
+        let error = format!(
+            "{:#}",
+            load(None, &[("HOLDFAST_NOPE", "1")], &Overrides::default()).unwrap_err()
+        );
+        assert!(error.contains("nope"), "{error}");
+    }
+}

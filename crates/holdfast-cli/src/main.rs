@@ -1,0 +1,398 @@
+//! The `holdfast` binary: `serve`, `admin create`, `upgrade`, `config example`, `version`.
+//!
+//! Commands parse flags, load the layered configuration ([`config`]) and call use cases in
+//! `holdfast-app`; they hold no rules of their own.
+
+mod config;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use config::{Config, Overrides};
+use holdfast_app::{App, Backend, Db, SchemaState, SystemClock};
+use holdfast_domain::{Actor, Role};
+use std::io::BufRead as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "holdfast",
+    version,
+    about = "Self-hosted CRM that never silently loses a customer record"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the server (initialises a new database; refuses an outdated one).
+    Serve(ServeArgs),
+    /// Administer users from the server's console.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Upgrade the database schema to this version of Holdfast, backing it up first.
+    Upgrade(UpgradeArgs),
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Print the version and the database schema version it needs.
+    Version,
+}
+
+#[derive(Args, Clone)]
+struct DbArgs {
+    /// Configuration file (default: ./holdfast.toml if present).
+    #[arg(long, env = "HOLDFAST_CONFIG")]
+    config: Option<PathBuf>,
+    /// Folder for the embedded database.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// sqlite://PATH or postgres://USER@HOST/DB; overrides --data-dir.
+    #[arg(long)]
+    database_url: Option<String>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// ADDRESS:PORT to listen on (port 0 picks a free one).
+    #[arg(long)]
+    listen: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create a user (an administrator unless --role member). Reads the password from the
+    /// first line of standard input, so it never appears in the shell history.
+    Create {
+        #[command(flatten)]
+        db: DbArgs,
+        #[arg(long)]
+        username: String,
+        #[arg(long, default_value = "")]
+        display_name: String,
+        #[arg(long, default_value = "admin")]
+        role: String,
+    },
+}
+
+#[derive(Args)]
+struct UpgradeArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// Only report what would be done.
+    #[arg(long)]
+    check: bool,
+    /// PostgreSQL: confirm that you have taken a backup (Holdfast cannot copy a server database).
+    #[arg(long)]
+    yes: bool,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print a commented example configuration file with every key and its default.
+    Example,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let overrides = Overrides {
+                listen: args.listen.clone(),
+                ..overrides(&args.db)
+            };
+            let config = Config::load(args.db.config.as_deref(), std::env::vars(), &overrides)?;
+            init_logging(&config)?;
+            serve(config).await
+        }
+        Command::Admin {
+            command:
+                AdminCommand::Create {
+                    db,
+                    username,
+                    display_name,
+                    role,
+                },
+        } => {
+            let config = Config::load(db.config.as_deref(), std::env::vars(), &overrides(&db))?;
+            admin_create(&config, &username, &display_name, &role).await
+        }
+        Command::Upgrade(args) => {
+            let config = Config::load(
+                args.db.config.as_deref(),
+                std::env::vars(),
+                &overrides(&args.db),
+            )?;
+            upgrade(&config, args.check, args.yes).await
+        }
+        Command::Config {
+            command: ConfigCommand::Example,
+        } => {
+            print!("{}", config::EXAMPLE);
+            Ok(())
+        }
+        Command::Version => {
+            println!(
+                "holdfast {} (database schema version {})",
+                env!("CARGO_PKG_VERSION"),
+                holdfast_app::records_schema_version()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn overrides(db: &DbArgs) -> Overrides {
+    Overrides {
+        listen: None,
+        data_dir: db.data_dir.clone(),
+        database_url: db.database_url.clone(),
+    }
+}
+
+fn init_logging(config: &Config) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .with_context(|| format!("log.level = {:?} is not a valid filter", config.log.level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if config.log.format == "json" {
+        builder.json().init()
+    } else {
+        builder.init()
+    }
+    Ok(())
+}
+
+/// Opens the configured database, creating the data folder for SQLite.
+async fn open_app(config: &Config) -> anyhow::Result<App> {
+    prepare_data_dir(config)?;
+    App::open(
+        &config.database_url()?,
+        config.app_config(),
+        Arc::new(SystemClock),
+    )
+    .await
+}
+
+fn prepare_data_dir(config: &Config) -> anyhow::Result<()> {
+    if config.database_url.is_empty() {
+        let dir = config.absolute_data_dir()?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("creating the data folder {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let app = open_app(&config).await?;
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let address = listener.local_addr()?;
+    let base = if config.public_url.is_empty() {
+        format!("http://{address}")
+    } else {
+        config.public_url.trim_end_matches('/').to_owned()
+    };
+    println!(
+        "Holdfast {} listening on http://{address} ({} database)",
+        env!("CARGO_PKG_VERSION"),
+        app.db.backend().name()
+    );
+    if let Some(token) = holdfast_app::auth::issue_setup_token(&app).await? {
+        println!();
+        println!("No users yet. Create the first administrator, either on this machine:");
+        println!(
+            "    holdfast admin create --username YOUR_NAME   (add the same --data-dir/--database-url; reads the password from stdin)"
+        );
+        println!("or over the API with this one-time setup token:");
+        println!(
+            "    curl -X POST {base}/api/v1/setup -H 'Content-Type: application/json' \\\n         -d '{{\"token\":\"{token}\",\"username\":\"YOUR_NAME\",\"password\":\"AT LEAST 10 CHARACTERS\"}}'"
+        );
+        println!();
+    }
+    let purge_app = app.clone();
+    let purge_job = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            let op_id = holdfast_app::random_hex(8).unwrap_or_default();
+            match holdfast_app::records::purge_expired(&purge_app, &op_id).await {
+                Ok(0) => {}
+                Ok(purged) => tracing::info!(
+                    purged,
+                    op_id,
+                    "recycle bin: purged records past their retention period"
+                ),
+                Err(error) => tracing::error!(op_id, error = ?error, "recycle bin purge failed"),
+            }
+        }
+    });
+    holdfast_web::serve(listener, app.clone(), shutdown_signal())
+        .await
+        .context("serving")?;
+    purge_job.abort();
+    app.db.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+async fn admin_create(
+    config: &Config,
+    username: &str,
+    display_name: &str,
+    role: &str,
+) -> anyhow::Result<()> {
+    let role = Role::parse(role).context("--role must be admin or member")?;
+    let mut password = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut password)
+        .context("reading the password from standard input")?;
+    let password = password.trim_end_matches(['\r', '\n']);
+    let app = open_app(config).await?;
+    let op_id = holdfast_app::random_hex(8)?;
+    let user = holdfast_app::users::create_user_unchecked(
+        &app,
+        &Actor::system(),
+        &op_id,
+        username,
+        display_name,
+        password,
+        role,
+    )
+    .await
+    .map_err(describe)?;
+    println!(
+        "Created {} '{}' (id {}). Log in with POST /api/v1/auth/login.",
+        role.name(),
+        user.username,
+        user.id
+    );
+    app.db.close().await;
+    Ok(())
+}
+
+/// Makes a use-case error readable on a console.
+fn describe(error: holdfast_app::AppError) -> anyhow::Error {
+    match error {
+        holdfast_app::AppError::Invalid(fields) => anyhow::anyhow!("{fields}"),
+        holdfast_app::AppError::Internal(error) => error,
+        other => anyhow::anyhow!("{other}"),
+    }
+}
+
+async fn upgrade(config: &Config, check: bool, yes: bool) -> anyhow::Result<()> {
+    prepare_data_dir(config)?;
+    let url = config.database_url()?;
+    let db = Db::connect(&url).await?;
+    let (found, wanted) = match db.schema_state().await? {
+        SchemaState::Empty => {
+            println!("The database is empty; `holdfast serve` initialises it. Nothing to upgrade.");
+            return Ok(());
+        }
+        SchemaState::Current => {
+            println!(
+                "The database schema is current (version {}). Nothing to do.",
+                holdfast_app::records_schema_version()
+            );
+            return Ok(());
+        }
+        SchemaState::Ahead { found, wanted } => anyhow::bail!(
+            "the database is at schema version {found}, newer than this Holdfast (version {wanted}); use a newer Holdfast"
+        ),
+        SchemaState::Behind { found, wanted } => (found, wanted),
+    };
+    println!(
+        "The database is at schema version {found}; this Holdfast needs version {wanted}. Steps:"
+    );
+    for (version, name) in holdfast_app::pending_migrations(found) {
+        println!("  {version}: {name}");
+    }
+    if check {
+        println!("(--check: nothing was changed)");
+        return Ok(());
+    }
+    match db.backend() {
+        Backend::Sqlite => {
+            let dir = config.absolute_data_dir()?.join("backups");
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let stamp = holdfast_app::compact_utc_now();
+            let path = dir.join(format!("pre-upgrade-v{found}-{stamp}.db"));
+            db.sqlite_copy_to(&path).await?;
+            println!("Backed up the database to {}", path.display());
+            println!(
+                "To roll back: stop Holdfast, put that file in place of holdfast.db, and run the previous version."
+            );
+        }
+        Backend::Postgres => {
+            if !yes {
+                anyhow::bail!(
+                    "back up the PostgreSQL database first, for example:\n    pg_dump --format=custom --file=holdfast-pre-upgrade-v{found}.dump '{}'\n\
+                     then run `holdfast upgrade --yes` with the same options. To roll back, restore that dump with pg_restore",
+                    holdfast_app::redact(&url)
+                );
+            }
+        }
+    }
+    for migration in db.migrate_to(wanted).await? {
+        println!("Applied {}: {}", migration.version, migration.name);
+    }
+    println!("Upgrade complete: schema version {wanted}.");
+    db.close().await;
+    Ok(())
+}

@@ -1,0 +1,339 @@
+//! Holdfast's storage: the only crate that speaks SQL.
+//!
+//! One [`Db`] serves both backends through sqlx's `Any` driver, with SQL written once in the
+//! subset SQLite and PostgreSQL share (`$1` placeholders, `RETURNING`, row-value comparisons,
+//! integer times). Reads go through [`Db`]'s methods; every write goes through a [`WriteTx`],
+//! whose record writes always land together with their version and audit entry.
+//!
+//! Layout: [`schema`] holds the migration history, [`read`] the queries, [`write`] the write
+//! transaction (the one write path), [`rows`] the mapping between rows and domain types.
+
+pub mod read;
+mod rows;
+pub mod schema;
+pub mod write;
+
+pub use read::{
+    AuditRow, BinEntry, ListQuery, SessionRow, Sort, SortValue, TokenRow, UserRow, VersionRow,
+};
+pub use write::{AuditDraft, NewUser, RecordWrite, SessionScope, UserUpdate, WriteTx};
+
+use anyhow::Context as _;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Connection as _, Executor as _, Row as _};
+use std::str::FromStr as _;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+
+    pub fn of_url(url: &str) -> Option<Backend> {
+        if url.starts_with("sqlite:") {
+            Some(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Backend::Postgres)
+        } else {
+            None
+        }
+    }
+}
+
+/// Errors a caller can act on; everything else is `Internal`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The row is no longer at the version the change was based on.
+    #[error("the record was changed meanwhile (now at version {current})")]
+    VersionConflict { current: i64 },
+    /// A unique constraint refused the write; names the constraint's column.
+    #[error("{0} is already taken")]
+    Duplicate(&'static str),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        StoreError::Internal(anyhow::Error::new(error))
+    }
+}
+
+/// What state a database's schema is in, compared with this build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaState {
+    /// No Holdfast tables yet: `serve` may initialise it.
+    Empty,
+    Current,
+    /// Older than this build: `holdfast upgrade` must run first.
+    Behind {
+        found: i64,
+        wanted: i64,
+    },
+    /// Newer than this build: this binary must not touch it.
+    Ahead {
+        found: i64,
+        wanted: i64,
+    },
+}
+
+/// Connection pools for one database.
+#[derive(Clone, Debug)]
+pub struct Db {
+    read: AnyPool,
+    /// Writers. On SQLite this pool has a single connection, so writes queue in-process instead
+    /// of failing with `SQLITE_BUSY`; on PostgreSQL it is the same pool as `read`.
+    write: AnyPool,
+    backend: Backend,
+}
+
+impl Db {
+    /// Opens a database; an SQLite file is created if missing. Does not migrate.
+    pub async fn connect(url: &str) -> anyhow::Result<Db> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::of_url(url).with_context(|| {
+            format!(
+                "unsupported database URL {}: use sqlite://PATH or postgres://…",
+                redact(url)
+            )
+        })?;
+        let options = AnyConnectOptions::from_str(url)
+            .with_context(|| format!("invalid database URL {}", redact(url)))?;
+        let pool = |max: u32| {
+            AnyPoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(Duration::from_secs(30))
+                .after_connect(move |conn, _meta| {
+                    Box::pin(async move {
+                        if backend == Backend::Sqlite {
+                            // WAL lets readers run beside the writer; FULL makes an acknowledged
+                            // commit survive power loss; SQLite leaves foreign keys off by default.
+                            for pragma in [
+                                "PRAGMA journal_mode = WAL",
+                                "PRAGMA synchronous = FULL",
+                                "PRAGMA foreign_keys = ON",
+                                "PRAGMA busy_timeout = 10000",
+                            ] {
+                                conn.execute(pragma).await?;
+                            }
+                        }
+                        Ok(())
+                    })
+                })
+        };
+        let db = match backend {
+            Backend::Sqlite => {
+                let write = pool(1)
+                    .connect_with(options.clone())
+                    .await
+                    .with_context(|| format!("opening {}", redact(url)))?;
+                let read = pool(4)
+                    .connect_with(options)
+                    .await
+                    .with_context(|| format!("opening {}", redact(url)))?;
+                Db {
+                    read,
+                    write,
+                    backend,
+                }
+            }
+            Backend::Postgres => {
+                let pool = pool(16)
+                    .connect_with(options)
+                    .await
+                    .with_context(|| format!("connecting to {}", redact(url)))?;
+                Db {
+                    read: pool.clone(),
+                    write: pool,
+                    backend,
+                }
+            }
+        };
+        Ok(db)
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+
+    /// Cheap round trip for `/readyz`.
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.read)
+            .await
+            .context("database ping")?;
+        Ok(())
+    }
+
+    /// The highest applied migration, or `None` for a database without Holdfast tables.
+    pub async fn schema_version(&self) -> anyhow::Result<Option<i64>> {
+        let exists = match self.backend {
+            Backend::Sqlite => {
+                sqlx::query("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'")
+                    .fetch_one(&self.read)
+                    .await?
+                    .try_get::<i64, _>(0)?
+            }
+            Backend::Postgres => {
+                sqlx::query("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = 'schema_migrations'")
+                    .fetch_one(&self.read)
+                    .await?
+                    .try_get::<i64, _>(0)?
+            }
+        };
+        if exists == 0 {
+            return Ok(None);
+        }
+        let version = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+            .fetch_one(&self.read)
+            .await
+            .context("reading schema_migrations")?
+            .try_get::<i64, _>(0)?;
+        Ok(Some(version))
+    }
+
+    pub async fn schema_state(&self) -> anyhow::Result<SchemaState> {
+        let wanted = schema::current_version();
+        Ok(match self.schema_version().await? {
+            None => SchemaState::Empty,
+            Some(found) if found == wanted => SchemaState::Current,
+            Some(found) if found < wanted => SchemaState::Behind { found, wanted },
+            Some(found) => SchemaState::Ahead { found, wanted },
+        })
+    }
+
+    /// Applies migrations up to `target`, each in its own transaction. Refuses to go backwards.
+    /// On PostgreSQL an advisory lock keeps two instances starting at once from racing.
+    pub async fn migrate_to(&self, target: i64) -> anyhow::Result<Vec<&'static schema::Migration>> {
+        let mut conn = self.write.acquire().await?;
+        if self.backend == Backend::Postgres {
+            conn.execute("SELECT pg_advisory_lock(7355608)").await?;
+        }
+        let result = async {
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+            )
+            .await?;
+            let found = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+                .fetch_one(&mut *conn)
+                .await?
+                .try_get::<i64, _>(0)?;
+            anyhow::ensure!(
+                found <= target,
+                "the database is at schema version {found}, newer than {target}; refusing to downgrade"
+            );
+            let mut applied = Vec::new();
+            for migration in schema::MIGRATIONS.iter().filter(|m| m.version > found && m.version <= target) {
+                let mut tx = conn.begin().await?;
+                for statement in schema::statements(&schema::render(migration.sql, self.backend)) {
+                    tx.execute(statement)
+                        .await
+                        .with_context(|| format!("migration {} ({}) failed at: {statement}", migration.version, migration.name))?;
+                }
+                sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
+                    .bind(migration.version)
+                    .bind(migration.name)
+                    .bind(unix_micros_now())
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                applied.push(migration);
+            }
+            Ok(applied)
+        }
+        .await;
+        if self.backend == Backend::Postgres {
+            conn.execute("SELECT pg_advisory_unlock(7355608)").await?;
+        }
+        result
+    }
+
+    /// A consistent copy of an SQLite database in one file (`VACUUM INTO`), taken while
+    /// others keep reading and writing. Fails if `path` exists.
+    pub async fn sqlite_copy_to(&self, path: &std::path::Path) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.backend == Backend::Sqlite,
+            "file copies are for SQLite databases"
+        );
+        anyhow::ensure!(!path.exists(), "{} already exists", path.display());
+        let target = path.to_str().context("backup path is not valid UTF-8")?;
+        sqlx::query("VACUUM INTO $1")
+            .bind(target)
+            .execute(&self.read)
+            .await
+            .with_context(|| format!("copying the database to {target}"))?;
+        Ok(())
+    }
+
+    /// Runs raw SQL; for tests that break the schema on purpose.
+    #[doc(hidden)]
+    pub async fn execute_raw_for_tests(&self, sql: &str) -> anyhow::Result<u64> {
+        Ok(self.write.execute(sql).await?.rows_affected())
+    }
+
+    /// Counts rows of a table; for tests and `doctor`.
+    pub async fn count_rows(&self, table: &str) -> anyhow::Result<i64> {
+        anyhow::ensure!(
+            table.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+            "bad table name"
+        );
+        Ok(sqlx::query(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(&self.read)
+            .await?
+            .try_get::<i64, _>(0)?)
+    }
+
+    pub(crate) fn read_pool(&self) -> &AnyPool {
+        &self.read
+    }
+}
+
+fn unix_micros_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A database URL without its password, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            super::redact("postgres://app:s3cret@db:5432/crm"),
+            "postgres://app:***@db:5432/crm"
+        );
+        assert_eq!(
+            super::redact("sqlite:///data/holdfast.db"),
+            "sqlite:///data/holdfast.db"
+        );
+    }
+}

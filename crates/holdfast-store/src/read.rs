@@ -1,0 +1,734 @@
+//! Queries. Nothing here writes; lists are filtered and paginated in SQL, never after fetching.
+
+use crate::Db;
+use crate::rows::{self, Params};
+use crate::write::audit_hash_parts;
+use anyhow::Context as _;
+use holdfast_domain::search::{TermMatch, also_found_via};
+use holdfast_domain::{CustomFieldDef, CustomFieldKind, Entity, Record, Role, Timestamp};
+use serde_json::Value;
+use sqlx::Row as _;
+use sqlx::any::AnyRow;
+
+/// A list request, already validated by the app.
+#[derive(Debug, Clone)]
+pub struct ListQuery {
+    /// Equality filters on integer columns (`owner_id`, `company_id`, …).
+    pub int_filters: Vec<(&'static str, i64)>,
+    /// Equality filters on text columns (`stage`, `status`, `kind`, …).
+    pub text_filters: Vec<(&'static str, String)>,
+    pub tag: Option<String>,
+    pub updated_since: Option<Timestamp>,
+    /// All must match (see `holdfast_domain::search`).
+    pub search: Option<Vec<TermMatch>>,
+    pub sort: Sort,
+    /// Keyset cursor: the sort value and id of the last row of the previous page.
+    pub after: Option<(SortValue, i64)>,
+    pub limit: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sort {
+    /// A NOT NULL column: `updated_at`, `created_at` or one of `Entity::sortable`.
+    pub column: &'static str,
+    pub descending: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SortValue {
+    Int(i64),
+    Text(String),
+}
+
+impl Sort {
+    pub fn is_integer(&self) -> bool {
+        !matches!(self.column, "name" | "subject")
+    }
+
+    pub fn value_of(&self, record: &Record) -> SortValue {
+        match self.column {
+            "updated_at" => SortValue::Int(record.updated_at.micros()),
+            "created_at" => SortValue::Int(record.created_at.micros()),
+            column if self.is_integer() => SortValue::Int(record.field_i64(column).unwrap_or(0)),
+            column => SortValue::Text(record.field_str(column).unwrap_or_default().to_owned()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct VersionRow {
+    pub entity: Entity,
+    pub record_id: i64,
+    pub version: i64,
+    pub action: String,
+    pub at: Timestamp,
+    pub actor_id: i64,
+    pub actor_name: Option<String>,
+    pub op_id: String,
+    pub reason: Option<String>,
+    pub changed: Vec<String>,
+    pub snapshot: Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditRow {
+    pub seq: i64,
+    pub at: Timestamp,
+    pub actor_id: i64,
+    pub actor_name: String,
+    pub op_id: String,
+    pub action: String,
+    pub entity: Option<String>,
+    pub record_id: Option<i64>,
+    pub version: Option<i64>,
+    pub detail: Value,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// A deletion in the recycle bin: the record deleted, and how many others went with it.
+#[derive(Debug, Clone)]
+pub struct BinEntry {
+    pub root: Record,
+    pub related: Vec<(Entity, i64)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UserRow {
+    pub id: i64,
+    pub username: String,
+    pub display_name: String,
+    pub password_hash: String,
+    pub role: Role,
+    pub active: bool,
+    pub created_at: Timestamp,
+    pub last_login_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    pub id: i64,
+    pub user_id: i64,
+    pub created_at: Timestamp,
+    pub last_seen_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+    pub address: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenRow {
+    pub id: i64,
+    pub user_id: i64,
+    pub name: String,
+    pub created_at: Timestamp,
+    pub last_used_at: Option<Timestamp>,
+    pub expires_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+}
+
+const USER_COLUMNS: &str =
+    "id, username, display_name, password_hash, role, active, created_at, last_login_at";
+const SESSION_COLUMNS: &str =
+    "id, user_id, created_at, last_seen_at, expires_at, revoked_at, address, user_agent";
+const TOKEN_COLUMNS: &str = "id, user_id, name, created_at, last_used_at, expires_at, revoked_at";
+const AUDIT_COLUMNS: &str = "seq, at, actor_id, actor_name, op_id, action, entity, record_id, version, detail, prev_hash, hash";
+
+impl Db {
+    pub async fn record(&self, entity: Entity, id: i64) -> anyhow::Result<Option<Record>> {
+        let sql = format!(
+            "SELECT {} FROM {} WHERE id = $1",
+            rows::select_list(entity),
+            entity.plural()
+        );
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(self.read_pool())
+            .await?;
+        row.map(|row| rows::record_from_row(entity, &row))
+            .transpose()
+    }
+
+    /// Live records matching `query`, at most `limit`, in sort order.
+    pub async fn list_records(
+        &self,
+        entity: Entity,
+        query: &ListQuery,
+    ) -> anyhow::Result<Vec<Record>> {
+        let mut params = Params::default();
+        let mut conditions = vec!["deleted_at IS NULL".to_owned()];
+        for (column, value) in &query.int_filters {
+            conditions.push(format!("{column} = {}", params.int(*value)));
+        }
+        for (column, value) in &query.text_filters {
+            conditions.push(format!("{column} = {}", params.text(value.clone())));
+        }
+        if let Some(tag) = &query.tag {
+            let code = params.int(entity.code());
+            let tag = params.text(tag.clone());
+            conditions.push(format!(
+                "id IN (SELECT record_id FROM record_tags WHERE entity = {code} AND tag = {tag})"
+            ));
+        }
+        if let Some(since) = query.updated_since {
+            conditions.push(format!("updated_at >= {}", params.int(since.micros())));
+        }
+        if let Some(terms) = &query.search {
+            let own = term_subquery(entity, terms, &mut params);
+            match also_found_via(entity) {
+                Some((other, via)) => {
+                    let related = term_subquery(other, terms, &mut params);
+                    conditions.push(format!("(id IN ({own}) OR {via} IN ({related}))"));
+                }
+                None => conditions.push(format!("id IN ({own})")),
+            }
+        }
+        let direction = if query.sort.descending { "DESC" } else { "ASC" };
+        let column = query.sort.column;
+        if let Some((value, id)) = &query.after {
+            let value = match value {
+                SortValue::Int(number) => params.int(*number),
+                SortValue::Text(text) => params.text(text.clone()),
+            };
+            let id = params.int(*id);
+            let op = if query.sort.descending { "<" } else { ">" };
+            conditions.push(format!("({column}, id) {op} ({value}, {id})"));
+        }
+        let limit = params.int(query.limit);
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {} ORDER BY {column} {direction}, id {direction} LIMIT {limit}",
+            rows::select_list(entity),
+            entity.plural(),
+            conditions.join(" AND ")
+        );
+        let found = params
+            .bind(sqlx::query(&sql))
+            .fetch_all(self.read_pool())
+            .await?;
+        found
+            .iter()
+            .map(|row| rows::record_from_row(entity, row))
+            .collect()
+    }
+
+    /// Live records by id, for showing what a record links to.
+    pub async fn titles(
+        &self,
+        entity: Entity,
+        ids: &[i64],
+    ) -> anyhow::Result<Vec<(i64, String, bool)>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut params = Params::default();
+        let list: Vec<String> = ids.iter().map(|id| params.int(*id)).collect();
+        let sql = format!(
+            "SELECT id, {}, deleted_at FROM {} WHERE id IN ({})",
+            entity.title_field(),
+            entity.plural(),
+            list.join(", ")
+        );
+        let found = params
+            .bind(sqlx::query(&sql))
+            .fetch_all(self.read_pool())
+            .await?;
+        found
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get::<i64, _>(0)?,
+                    row.try_get::<String, _>(1)?,
+                    row.try_get::<Option<i64>, _>(2)?.is_some(),
+                ))
+            })
+            .collect()
+    }
+
+    pub async fn versions(&self, entity: Entity, id: i64) -> anyhow::Result<Vec<VersionRow>> {
+        let found = sqlx::query(
+            "SELECT v.entity, v.record_id, v.version, v.action, v.at, v.actor_id, u.username, v.op_id, v.reason, v.changed, v.snapshot
+             FROM record_versions v LEFT JOIN users u ON u.id = v.actor_id
+             WHERE v.entity = $1 AND v.record_id = $2 ORDER BY v.version",
+        )
+        .bind(entity.name())
+        .bind(id)
+        .fetch_all(self.read_pool())
+        .await?;
+        found.iter().map(version_from_row).collect()
+    }
+
+    pub async fn version(
+        &self,
+        entity: Entity,
+        id: i64,
+        version: i64,
+    ) -> anyhow::Result<Option<VersionRow>> {
+        let row = sqlx::query(
+            "SELECT v.entity, v.record_id, v.version, v.action, v.at, v.actor_id, u.username, v.op_id, v.reason, v.changed, v.snapshot
+             FROM record_versions v LEFT JOIN users u ON u.id = v.actor_id
+             WHERE v.entity = $1 AND v.record_id = $2 AND v.version = $3",
+        )
+        .bind(entity.name())
+        .bind(id)
+        .bind(version)
+        .fetch_optional(self.read_pool())
+        .await?;
+        row.as_ref().map(version_from_row).transpose()
+    }
+
+    /// Recycle-bin entries (deletion roots), newest first, with what went along with each.
+    pub async fn recycle_bin(
+        &self,
+        entity: Option<Entity>,
+        limit: i64,
+    ) -> anyhow::Result<Vec<BinEntry>> {
+        let mut roots = Vec::new();
+        for kind in Entity::ALL
+            .into_iter()
+            .filter(|k| entity.is_none_or(|e| e == *k))
+        {
+            let sql = format!(
+                "SELECT {} FROM {} WHERE deleted_at IS NOT NULL AND deleted_root_entity = $1 AND deleted_root_id = id
+                 ORDER BY deleted_at DESC, id DESC LIMIT $2",
+                rows::select_list(kind),
+                kind.plural()
+            );
+            let found = sqlx::query(&sql)
+                .bind(kind.name())
+                .bind(limit)
+                .fetch_all(self.read_pool())
+                .await?;
+            for row in &found {
+                roots.push(rows::record_from_row(kind, row)?);
+            }
+        }
+        roots.sort_by_key(|r| std::cmp::Reverse((r.deleted.map(|d| d.at), r.id)));
+        roots.truncate(usize::try_from(limit).unwrap_or(0));
+        let mut entries = Vec::with_capacity(roots.len());
+        for root in roots {
+            let mut related = Vec::new();
+            for kind in Entity::ALL {
+                let sql = format!(
+                    "SELECT COUNT(*) FROM {} WHERE deleted_root_entity = $1 AND deleted_root_id = $2 AND NOT (id = $2 AND $3 = $4)",
+                    kind.plural()
+                );
+                let count = sqlx::query(&sql)
+                    .bind(root.entity.name())
+                    .bind(root.id)
+                    .bind(kind.code())
+                    .bind(root.entity.code())
+                    .fetch_one(self.read_pool())
+                    .await?
+                    .try_get::<i64, _>(0)?;
+                if count > 0 {
+                    related.push((kind, count));
+                }
+            }
+            entries.push(BinEntry { root, related });
+        }
+        Ok(entries)
+    }
+
+    /// Deletion roots whose deletion happened before `cutoff`: due for the retention purge.
+    pub async fn expired_bin_roots(
+        &self,
+        cutoff: Timestamp,
+        limit: i64,
+    ) -> anyhow::Result<Vec<(Entity, i64)>> {
+        let mut due = Vec::new();
+        for kind in Entity::ALL {
+            let sql = format!(
+                "SELECT id FROM {} WHERE deleted_at < $1 AND deleted_root_entity = $2 AND deleted_root_id = id ORDER BY id LIMIT $3",
+                kind.plural()
+            );
+            let found = sqlx::query(&sql)
+                .bind(cutoff.micros())
+                .bind(kind.name())
+                .bind(limit)
+                .fetch_all(self.read_pool())
+                .await?;
+            for row in &found {
+                due.push((kind, row.try_get::<i64, _>(0)?));
+            }
+        }
+        Ok(due)
+    }
+
+    pub async fn audit_entries(
+        &self,
+        entity: Option<Entity>,
+        record_id: Option<i64>,
+        after_seq: Option<i64>,
+        limit: i64,
+    ) -> anyhow::Result<Vec<AuditRow>> {
+        let mut params = Params::default();
+        let mut conditions = vec!["1 = 1".to_owned()];
+        if let Some(entity) = entity {
+            conditions.push(format!("entity = {}", params.text(entity.name())));
+        }
+        if let Some(id) = record_id {
+            conditions.push(format!("record_id = {}", params.int(id)));
+        }
+        if let Some(seq) = after_seq {
+            conditions.push(format!("seq > {}", params.int(seq)));
+        }
+        let limit = params.int(limit);
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE {} ORDER BY seq LIMIT {limit}",
+            conditions.join(" AND ")
+        );
+        let found = params
+            .bind(sqlx::query(&sql))
+            .fetch_all(self.read_pool())
+            .await?;
+        found.iter().map(audit_from_row).collect()
+    }
+
+    /// Recomputes the audit hash chain. `Ok(n)` with the number of entries when intact,
+    /// otherwise an error naming the first entry that does not match.
+    pub async fn verify_audit_chain(&self) -> anyhow::Result<i64> {
+        let mut prev_hash = String::new();
+        let mut expected_seq = 1;
+        loop {
+            let batch = self
+                .audit_entries(None, None, Some(expected_seq - 1), 1000)
+                .await?;
+            if batch.is_empty() {
+                break;
+            }
+            for entry in &batch {
+                anyhow::ensure!(
+                    entry.seq == expected_seq,
+                    "audit entry {expected_seq} is missing"
+                );
+                anyhow::ensure!(
+                    entry.prev_hash == prev_hash,
+                    "audit entry {} does not follow entry {}",
+                    entry.seq,
+                    entry.seq - 1
+                );
+                let detail = serde_json::to_string(&entry.detail)?;
+                let hash = audit_hash_parts(
+                    &prev_hash,
+                    entry.seq,
+                    entry.at.micros(),
+                    entry.actor_id,
+                    &entry.actor_name,
+                    &entry.op_id,
+                    &entry.action,
+                    entry.entity.as_deref(),
+                    entry.record_id,
+                    entry.version,
+                    &detail,
+                );
+                anyhow::ensure!(
+                    hash == entry.hash,
+                    "audit entry {} was altered after it was written",
+                    entry.seq
+                );
+                prev_hash = hash;
+                expected_seq += 1;
+            }
+        }
+        let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_one(self.read_pool())
+            .await?;
+        anyhow::ensure!(
+            head.try_get::<i64, _>("seq")? == expected_seq - 1
+                && head.try_get::<String, _>("hash")? == prev_hash,
+            "the audit log ends before its recorded head: entries were removed from the end"
+        );
+        Ok(expected_seq - 1)
+    }
+
+    pub async fn user_by_username(&self, username: &str) -> anyhow::Result<Option<UserRow>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE username = $1");
+        let row = sqlx::query(&sql)
+            .bind(username.to_owned())
+            .fetch_optional(self.read_pool())
+            .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    pub async fn user(&self, id: i64) -> anyhow::Result<Option<UserRow>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(self.read_pool())
+            .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    pub async fn users(&self) -> anyhow::Result<Vec<UserRow>> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY id");
+        let found = sqlx::query(&sql).fetch_all(self.read_pool()).await?;
+        found.iter().map(user_from_row).collect()
+    }
+
+    pub async fn user_count(&self) -> anyhow::Result<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) FROM users")
+            .fetch_one(self.read_pool())
+            .await?
+            .try_get::<i64, _>(0)?)
+    }
+
+    /// The session behind a cookie, with its user, if the session exists at all.
+    pub async fn session_by_token_hash(
+        &self,
+        token_hash: &str,
+    ) -> anyhow::Result<Option<SessionRow>> {
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE token_hash = $1");
+        let row = sqlx::query(&sql)
+            .bind(token_hash.to_owned())
+            .fetch_optional(self.read_pool())
+            .await?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    pub async fn sessions_of(&self, user_id: i64) -> anyhow::Result<Vec<SessionRow>> {
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 AND revoked_at IS NULL ORDER BY id DESC"
+        );
+        let found = sqlx::query(&sql)
+            .bind(user_id)
+            .fetch_all(self.read_pool())
+            .await?;
+        found.iter().map(session_from_row).collect()
+    }
+
+    pub async fn token_by_hash(&self, token_hash: &str) -> anyhow::Result<Option<TokenRow>> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE token_hash = $1");
+        let row = sqlx::query(&sql)
+            .bind(token_hash.to_owned())
+            .fetch_optional(self.read_pool())
+            .await?;
+        row.as_ref().map(token_from_row).transpose()
+    }
+
+    pub async fn tokens_of(&self, user_id: i64) -> anyhow::Result<Vec<TokenRow>> {
+        let sql =
+            format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE user_id = $1 ORDER BY id DESC");
+        let found = sqlx::query(&sql)
+            .bind(user_id)
+            .fetch_all(self.read_pool())
+            .await?;
+        found.iter().map(token_from_row).collect()
+    }
+
+    pub async fn login_failures_since(
+        &self,
+        key: &str,
+        since: Timestamp,
+    ) -> anyhow::Result<(i64, Option<Timestamp>)> {
+        let row =
+            sqlx::query("SELECT COUNT(*), MIN(at) FROM login_failures WHERE key = $1 AND at >= $2")
+                .bind(key.to_owned())
+                .bind(since.micros())
+                .fetch_one(self.read_pool())
+                .await?;
+        Ok((
+            row.try_get::<i64, _>(0)?,
+            row.try_get::<Option<i64>, _>(1)?.map(Timestamp),
+        ))
+    }
+
+    pub async fn meta(&self, key: &str) -> anyhow::Result<Option<String>> {
+        let row = sqlx::query("SELECT value FROM meta WHERE key = $1")
+            .bind(key.to_owned())
+            .fetch_optional(self.read_pool())
+            .await?;
+        Ok(row.map(|row| row.try_get::<String, _>(0)).transpose()?)
+    }
+
+    pub async fn custom_fields(&self) -> anyhow::Result<Vec<CustomFieldDef>> {
+        let found = sqlx::query("SELECT id, entity, key, label, kind, options, archived_at FROM custom_field_defs ORDER BY entity, id")
+            .fetch_all(self.read_pool())
+            .await?;
+        found
+            .iter()
+            .map(|row| {
+                let entity: String = row.try_get("entity")?;
+                let kind: String = row.try_get("kind")?;
+                Ok(CustomFieldDef {
+                    id: row.try_get("id")?,
+                    entity: Entity::from_name(&entity)
+                        .context("custom field with unknown entity")?,
+                    key: row.try_get("key")?,
+                    label: row.try_get("label")?,
+                    kind: CustomFieldKind::parse(&kind)
+                        .context("custom field with unknown kind")?,
+                    options: serde_json::from_str(&row.try_get::<String, _>("options")?)?,
+                    archived: row.try_get::<Option<i64>, _>("archived_at")?.is_some(),
+                })
+            })
+            .collect()
+    }
+
+    /// Pipelines as (key, name, stages).
+    pub async fn pipelines(&self) -> anyhow::Result<Vec<(String, String, Vec<String>)>> {
+        let found = sqlx::query("SELECT key, name, stages FROM pipelines ORDER BY key")
+            .fetch_all(self.read_pool())
+            .await?;
+        found
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("key")?,
+                    row.try_get("name")?,
+                    serde_json::from_str(&row.try_get::<String, _>("stages")?)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Column names and types of a table, for the schema-parity test between backends.
+    pub async fn table_columns(&self, table: &str) -> anyhow::Result<Vec<(String, String)>> {
+        let rows = match self.backend() {
+            crate::Backend::Sqlite => {
+                sqlx::query("SELECT name, type FROM pragma_table_info($1) ORDER BY name")
+                    .bind(table.to_owned())
+                    .fetch_all(self.read_pool())
+                    .await?
+            }
+            crate::Backend::Postgres => {
+                sqlx::query(
+                    "SELECT column_name::text, data_type::text FROM information_schema.columns
+                     WHERE table_schema = current_schema() AND table_name = $1 ORDER BY column_name",
+                )
+                .bind(table.to_owned())
+                .fetch_all(self.read_pool())
+                .await?
+            }
+        };
+        rows.iter()
+            .map(|row| {
+                let kind: String = row.try_get(1)?;
+                let kind = match kind.to_ascii_lowercase().as_str() {
+                    "integer" | "bigint" => "integer",
+                    "text" => "text",
+                    other => return Ok((row.try_get(0)?, other.to_owned())),
+                };
+                Ok((row.try_get(0)?, kind.to_owned()))
+            })
+            .collect()
+    }
+
+    /// Table and index names, for the schema-parity test between backends.
+    pub async fn schema_objects(&self) -> anyhow::Result<Vec<String>> {
+        let rows = match self.backend() {
+            crate::Backend::Sqlite => {
+                sqlx::query("SELECT type || ' ' || name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY 1")
+                    .fetch_all(self.read_pool())
+                    .await?
+            }
+            crate::Backend::Postgres => {
+                sqlx::query(
+                    "SELECT 'table ' || table_name::text FROM information_schema.tables WHERE table_schema = current_schema()
+                     UNION ALL
+                     SELECT 'index ' || indexname::text FROM pg_indexes WHERE schemaname = current_schema() AND indexname NOT LIKE '%_pkey' AND indexname NOT LIKE '%_key'
+                     ORDER BY 1",
+                )
+                .fetch_all(self.read_pool())
+                .await?
+            }
+        };
+        rows.iter()
+            .map(|row| Ok(row.try_get::<String, _>(0)?))
+            .collect()
+    }
+}
+
+fn term_subquery(entity: Entity, terms: &[TermMatch], params: &mut Params) -> String {
+    let parts: Vec<String> = terms
+        .iter()
+        .map(|term| {
+            let code = params.int(entity.code());
+            match term {
+                TermMatch::Exact(text) => {
+                    let text = params.text(text.clone());
+                    format!("SELECT record_id FROM search_terms WHERE entity = {code} AND term = {text}")
+                }
+                TermMatch::Prefix(prefix) => {
+                    let low = params.text(prefix.clone());
+                    let high = params.text(format!("{prefix}\u{10FFFF}"));
+                    format!("SELECT record_id FROM search_terms WHERE entity = {code} AND term >= {low} AND term < {high}")
+                }
+            }
+        })
+        .collect();
+    parts.join(" INTERSECT ")
+}
+
+fn version_from_row(row: &AnyRow) -> anyhow::Result<VersionRow> {
+    let entity: String = row.try_get(0)?;
+    Ok(VersionRow {
+        entity: Entity::from_name(&entity).context("version with unknown entity")?,
+        record_id: row.try_get(1)?,
+        version: row.try_get(2)?,
+        action: row.try_get(3)?,
+        at: Timestamp(row.try_get(4)?),
+        actor_id: row.try_get(5)?,
+        actor_name: row.try_get(6)?,
+        op_id: row.try_get(7)?,
+        reason: row.try_get(8)?,
+        changed: serde_json::from_str(&row.try_get::<String, _>(9)?)?,
+        snapshot: serde_json::from_str(&row.try_get::<String, _>(10)?)?,
+    })
+}
+
+fn audit_from_row(row: &AnyRow) -> anyhow::Result<AuditRow> {
+    Ok(AuditRow {
+        seq: row.try_get(0)?,
+        at: Timestamp(row.try_get(1)?),
+        actor_id: row.try_get(2)?,
+        actor_name: row.try_get(3)?,
+        op_id: row.try_get(4)?,
+        action: row.try_get(5)?,
+        entity: row.try_get(6)?,
+        record_id: row.try_get(7)?,
+        version: row.try_get(8)?,
+        detail: serde_json::from_str(&row.try_get::<String, _>(9)?)?,
+        prev_hash: row.try_get(10)?,
+        hash: row.try_get(11)?,
+    })
+}
+
+fn user_from_row(row: &AnyRow) -> anyhow::Result<UserRow> {
+    let role: String = row.try_get(4)?;
+    Ok(UserRow {
+        id: row.try_get(0)?,
+        username: row.try_get(1)?,
+        display_name: row.try_get(2)?,
+        password_hash: row.try_get(3)?,
+        role: Role::parse(&role).context("user with unknown role")?,
+        active: row.try_get::<i64, _>(5)? == 1,
+        created_at: Timestamp(row.try_get(6)?),
+        last_login_at: row.try_get::<Option<i64>, _>(7)?.map(Timestamp),
+    })
+}
+
+fn session_from_row(row: &AnyRow) -> anyhow::Result<SessionRow> {
+    Ok(SessionRow {
+        id: row.try_get(0)?,
+        user_id: row.try_get(1)?,
+        created_at: Timestamp(row.try_get(2)?),
+        last_seen_at: Timestamp(row.try_get(3)?),
+        expires_at: Timestamp(row.try_get(4)?),
+        revoked_at: row.try_get::<Option<i64>, _>(5)?.map(Timestamp),
+        address: row.try_get(6)?,
+        user_agent: row.try_get(7)?,
+    })
+}
+
+fn token_from_row(row: &AnyRow) -> anyhow::Result<TokenRow> {
+    Ok(TokenRow {
+        id: row.try_get(0)?,
+        user_id: row.try_get(1)?,
+        name: row.try_get(2)?,
+        created_at: Timestamp(row.try_get(3)?),
+        last_used_at: row.try_get::<Option<i64>, _>(4)?.map(Timestamp),
+        expires_at: row.try_get::<Option<i64>, _>(5)?.map(Timestamp),
+        revoked_at: row.try_get::<Option<i64>, _>(6)?.map(Timestamp),
+    })
+}

@@ -1,0 +1,866 @@
+//! The write transaction: the one path by which Holdfast changes stored data.
+//!
+//! A [`WriteTx`] is the only way to write customer records, their versions, the search and tag
+//! indexes, and the audit log. Its record method, [`WriteTx::commit_record_change`], writes the
+//! row, the version and the audit entry together, and the SQL behind each of those steps is
+//! private to this module, so no caller can write one without the others. Administrative writes
+//! (users, tokens, custom fields, pipelines) likewise append their audit entry in the same call.
+//!
+//! Every write transaction starts by locking the audit head row. That one statement serialises
+//! writers on both backends (SQLite takes its write lock at once, as `BEGIN IMMEDIATE` would;
+//! PostgreSQL takes a row lock that several Holdfast instances share), which keeps the audit
+//! hash chain linear and makes the read-check-write inside a transaction safe without
+//! in-process locks. The version predicate on every UPDATE is a second line of defence.
+
+use crate::rows::{self, Param, Params};
+use crate::{Backend, Db, StoreError};
+use anyhow::Context as _;
+use holdfast_domain::search::terms_for;
+use holdfast_domain::{Actor, CustomFieldDef, Entity, Record, Role, Timestamp};
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+use sqlx::{Any, Row as _, Transaction};
+use std::collections::BTreeSet;
+
+/// An audit entry before it is chained and stored.
+#[derive(Debug, Clone)]
+pub struct AuditDraft {
+    pub actor_id: i64,
+    pub actor_name: String,
+    pub op_id: String,
+    /// Dotted, stable: `contact.update`, `user.create`, `auth.login`.
+    pub action: String,
+    pub entity: Option<Entity>,
+    pub record_id: Option<i64>,
+    pub version: Option<i64>,
+    /// What changed (field names, not values: the audit log holds no personal data, so erasing
+    /// a person never requires rewriting the tamper-evident chain), the reason, and so on.
+    pub detail: Value,
+}
+
+impl AuditDraft {
+    pub fn new(actor: &Actor, op_id: &str, action: impl Into<String>, detail: Value) -> AuditDraft {
+        AuditDraft {
+            actor_id: actor.user_id,
+            actor_name: actor.username.clone(),
+            op_id: op_id.to_owned(),
+            action: action.into(),
+            entity: None,
+            record_id: None,
+            version: None,
+            detail,
+        }
+    }
+}
+
+/// One change to one record, as the app decided it.
+pub struct RecordWrite<'a> {
+    /// The row as read inside this transaction; `None` on create.
+    pub before: Option<&'a Record>,
+    /// The complete new state. On create its `id` is ignored and assigned by the database.
+    pub after: Record,
+    /// `create`, `update`, `delete`, `restore` or `restore_version`; recorded in the version
+    /// and, as `<entity>.<action>`, in the audit log.
+    pub action: &'static str,
+    pub actor: &'a Actor,
+    pub op_id: &'a str,
+    pub reason: Option<&'a str>,
+}
+
+pub struct WriteTx {
+    tx: Transaction<'static, Any>,
+    backend: Backend,
+    now: Timestamp,
+    head_seq: i64,
+    head_hash: String,
+}
+
+impl Db {
+    /// Starts a write transaction stamped with `now`: the one time used for the rows, versions
+    /// and audit entries it writes.
+    pub async fn begin_write(&self, now: Timestamp) -> Result<WriteTx, StoreError> {
+        let mut tx = self
+            .write
+            .begin()
+            .await
+            .context("starting a write transaction")?;
+        sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1")
+            .execute(&mut *tx)
+            .await
+            .context("locking the audit head")?;
+        let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await
+            .context("reading the audit head")?;
+        Ok(WriteTx {
+            backend: self.backend,
+            now,
+            head_seq: head.try_get("seq")?,
+            head_hash: head.try_get("hash")?,
+            tx,
+        })
+    }
+
+    /// Marks a session as used, for the idle timeout. Bookkeeping, not audited.
+    pub async fn touch_session(&self, session_id: i64, now: Timestamp) -> anyhow::Result<()> {
+        sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id = $2")
+            .bind(now.micros())
+            .bind(session_id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn touch_token(&self, token_id: i64, now: Timestamp) -> anyhow::Result<()> {
+        sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
+            .bind(now.micros())
+            .bind(token_id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Remembers a failed login for throttling under each key (account and client address).
+    pub async fn record_login_failure(
+        &self,
+        keys: &[String],
+        now: Timestamp,
+    ) -> anyhow::Result<()> {
+        let mut tx = self.write.begin().await?;
+        for key in keys {
+            sqlx::query("INSERT INTO login_failures (key, at) VALUES ($1, $2)")
+                .bind(key.clone())
+                .bind(now.micros())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Forgets failures of `key` (after a successful login) and any failure older than `before`.
+    pub async fn clear_login_failures(&self, key: &str, before: Timestamp) -> anyhow::Result<()> {
+        sqlx::query("DELETE FROM login_failures WHERE key = $1 OR at < $2")
+            .bind(key.to_owned())
+            .bind(before.micros())
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_meta(&self, key: &str, value: &str) -> anyhow::Result<()> {
+        sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            .bind(key.to_owned())
+            .bind(value.to_owned())
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn delete_meta(&self, key: &str) -> anyhow::Result<()> {
+        sqlx::query("DELETE FROM meta WHERE key = $1")
+            .bind(key.to_owned())
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Which of a user's sessions to revoke.
+#[derive(Debug, Clone, Copy)]
+pub enum SessionScope {
+    One(i64),
+    /// All of them, except the given one (the session making the request) if any.
+    AllExcept(Option<i64>),
+}
+
+/// Fields of a new user.
+pub struct NewUser<'a> {
+    pub username: &'a str,
+    pub display_name: &'a str,
+    pub password_hash: &'a str,
+    pub role: Role,
+}
+
+/// Changes to a user; `None` leaves a column alone.
+#[derive(Default)]
+pub struct UserUpdate {
+    pub display_name: Option<String>,
+    pub role: Option<Role>,
+    pub active: Option<bool>,
+    pub password_hash: Option<String>,
+}
+
+impl WriteTx {
+    pub fn now(&self) -> Timestamp {
+        self.now
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await.context("committing")?;
+        Ok(())
+    }
+
+    /// Reads a record inside the transaction (so the read and the write see the same state).
+    pub async fn record(&mut self, entity: Entity, id: i64) -> Result<Option<Record>, StoreError> {
+        let sql = format!(
+            "SELECT {} FROM {} WHERE id = $1",
+            rows::select_list(entity),
+            entity.plural()
+        );
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        Ok(row
+            .map(|row| rows::record_from_row(entity, &row))
+            .transpose()?)
+    }
+
+    /// Records of `entity` whose `field` points at `id`; only live ones unless `include_deleted`.
+    pub async fn records_referencing(
+        &mut self,
+        entity: Entity,
+        field: &str,
+        id: i64,
+        include_deleted: bool,
+    ) -> Result<Vec<Record>, StoreError> {
+        if entity.field(field).is_none() {
+            return Err(anyhow::anyhow!("{entity} has no field {field}").into());
+        }
+        let live = if include_deleted {
+            ""
+        } else {
+            " AND deleted_at IS NULL"
+        };
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {field} = $1{live} ORDER BY id",
+            rows::select_list(entity),
+            entity.plural()
+        );
+        let found = sqlx::query(&sql).bind(id).fetch_all(&mut *self.tx).await?;
+        Ok(found
+            .iter()
+            .map(|row| rows::record_from_row(entity, row))
+            .collect::<anyhow::Result<_>>()?)
+    }
+
+    /// Every record that went to the recycle bin as part of the deletion rooted at `root`.
+    pub async fn records_in_batch(
+        &mut self,
+        root_entity: Entity,
+        root_id: i64,
+    ) -> Result<Vec<Record>, StoreError> {
+        let mut found = Vec::new();
+        for entity in Entity::ALL {
+            let sql = format!(
+                "SELECT {} FROM {} WHERE deleted_root_entity = $1 AND deleted_root_id = $2 ORDER BY id",
+                rows::select_list(entity),
+                entity.plural()
+            );
+            let batch = sqlx::query(&sql)
+                .bind(root_entity.name())
+                .bind(root_id)
+                .fetch_all(&mut *self.tx)
+                .await?;
+            for row in &batch {
+                found.push(rows::record_from_row(entity, row)?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Whether a live record exists; for checking references.
+    pub async fn is_live(&mut self, entity: Entity, id: i64) -> Result<bool, StoreError> {
+        let sql = format!(
+            "SELECT COUNT(*) FROM {} WHERE id = $1 AND deleted_at IS NULL",
+            entity.plural()
+        );
+        Ok(sqlx::query(&sql)
+            .bind(id)
+            .fetch_one(&mut *self.tx)
+            .await?
+            .try_get::<i64, _>(0)?
+            > 0)
+    }
+
+    pub async fn is_active_user(&mut self, user_id: i64) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) FROM users WHERE id = $1 AND active = 1")
+            .bind(user_id)
+            .fetch_one(&mut *self.tx)
+            .await?;
+        Ok(row.try_get::<i64, _>(0)? > 0)
+    }
+
+    /// Writes one record change: the row, its version, its tag and search index entries and its
+    /// audit entry. Returns the record as stored (with its id on create).
+    pub async fn commit_record_change(
+        &mut self,
+        write: RecordWrite<'_>,
+    ) -> Result<Record, StoreError> {
+        let RecordWrite {
+            before,
+            mut after,
+            action,
+            actor,
+            op_id,
+            reason,
+        } = write;
+        let entity = after.entity;
+        match before {
+            None => after.id = self.insert_row(&after).await?,
+            Some(before) => self.update_row(before, &after).await?,
+        }
+        let changed = after.changed_fields(before);
+        self.insert_version(&after, action, actor, op_id, reason, &changed)
+            .await?;
+        self.sync_tags(before, &after).await?;
+        self.sync_search_terms(before, &after).await?;
+        let mut audit = AuditDraft::new(
+            actor,
+            op_id,
+            format!("{}.{action}", entity.name()),
+            json!({"changed": changed}),
+        );
+        if let Some(reason) = reason {
+            audit.detail["reason"] = reason.into();
+        }
+        audit.entity = Some(entity);
+        audit.record_id = Some(after.id);
+        audit.version = Some(after.version);
+        self.append_audit(audit).await?;
+        Ok(after)
+    }
+
+    /// Removes a record from the recycle bin for good: the row, its history and its index
+    /// entries. The audit entry that says so stays.
+    pub async fn purge_record(
+        &mut self,
+        record: &Record,
+        actor: &Actor,
+        op_id: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        if !record.is_deleted() {
+            return Err(anyhow::anyhow!("only records in the recycle bin can be purged").into());
+        }
+        let entity = record.entity;
+        let removed_versions =
+            sqlx::query("DELETE FROM record_versions WHERE entity = $1 AND record_id = $2")
+                .bind(entity.name())
+                .bind(record.id)
+                .execute(&mut *self.tx)
+                .await?
+                .rows_affected();
+        for table in ["record_tags", "search_terms"] {
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE entity = $1 AND record_id = $2"
+            ))
+            .bind(entity.code())
+            .bind(record.id)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        let sql = format!(
+            "DELETE FROM {} WHERE id = $1 AND version = $2",
+            entity.plural()
+        );
+        let deleted = sqlx::query(&sql)
+            .bind(record.id)
+            .bind(record.version)
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected();
+        if deleted != 1 {
+            return Err(self.conflict(entity, record.id).await);
+        }
+        let mut audit = AuditDraft::new(
+            actor,
+            op_id,
+            format!("{}.purge", entity.name()),
+            json!({"reason": reason, "versions_removed": removed_versions}),
+        );
+        audit.entity = Some(entity);
+        audit.record_id = Some(record.id);
+        audit.version = Some(record.version);
+        self.append_audit(audit).await
+    }
+
+    async fn insert_row(&mut self, record: &Record) -> Result<i64, StoreError> {
+        let columns = rows::columns(record.entity);
+        let mut params = Params::default();
+        let placeholders: Vec<String> = rows::record_params(record)?
+            .into_iter()
+            .map(|p| params.push(p))
+            .collect();
+        let sql = format!(
+            "INSERT INTO {} ({}) VALUES ({}) RETURNING id",
+            record.entity.plural(),
+            columns[1..].join(", "),
+            placeholders.join(", ")
+        );
+        let row = params
+            .bind(sqlx::query(&sql))
+            .fetch_one(&mut *self.tx)
+            .await?;
+        Ok(row.try_get::<i64, _>(0)?)
+    }
+
+    async fn update_row(&mut self, before: &Record, after: &Record) -> Result<(), StoreError> {
+        let columns = rows::columns(after.entity);
+        let mut params = Params::default();
+        let assignments: Vec<String> = rows::record_params(after)?
+            .into_iter()
+            .zip(&columns[1..])
+            .map(|(param, column)| format!("{column} = {}", params.push(param)))
+            .collect();
+        let id = params.int(before.id);
+        let version = params.int(before.version);
+        let sql = format!(
+            "UPDATE {} SET {} WHERE id = {id} AND version = {version}",
+            after.entity.plural(),
+            assignments.join(", ")
+        );
+        let updated = params
+            .bind(sqlx::query(&sql))
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected();
+        if updated != 1 {
+            return Err(self.conflict(after.entity, before.id).await);
+        }
+        Ok(())
+    }
+
+    async fn conflict(&mut self, entity: Entity, id: i64) -> StoreError {
+        let sql = format!("SELECT version FROM {} WHERE id = $1", entity.plural());
+        match sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&mut *self.tx)
+            .await
+        {
+            Ok(Some(row)) => match row.try_get::<i64, _>(0) {
+                Ok(current) => StoreError::VersionConflict { current },
+                Err(error) => error.into(),
+            },
+            Ok(None) => {
+                StoreError::Internal(anyhow::anyhow!("{entity} {id} vanished during the write"))
+            }
+            Err(error) => error.into(),
+        }
+    }
+
+    async fn insert_version(
+        &mut self,
+        record: &Record,
+        action: &str,
+        actor: &Actor,
+        op_id: &str,
+        reason: Option<&str>,
+        changed: &[String],
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO record_versions (entity, record_id, version, action, at, actor_id, op_id, reason, changed, snapshot)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(record.entity.name())
+        .bind(record.id)
+        .bind(record.version)
+        .bind(action.to_owned())
+        .bind(self.now.micros())
+        .bind(actor.user_id)
+        .bind(op_id.to_owned())
+        .bind(reason.map(str::to_owned))
+        .bind(serde_json::to_string(changed).context("encoding changed fields")?)
+        .bind(serde_json::to_string(&record.to_json()).context("encoding snapshot")?)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn sync_tags(
+        &mut self,
+        before: Option<&Record>,
+        after: &Record,
+    ) -> Result<(), StoreError> {
+        let old: BTreeSet<String> = before
+            .map(|b| b.tags.iter().cloned().collect())
+            .unwrap_or_default();
+        let new: BTreeSet<String> = after.tags.iter().cloned().collect();
+        self.sync_index("record_tags", "tag", after, &old, &new)
+            .await
+    }
+
+    async fn sync_search_terms(
+        &mut self,
+        before: Option<&Record>,
+        after: &Record,
+    ) -> Result<(), StoreError> {
+        let old = before.map(terms_for).unwrap_or_default();
+        let new = terms_for(after);
+        self.sync_index("search_terms", "term", after, &old, &new)
+            .await
+    }
+
+    async fn sync_index(
+        &mut self,
+        table: &str,
+        column: &str,
+        record: &Record,
+        old: &BTreeSet<String>,
+        new: &BTreeSet<String>,
+    ) -> Result<(), StoreError> {
+        for gone in old.difference(new) {
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE entity = $1 AND {column} = $2 AND record_id = $3"
+            ))
+            .bind(record.entity.code())
+            .bind(gone.clone())
+            .bind(record.id)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        let added: Vec<&String> = new.difference(old).collect();
+        // Batched: a new contact has a dozen or more search terms.
+        for chunk in added.chunks(100) {
+            let mut params = Params::default();
+            let values: Vec<String> = chunk
+                .iter()
+                .map(|term| {
+                    let entity = params.int(record.entity.code());
+                    let term = params.push(Param::Text(Some((*term).clone())));
+                    let id = params.int(record.id);
+                    format!("({entity}, {term}, {id})")
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO {table} (entity, {column}, record_id) VALUES {}",
+                values.join(", ")
+            );
+            params
+                .bind(sqlx::query(&sql))
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Chains and stores an audit entry: its hash covers the previous entry's hash and all of
+    /// its own fields, so editing or removing any entry breaks every hash after it.
+    async fn append_audit(&mut self, draft: AuditDraft) -> Result<(), StoreError> {
+        let seq = self.head_seq + 1;
+        let detail = serde_json::to_string(&draft.detail).context("encoding audit detail")?;
+        let hash = audit_hash(&self.head_hash, seq, self.now.micros(), &draft, &detail);
+        sqlx::query(
+            "INSERT INTO audit_log (seq, at, actor_id, actor_name, op_id, action, entity, record_id, version, detail, prev_hash, hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(seq)
+        .bind(self.now.micros())
+        .bind(draft.actor_id)
+        .bind(draft.actor_name.clone())
+        .bind(draft.op_id.clone())
+        .bind(draft.action.clone())
+        .bind(draft.entity.map(|e| e.name().to_owned()))
+        .bind(draft.record_id)
+        .bind(draft.version)
+        .bind(detail)
+        .bind(self.head_hash.clone())
+        .bind(hash.clone())
+        .execute(&mut *self.tx)
+        .await?;
+        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+            .bind(seq)
+            .bind(hash.clone())
+            .execute(&mut *self.tx)
+            .await?;
+        self.head_seq = seq;
+        self.head_hash = hash;
+        Ok(())
+    }
+
+    /// An audit entry for an event that changes no stored row, such as a refused purge attempt
+    /// or a configuration check.
+    pub async fn audit_event(&mut self, draft: AuditDraft) -> Result<(), StoreError> {
+        self.append_audit(draft).await
+    }
+
+    pub async fn create_user(
+        &mut self,
+        user: NewUser<'_>,
+        audit: AuditDraft,
+    ) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO users (username, display_name, password_hash, role, active, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, 1, $5, $5) RETURNING id",
+        )
+        .bind(user.username.to_owned())
+        .bind(user.display_name.to_owned())
+        .bind(user.password_hash.to_owned())
+        .bind(user.role.name())
+        .bind(self.now.micros())
+        .fetch_one(&mut *self.tx)
+        .await
+        .map_err(|error| unique_violation(error, "username"))?;
+        let id = row.try_get::<i64, _>(0)?;
+        let mut audit = audit;
+        audit.detail["user_id"] = id.into();
+        self.append_audit(audit).await?;
+        Ok(id)
+    }
+
+    pub async fn update_user(
+        &mut self,
+        user_id: i64,
+        update: UserUpdate,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError> {
+        let mut params = Params::default();
+        let mut sets = vec![format!("updated_at = {}", params.int(self.now.micros()))];
+        if let Some(name) = update.display_name {
+            sets.push(format!("display_name = {}", params.text(name)));
+        }
+        if let Some(role) = update.role {
+            sets.push(format!("role = {}", params.text(role.name())));
+        }
+        if let Some(active) = update.active {
+            sets.push(format!("active = {}", params.int(i64::from(active))));
+        }
+        if let Some(hash) = update.password_hash {
+            sets.push(format!("password_hash = {}", params.text(hash)));
+        }
+        let id = params.int(user_id);
+        let sql = format!("UPDATE users SET {} WHERE id = {id}", sets.join(", "));
+        params
+            .bind(sqlx::query(&sql))
+            .execute(&mut *self.tx)
+            .await?;
+        self.append_audit(audit).await
+    }
+
+    /// Starts a session after a successful login and records the login.
+    pub async fn create_session(
+        &mut self,
+        user_id: i64,
+        token_hash: &str,
+        expires_at: Timestamp,
+        address: Option<&str>,
+        user_agent: Option<&str>,
+        audit: AuditDraft,
+    ) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at, expires_at, address, user_agent)
+             VALUES ($1, $2, $3, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(token_hash.to_owned())
+        .bind(user_id)
+        .bind(self.now.micros())
+        .bind(expires_at.micros())
+        .bind(address.map(str::to_owned))
+        .bind(user_agent.map(|ua| ua.chars().take(300).collect::<String>()))
+        .fetch_one(&mut *self.tx)
+        .await?;
+        let id = row.try_get::<i64, _>(0)?;
+        sqlx::query("UPDATE users SET last_login_at = $1 WHERE id = $2")
+            .bind(self.now.micros())
+            .bind(user_id)
+            .execute(&mut *self.tx)
+            .await?;
+        self.append_audit(audit).await?;
+        Ok(id)
+    }
+
+    /// Revokes sessions: one (`SessionScope::One`) or all of a user's but perhaps the one in
+    /// use. Returns how many.
+    pub async fn revoke_sessions(
+        &mut self,
+        user_id: i64,
+        scope: SessionScope,
+        audit: AuditDraft,
+    ) -> Result<u64, StoreError> {
+        let query = match scope {
+            SessionScope::One(id) => {
+                sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND id = $3 AND revoked_at IS NULL")
+                    .bind(self.now.micros())
+                    .bind(user_id)
+                    .bind(id)
+            }
+            SessionScope::AllExcept(keep) => {
+                sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND id <> $3 AND revoked_at IS NULL")
+                    .bind(self.now.micros())
+                    .bind(user_id)
+                    .bind(keep.unwrap_or(0))
+            }
+        };
+        let revoked = query.execute(&mut *self.tx).await?.rows_affected();
+        let mut audit = audit;
+        audit.detail["sessions_revoked"] = revoked.into();
+        self.append_audit(audit).await?;
+        Ok(revoked)
+    }
+
+    pub async fn create_token(
+        &mut self,
+        user_id: i64,
+        name: &str,
+        token_hash: &str,
+        expires_at: Option<Timestamp>,
+        audit: AuditDraft,
+    ) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO api_tokens (user_id, name, token_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(user_id)
+        .bind(name.to_owned())
+        .bind(token_hash.to_owned())
+        .bind(self.now.micros())
+        .bind(expires_at.map(Timestamp::micros))
+        .fetch_one(&mut *self.tx)
+        .await?;
+        let id = row.try_get::<i64, _>(0)?;
+        let mut audit = audit;
+        audit.detail["token_id"] = id.into();
+        self.append_audit(audit).await?;
+        Ok(id)
+    }
+
+    /// Revokes tokens: one (`token_id`) or all of a user's (`None`). Returns how many.
+    pub async fn revoke_tokens(
+        &mut self,
+        user_id: i64,
+        token_id: Option<i64>,
+        audit: AuditDraft,
+    ) -> Result<u64, StoreError> {
+        let query = match token_id {
+            Some(id) => sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE user_id = $2 AND id = $3 AND revoked_at IS NULL")
+                .bind(self.now.micros())
+                .bind(user_id)
+                .bind(id),
+            None => sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
+                .bind(self.now.micros())
+                .bind(user_id),
+        };
+        let revoked = query.execute(&mut *self.tx).await?.rows_affected();
+        let mut audit = audit;
+        audit.detail["tokens_revoked"] = revoked.into();
+        self.append_audit(audit).await?;
+        Ok(revoked)
+    }
+
+    pub async fn create_custom_field(
+        &mut self,
+        def: &CustomFieldDef,
+        audit: AuditDraft,
+    ) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO custom_field_defs (entity, key, label, kind, options, created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(def.entity.name())
+        .bind(def.key.clone())
+        .bind(def.label.clone())
+        .bind(def.kind.name())
+        .bind(serde_json::to_string(&def.options).context("encoding options")?)
+        .bind(self.now.micros())
+        .fetch_one(&mut *self.tx)
+        .await
+        .map_err(|error| unique_violation(error, "key"))?;
+        let id = row.try_get::<i64, _>(0)?;
+        self.append_audit(audit).await?;
+        Ok(id)
+    }
+
+    /// Archives a custom field: it takes no new values, and every stored value stays.
+    pub async fn archive_custom_field(
+        &mut self,
+        id: i64,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError> {
+        let archived = sqlx::query(
+            "UPDATE custom_field_defs SET archived_at = $1 WHERE id = $2 AND archived_at IS NULL",
+        )
+        .bind(self.now.micros())
+        .bind(id)
+        .execute(&mut *self.tx)
+        .await?
+        .rows_affected();
+        if archived == 1 {
+            self.append_audit(audit).await?;
+        }
+        Ok(archived == 1)
+    }
+
+    pub async fn put_pipeline(
+        &mut self,
+        key: &str,
+        name: &str,
+        stages: &[String],
+        audit: AuditDraft,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO pipelines (key, name, stages, updated_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (key) DO UPDATE SET name = excluded.name, stages = excluded.stages, updated_at = excluded.updated_at",
+        )
+        .bind(key.to_owned())
+        .bind(name.to_owned())
+        .bind(serde_json::to_string(stages).context("encoding stages")?)
+        .bind(self.now.micros())
+        .execute(&mut *self.tx)
+        .await?;
+        self.append_audit(audit).await
+    }
+}
+
+fn unique_violation(error: sqlx::Error, column: &'static str) -> StoreError {
+    match &error {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Duplicate(column),
+        _ => error.into(),
+    }
+}
+
+/// SHA-256 over the previous hash and every field of the entry, hex-encoded.
+pub(crate) fn audit_hash(
+    prev_hash: &str,
+    seq: i64,
+    at: i64,
+    draft: &AuditDraft,
+    detail: &str,
+) -> String {
+    audit_hash_parts(
+        prev_hash,
+        seq,
+        at,
+        draft.actor_id,
+        &draft.actor_name,
+        &draft.op_id,
+        &draft.action,
+        draft.entity.map(Entity::name),
+        draft.record_id,
+        draft.version,
+        detail,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn audit_hash_parts(
+    prev_hash: &str,
+    seq: i64,
+    at: i64,
+    actor_id: i64,
+    actor_name: &str,
+    op_id: &str,
+    action: &str,
+    entity: Option<&str>,
+    record_id: Option<i64>,
+    version: Option<i64>,
+    detail: &str,
+) -> String {
+    let canonical = json!([
+        prev_hash, seq, at, actor_id, actor_name, op_id, action, entity, record_id, version, detail
+    ]);
+    let digest = Sha256::digest(canonical.to_string().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,829 @@
+//! JSON API handlers under `/api/v1`. Each parses its input, calls one use case in
+//! `holdfast-app` with the authenticated actor, and renders the result. No SQL, no rules here.
+
+use crate::WebState;
+use crate::error::{ApiError, current_op_id};
+use crate::extract::{ApiJson, Auth, QueryPairs, SESSION_COOKIE};
+use axum::Json;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use holdfast_app::records::{self, Change};
+use holdfast_app::{AppError, auth, settings, users};
+use holdfast_app::{SessionRow, TokenRow, UserRow, VersionRow};
+use holdfast_domain::{CustomFieldKind, Entity, Role, Timestamp};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+
+type ApiResult = Result<Response, ApiError>;
+
+/// Path segments, with rejections in our error format.
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
+            Err(rejection) => Err(path_rejection(rejection)),
+        }
+    }
+}
+
+fn path_rejection(rejection: PathRejection) -> Response {
+    ApiError::bad_request(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("No such resource: {}", rejection.body_text()),
+    )
+}
+
+fn entity_of(collection: &str) -> Result<Entity, ApiError> {
+    Entity::from_plural(collection).ok_or_else(|| {
+        let known: Vec<&str> = Entity::ALL.iter().map(|e| e.plural()).collect();
+        ApiError(AppError::not_found(format!(
+            "collection '{}' (collections: {})",
+            collection.chars().take(40).collect::<String>(),
+            known.join(", ")
+        )))
+    })
+}
+
+fn id_of(text: &str, what: &str) -> Result<i64, ApiError> {
+    match text.parse::<i64>() {
+        Ok(id) if id > 0 => Ok(id),
+        _ => Err(ApiError(AppError::not_found(format!(
+            "{what} '{}'",
+            text.chars().take(40).collect::<String>()
+        )))),
+    }
+}
+
+fn target(collection: &str, id: &str) -> Result<(Entity, i64), ApiError> {
+    let entity = entity_of(collection)?;
+    Ok((entity, id_of(id, entity.name())?))
+}
+
+fn ok(value: Value) -> ApiResult {
+    Ok(Json(value).into_response())
+}
+
+fn created(value: Value) -> ApiResult {
+    Ok((StatusCode::CREATED, Json(value)).into_response())
+}
+
+fn time(t: Option<Timestamp>) -> Value {
+    t.map(|t| Value::String(t.to_rfc3339()))
+        .unwrap_or(Value::Null)
+}
+
+// ---- records ---------------------------------------------------------------------------------
+
+pub async fn record_list(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    ApiPath(collection): ApiPath<String>,
+    query: QueryPairs,
+) -> ApiResult {
+    let entity = entity_of(&collection)?;
+    let page = records::list(&state.app, &actor, entity, &query.0).await?;
+    ok(json!({
+        "items": page.items.iter().map(|r| r.to_json()).collect::<Vec<_>>(),
+        "next_cursor": page.next_cursor,
+    }))
+}
+
+pub async fn record_create(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    ApiPath(collection): ApiPath<String>,
+    ApiJson(body): ApiJson<Value>,
+) -> ApiResult {
+    let entity = entity_of(&collection)?;
+    let outcome = records::apply_change(
+        &state.app,
+        &actor,
+        &current_op_id(),
+        Change::Create {
+            entity,
+            input: body,
+        },
+    )
+    .await?;
+    created(outcome.record.to_json())
+}
+
+pub async fn record_get(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    ApiPath((collection, id)): ApiPath<(String, String)>,
+    query: QueryPairs,
+) -> ApiResult {
+    query.only(&["include_deleted"])?;
+    let (entity, id) = target(&collection, &id)?;
+    let include_deleted = matches!(query.get("include_deleted"), Some("true" | "1"));
+    let record = records::get(&state.app, &actor, entity, id, include_deleted).await?;
+    let mut body = record.to_json();
+    body["links"] = records::linked_titles(&state.app, &actor, &record).await?;
+    ok(body)
+}
+
+pub async fn record_update(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    ApiPath((collection, id)): ApiPath<(String, String)>,
+    ApiJson(body): ApiJson<Value>,
+) -> ApiResult {
+    let (entity, id) = target(&collection, &id)?;
+    let outcome = records::apply_change(
+        &state.app,
+        &actor,
+        &current_op_id(),
+        Change::Update {
+            entity,
+            id,
+            input: body,
+        },
+    )
+    .await?;
+    ok(outcome.record.to_json())
+}
+
+fn outcome_json(outcome: &records::Outcome) -> Value {
+    json!({
+        "record": outcome.record.to_json(),
+        "related": outcome.related.iter().map(|r| json!({"entity": r.entity.name(), "id": r.id, "version": r.version})).collect::<Vec<_>>(),
+    })
+}
+
+pub async fn record_delete(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    ApiPath((collection, id)): ApiPath<(String, String)>,
+    query: QueryPairs,
+) -> ApiResult {
+    query.only(&["expected_version", "reason"])?;
+    let (entity, id) = target(&collection, &id)?;
+    let expected_version = query.int("expected_version")?;
+    let reason = query
+        .get("reason")
+        .map(|r| r.chars().take(500).collect::<String>());
+    let change = Change::Delete {
+        entity,
+        id,
+        expected_version,
+        reason,
+    };
+    let outcome = records::apply_change(&state.app, &actor, &current_op_id(), change).await?;
+    let mut body = outcome_json(&outcome);
+    body["message"] = format!(
+        "Moved to the recycle bin with {} related record(s); restore with POST /api/v1/{}/{id}/restore within {} days",
+        outcome.related.len(),
+        entity.plural(),
+        state.app.config.recycle_bin_days
+    )
+    .into();
+    ok(body)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonBody {
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    expected_version: Option<i64>,
+}
+
+/// An optional JSON body: empty means defaults.
+fn optional_body(bytes: &[u8]) -> Result<ReasonBody, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(ReasonBody::default());
+    }
+    serde_json::from_slice(bytes).map_err(|error| {
+        ApiError(AppError::invalid(
+            "body",
+            "invalid_body",
+            format!("Expected {{\"reason\": …, \"expected_version\": …}}: {error}"),
+        ))
+    })
+}
+
+pub async fn record_restore(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    ApiPath((collection, id)): ApiPath<(String, String)>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let (entity, id) = target(&collection, &id)?;
+    let body = optional_body(&body)?;
+    let outcome = records::apply_change(
+        &state.app,
+        &actor,
+        &current_op_id(),
+        Change::Restore {
+            entity,
+            id,
+            reason: body.reason,
+        },
+    )
+    .await?;
+    ok(outcome_json(&outcome))
+}
+
+fn version_json(version: &VersionRow, with_snapshot: bool) -> Value {
+    let mut out = json!({
+        "version": version.version,
+        "action": version.action,
+        "at": version.at.to_rfc3339(),
+        "actor_id": version.actor_id,
+        "actor": version.actor_name,
+        "op_id": version.op_id,
+        "reason": version.reason,
+        "changed": version.changed,
+    });
+    if with_snapshot {
+        out["snapshot"] = version.snapshot.clone();
+    }
+    out
+}
+
+pub async fn record_versions(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    ApiPath((collection, id)): ApiPath<(String, String)>,
+) -> ApiResult {
+    let (entity, id) = target(&collection, &id)?;
+    let versions = records::history(&state.app, &actor, entity, id).await?;
+    ok(json!({"items": versions.iter().map(|v| version_json(v, false)).collect::<Vec<_>>()}))
+}
+
+pub async fn record_version(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    ApiPath((collection, id, version)): ApiPath<(String, String, String)>,
+) -> ApiResult {
+    let (entity, id) = target(&collection, &id)?;
+    let version = id_of(&version, "version")?;
+    let found = records::version(&state.app, &actor, entity, id, version).await?;
+    ok(version_json(&found, true))
+}
+
+pub async fn record_version_restore(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    ApiPath((collection, id, version)): ApiPath<(String, String, String)>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let (entity, id) = target(&collection, &id)?;
+    let version = id_of(&version, "version")?;
+    let body = optional_body(&body)?;
+    let expected_version = body.expected_version.ok_or_else(|| {
+        ApiError(AppError::invalid("expected_version", "required", "Send the current version you are replacing, so a change made meanwhile is not overwritten"))
+    })?;
+    let change = Change::RestoreVersion {
+        entity,
+        id,
+        version,
+        expected_version,
+        reason: body.reason,
+    };
+    let outcome = records::apply_change(&state.app, &actor, &current_op_id(), change).await?;
+    ok(outcome.record.to_json())
+}
+
+pub async fn record_diff(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    ApiPath((collection, id)): ApiPath<(String, String)>,
+    query: QueryPairs,
+) -> ApiResult {
+    query.only(&["from", "to"])?;
+    let (entity, id) = target(&collection, &id)?;
+    let (Some(from), Some(to)) = (query.int("from")?, query.int("to")?) else {
+        return Err(ApiError(AppError::invalid(
+            "from",
+            "required",
+            "Give both ?from=VERSION&to=VERSION",
+        )));
+    };
+    let changes = records::diff_versions(&state.app, &actor, entity, id, from, to).await?;
+    ok(json!({"from": from, "to": to, "changes": changes}))
+}
+
+// ---- recycle bin -----------------------------------------------------------------------------
+
+pub async fn bin_list(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    query: QueryPairs,
+) -> ApiResult {
+    query.only(&["entity", "limit"])?;
+    let entity = match query.get("entity") {
+        Some(name) => Some(Entity::from_name(name).ok_or_else(|| {
+            ApiError(AppError::invalid(
+                "entity",
+                "invalid_choice",
+                "One of company, contact, deal, activity",
+            ))
+        })?),
+        None => None,
+    };
+    let limit = query.int("limit")?.unwrap_or(records::DEFAULT_PAGE_SIZE);
+    let entries = records::recycle_bin(&state.app, &actor, entity, limit).await?;
+    let days = state.app.config.recycle_bin_days;
+    ok(json!({"items": entries.iter().map(|entry| {
+        let deletion = entry.root.deleted;
+        json!({
+            "entity": entry.root.entity.name(),
+            "id": entry.root.id,
+            "title": entry.root.title(),
+            "version": entry.root.version,
+            "deleted_at": time(deletion.map(|d| d.at)),
+            "deleted_by": deletion.map(|d| d.by),
+            "purge_after": time(deletion.map(|d| d.at.plus_days(days))),
+            "related": entry.related.iter().map(|(e, n)| (e.plural().to_owned(), Value::from(*n))).collect::<serde_json::Map<_, _>>(),
+        })
+    }).collect::<Vec<_>>()}))
+}
+
+pub async fn bin_purge(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    ApiPath((collection, id)): ApiPath<(String, String)>,
+    query: QueryPairs,
+) -> ApiResult {
+    query.only(&["reason"])?;
+    let (entity, id) = target(&collection, &id)?;
+    let purged = records::purge(
+        &state.app,
+        &actor,
+        &current_op_id(),
+        entity,
+        id,
+        query.get("reason"),
+    )
+    .await?;
+    ok(json!({"purged": purged}))
+}
+
+// ---- setup, login, own account -----------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetupBody {
+    token: String,
+    username: String,
+    #[serde(default)]
+    display_name: String,
+    password: String,
+}
+
+pub async fn setup(State(state): State<WebState>, ApiJson(body): ApiJson<SetupBody>) -> ApiResult {
+    let user = auth::complete_setup(
+        &state.app,
+        &current_op_id(),
+        &body.token,
+        &body.username,
+        &body.display_name,
+        &body.password,
+    )
+    .await?;
+    created(user_json(&user))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    username: String,
+    password: String,
+}
+
+pub async fn login(
+    State(state): State<WebState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<LoginBody>,
+) -> ApiResult {
+    let address = peer.ip().to_string();
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
+    let attempt = auth::LoginAttempt {
+        username: &body.username,
+        password: &body.password,
+        address: Some(&address),
+        user_agent,
+    };
+    let session = auth::login(&state.app, &current_op_id(), attempt).await?;
+    let secure = if state.app.config.cookie_secure {
+        "; Secure"
+    } else {
+        ""
+    };
+    let max_age =
+        (session.expires_at.micros() - state.app.now().micros()) / Timestamp::MICROS_PER_SECOND;
+    let cookie = format!(
+        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}",
+        session.token
+    );
+    let mut response = Json(json!({"user": user_json(&session.user), "session_id": session.session_id, "expires_at": session.expires_at.to_rfc3339()})).into_response();
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    Ok(response)
+}
+
+pub async fn logout(State(state): State<WebState>, Auth(actor): Auth) -> ApiResult {
+    auth::logout(&state.app, &actor, &current_op_id()).await?;
+    let secure = if state.app.config.cookie_secure {
+        "; Secure"
+    } else {
+        ""
+    };
+    let mut response = Json(json!({"logged_out": true})).into_response();
+    if let Ok(value) = HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}"
+    )) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    Ok(response)
+}
+
+fn user_json(user: &UserRow) -> Value {
+    json!({
+        "id": user.id,
+        "username": user.username,
+        "display_name": user.display_name,
+        "role": user.role.name(),
+        "active": user.active,
+        "created_at": user.created_at.to_rfc3339(),
+        "last_login_at": time(user.last_login_at),
+    })
+}
+
+pub async fn me(State(state): State<WebState>, Auth(actor): Auth) -> ApiResult {
+    let user = users::get(&state.app, &actor, actor.user_id).await?;
+    ok(user_json(&user))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChangeBody {
+    current_password: String,
+    new_password: String,
+}
+
+pub async fn me_password(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    ApiJson(body): ApiJson<PasswordChangeBody>,
+) -> ApiResult {
+    auth::change_password(
+        &state.app,
+        &actor,
+        &current_op_id(),
+        &body.current_password,
+        &body.new_password,
+    )
+    .await?;
+    ok(json!({"changed": true, "other_sessions_ended": true}))
+}
+
+fn session_json(session: &SessionRow) -> Value {
+    json!({
+        "id": session.id,
+        "created_at": session.created_at.to_rfc3339(),
+        "last_seen_at": session.last_seen_at.to_rfc3339(),
+        "expires_at": session.expires_at.to_rfc3339(),
+        "address": session.address,
+        "user_agent": session.user_agent,
+    })
+}
+
+pub async fn me_sessions(State(state): State<WebState>, Auth(actor): Auth) -> ApiResult {
+    let sessions = auth::my_sessions(&state.app, &actor).await?;
+    ok(json!({"items": sessions.iter().map(session_json).collect::<Vec<_>>()}))
+}
+
+pub async fn me_session_revoke(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult {
+    let id = id_of(&id, "session")?;
+    auth::revoke_session(&state.app, &actor, &current_op_id(), id).await?;
+    ok(json!({"revoked": id}))
+}
+
+fn token_json(token: &TokenRow) -> Value {
+    json!({
+        "id": token.id,
+        "name": token.name,
+        "created_at": token.created_at.to_rfc3339(),
+        "last_used_at": time(token.last_used_at),
+        "expires_at": time(token.expires_at),
+        "revoked_at": time(token.revoked_at),
+    })
+}
+
+pub async fn me_tokens(State(state): State<WebState>, Auth(actor): Auth) -> ApiResult {
+    let tokens = auth::my_tokens(&state.app, &actor).await?;
+    ok(json!({"items": tokens.iter().map(token_json).collect::<Vec<_>>()}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenBody {
+    name: String,
+    #[serde(default)]
+    expires_in_days: Option<i64>,
+}
+
+pub async fn me_token_create(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    ApiJson(body): ApiJson<TokenBody>,
+) -> ApiResult {
+    let token = auth::create_token(
+        &state.app,
+        &actor,
+        &current_op_id(),
+        &body.name,
+        body.expires_in_days,
+    )
+    .await?;
+    let mut out = token_json(&token.token);
+    out["secret"] = token.secret.into();
+    out["note"] =
+        "Copy the secret now: it is shown only once. Use it as Authorization: Bearer <secret>"
+            .into();
+    created(out)
+}
+
+pub async fn me_token_revoke(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult {
+    let id = id_of(&id, "token")?;
+    auth::revoke_token(&state.app, &actor, &current_op_id(), id).await?;
+    ok(json!({"revoked": id}))
+}
+
+// ---- user administration ---------------------------------------------------------------------
+
+pub async fn user_list(State(state): State<WebState>, Auth(actor): Auth) -> ApiResult {
+    let found = users::list(&state.app, &actor).await?;
+    ok(json!({"items": found.iter().map(user_json).collect::<Vec<_>>()}))
+}
+
+fn parse_role(text: &str) -> Result<Role, ApiError> {
+    Role::parse(text).ok_or_else(|| {
+        ApiError(AppError::invalid(
+            "role",
+            "invalid_choice",
+            "Must be admin or member",
+        ))
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserCreateBody {
+    username: String,
+    #[serde(default)]
+    display_name: String,
+    password: String,
+    #[serde(default = "member")]
+    role: String,
+}
+
+fn member() -> String {
+    "member".into()
+}
+
+pub async fn user_create(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    ApiJson(body): ApiJson<UserCreateBody>,
+) -> ApiResult {
+    let role = parse_role(&body.role)?;
+    let user = users::create(
+        &state.app,
+        &actor,
+        &current_op_id(),
+        &body.username,
+        &body.display_name,
+        &body.password,
+        role,
+    )
+    .await?;
+    created(user_json(&user))
+}
+
+pub async fn user_get(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult {
+    let id = id_of(&id, "user")?;
+    ok(user_json(&users::get(&state.app, &actor, id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserUpdateBody {
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    active: Option<bool>,
+}
+
+pub async fn user_update(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<UserUpdateBody>,
+) -> ApiResult {
+    let id = id_of(&id, "user")?;
+    let role = body.role.as_deref().map(parse_role).transpose()?;
+    let change = users::UserChange {
+        display_name: body.display_name,
+        role,
+        active: body.active,
+    };
+    ok(user_json(
+        &users::update(&state.app, &actor, &current_op_id(), id, change).await?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordResetBody {
+    password: String,
+}
+
+pub async fn user_password_reset(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<PasswordResetBody>,
+) -> ApiResult {
+    let id = id_of(&id, "user")?;
+    users::reset_password(&state.app, &actor, &current_op_id(), id, &body.password).await?;
+    ok(json!({"reset": true, "sessions_ended": true}))
+}
+
+pub async fn user_sessions_revoke(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult {
+    let id = id_of(&id, "user")?;
+    let revoked = users::revoke_sessions(&state.app, &actor, &current_op_id(), id).await?;
+    ok(json!({"sessions_revoked": revoked}))
+}
+
+// ---- settings and audit ------------------------------------------------------------------------
+
+pub async fn custom_field_list(State(state): State<WebState>, Auth(actor): Auth) -> ApiResult {
+    let defs = settings::custom_fields(&state.app, &actor).await?;
+    ok(json!({"items": defs}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomFieldBody {
+    entity: String,
+    key: String,
+    label: String,
+    kind: String,
+    #[serde(default)]
+    options: Vec<String>,
+}
+
+pub async fn custom_field_create(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    ApiJson(body): ApiJson<CustomFieldBody>,
+) -> ApiResult {
+    let entity = Entity::from_name(&body.entity).ok_or_else(|| {
+        ApiError(AppError::invalid(
+            "entity",
+            "invalid_choice",
+            "One of company, contact, deal, activity",
+        ))
+    })?;
+    let kind = CustomFieldKind::parse(&body.kind).ok_or_else(|| {
+        ApiError(AppError::invalid(
+            "kind",
+            "invalid_choice",
+            "One of text, number, date, select",
+        ))
+    })?;
+    let def = settings::create_custom_field(
+        &state.app,
+        &actor,
+        &current_op_id(),
+        entity,
+        &body.key,
+        &body.label,
+        kind,
+        body.options,
+    )
+    .await?;
+    created(json!(def))
+}
+
+pub async fn custom_field_archive(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult {
+    let id = id_of(&id, "custom field")?;
+    settings::archive_custom_field(&state.app, &actor, &current_op_id(), id).await?;
+    ok(json!({"archived": id, "note": "Stored values are kept; the field takes no new values"}))
+}
+
+pub async fn pipeline_list(State(state): State<WebState>, Auth(actor): Auth) -> ApiResult {
+    let found = settings::pipelines(&state.app, &actor).await?;
+    ok(
+        json!({"items": found.iter().map(|(key, name, stages)| json!({"key": key, "name": name, "stages": stages})).collect::<Vec<_>>()}),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineBody {
+    name: String,
+    stages: Vec<String>,
+}
+
+pub async fn pipeline_put(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    ApiPath(key): ApiPath<String>,
+    ApiJson(body): ApiJson<PipelineBody>,
+) -> ApiResult {
+    settings::put_pipeline(
+        &state.app,
+        &actor,
+        &current_op_id(),
+        &key,
+        &body.name,
+        body.stages.clone(),
+    )
+    .await?;
+    ok(json!({"key": key, "name": body.name.trim(), "stages": body.stages}))
+}
+
+pub async fn audit_list(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    query: QueryPairs,
+) -> ApiResult {
+    query.only(&["entity", "record_id", "after", "limit"])?;
+    let entity = match query.get("entity") {
+        Some(name) => Some(Entity::from_name(name).ok_or_else(|| {
+            ApiError(AppError::invalid(
+                "entity",
+                "invalid_choice",
+                "One of company, contact, deal, activity",
+            ))
+        })?),
+        None => None,
+    };
+    let entries = settings::audit_log(
+        &state.app,
+        &actor,
+        entity,
+        query.int("record_id")?,
+        query.int("after")?,
+        query.int("limit")?.unwrap_or(100),
+    )
+    .await?;
+    ok(json!({"items": entries.iter().map(|e| json!({
+        "seq": e.seq,
+        "at": e.at.to_rfc3339(),
+        "actor_id": e.actor_id,
+        "actor": e.actor_name,
+        "op_id": e.op_id,
+        "action": e.action,
+        "entity": e.entity,
+        "record_id": e.record_id,
+        "version": e.version,
+        "detail": e.detail,
+        "hash": e.hash,
+    })).collect::<Vec<_>>()}))
+}

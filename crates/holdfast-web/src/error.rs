@@ -1,0 +1,125 @@
+//! The one place that turns an [`AppError`] into an HTTP response.
+//!
+//! Every error body has the same shape: `{"error": {"code", "message", "op_id", …}}`. Internal
+//! errors are logged with their operation id and shown as the operation id only, so a user can
+//! quote it and an operator can find the cause without the response leaking internals.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use holdfast_app::AppError;
+use serde_json::{Value, json};
+
+tokio::task_local! {
+    /// The operation id of the request being handled; set by the middleware in `lib.rs`.
+    pub static OP_ID: String;
+}
+
+pub fn current_op_id() -> String {
+    OP_ID
+        .try_with(Clone::clone)
+        .unwrap_or_else(|_| "-".to_owned())
+}
+
+/// An error on its way to the client.
+#[derive(Debug)]
+pub struct ApiError(pub AppError);
+
+impl<E: Into<AppError>> From<E> for ApiError {
+    fn from(error: E) -> Self {
+        ApiError(error.into())
+    }
+}
+
+impl ApiError {
+    /// A request the client got wrong before it reached a use case (bad JSON, bad path).
+    pub fn bad_request(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Response {
+        body_response(status, code, &message.into(), json!({}))
+    }
+}
+
+fn body_response(status: StatusCode, code: &str, message: &str, extra: Value) -> Response {
+    let mut error = json!({"code": code, "message": message, "op_id": current_op_id()});
+    if let (Some(error), Value::Object(extra)) = (error.as_object_mut(), extra) {
+        error.extend(extra);
+    }
+    (status, axum::Json(json!({ "error": error }))).into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self.0 {
+            AppError::NotFound { what } => body_response(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                &format!("{what} does not exist"),
+                json!({}),
+            ),
+            AppError::InRecycleBin {
+                entity,
+                id,
+                deleted_at,
+                restorable_until,
+            } => body_response(
+                StatusCode::NOT_FOUND,
+                "in_recycle_bin",
+                &format!(
+                    "{entity} {id} is in the recycle bin since {deleted_at}; restore it with POST /api/v1/{}/{id}/restore before {restorable_until}",
+                    entity.plural()
+                ),
+                json!({"entity": entity.name(), "id": id, "deleted_at": deleted_at.to_rfc3339(), "restorable_until": restorable_until.to_rfc3339()}),
+            ),
+            AppError::Forbidden(denial) => body_response(
+                StatusCode::FORBIDDEN,
+                denial.code,
+                &denial.message,
+                json!({"grantable_by": {"role": denial.grantable_by.name()}}),
+            ),
+            AppError::Unauthenticated { code, message } => {
+                body_response(StatusCode::UNAUTHORIZED, code, &message, json!({}))
+            }
+            AppError::Conflict {
+                code,
+                message,
+                current,
+            } => body_response(
+                StatusCode::CONFLICT,
+                code,
+                &message,
+                json!({"current": current}),
+            ),
+            AppError::Invalid(fields) => body_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_input",
+                "Some fields are not valid; nothing was changed",
+                json!({"fields": fields}),
+            ),
+            AppError::Throttled {
+                retry_after_seconds,
+            } => {
+                let mut response = body_response(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_attempts",
+                    &format!("Too many failed logins; try again in {retry_after_seconds} seconds"),
+                    json!({"retry_after_seconds": retry_after_seconds}),
+                );
+                if let Ok(value) = HeaderValue::from_str(&retry_after_seconds.to_string()) {
+                    response.headers_mut().insert(header::RETRY_AFTER, value);
+                }
+                response
+            }
+            AppError::Internal(error) => {
+                tracing::error!(op_id = %current_op_id(), error = ?error, "internal error");
+                body_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "Something went wrong on the server and nothing was changed. Quote the op_id to your administrator",
+                    json!({}),
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! Holdfast's HTTP layer: the JSON API under `/api/v1`, health probes, and the OpenAPI document.
+//!
+//! A request passes the operation-id middleware (which names it in logs, in the `x-op-id`
+//! response header and in every error body), then its handler in [`api`], which authenticates
+//! through the [`extract::Auth`] extractor and calls one use case in `holdfast-app`. This crate
+//! has no SQL and does not depend on `holdfast-store`'s write side.
+//!
+//! Routes are registered through [`Routes`], which records each route's documentation as it
+//! adds the handler, so the OpenAPI document is generated from the very table that builds the
+//! router and cannot list a route that does not exist or miss one that does.
+
+pub mod api;
+pub mod error;
+pub mod extract;
+pub mod openapi;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, delete, get, post, put};
+use error::{ApiError, OP_ID};
+use holdfast_app::App;
+use openapi::{Body, RouteDoc};
+use serde_json::json;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// Largest request body accepted (a record with long notes is well under this).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+#[derive(Clone)]
+pub struct WebState {
+    pub app: App,
+}
+
+/// The router plus the documentation of every route it has.
+pub struct Routes {
+    router: Router<WebState>,
+    docs: Vec<RouteDoc>,
+}
+
+impl Routes {
+    fn new() -> Routes {
+        Routes {
+            router: Router::new(),
+            docs: Vec::new(),
+        }
+    }
+
+    fn add(mut self, path: &str, method: MethodRouter<WebState>, doc: RouteDoc) -> Routes {
+        self.router = self.router.route(path, method);
+        self.docs.push(doc.at(path));
+        self
+    }
+
+    pub fn docs(&self) -> &[RouteDoc] {
+        &self.docs
+    }
+}
+
+/// Every route of the server with its documentation.
+pub fn routes() -> Routes {
+    use openapi::RouteDoc as D;
+    Routes::new()
+        .add("/healthz", get(healthz), D::public("GET", "Liveness: the process is up", Body::None, "Health"))
+        .add("/readyz", get(readyz), D::public("GET", "Readiness: the database answers and its schema is current", Body::None, "Health"))
+        .add("/api/v1/openapi.json", get(openapi_json), D::new("GET", "This document", Body::None, "Object"))
+        .add("/api/v1/setup", post(api::setup), D::public("POST", "Create the first administrator with the setup token printed on the server console", Body::Named("Setup"), "User"))
+        .add("/api/v1/auth/login", post(api::login), D::public("POST", "Log in; sets the session cookie", Body::Named("Login"), "Login"))
+        .add("/api/v1/auth/logout", post(api::logout), D::new("POST", "End the current session", Body::None, "Object"))
+        .add("/api/v1/me", get(api::me), D::new("GET", "The logged-in user", Body::None, "User"))
+        .add("/api/v1/me/password", put(api::me_password), D::new("PUT", "Change your password; ends your other sessions", Body::Named("PasswordChange"), "Object"))
+        .add("/api/v1/me/sessions", get(api::me_sessions), D::new("GET", "Your active sessions", Body::None, "List"))
+        .add("/api/v1/me/sessions/{id}", delete(api::me_session_revoke), D::new("DELETE", "End one of your sessions", Body::None, "Object"))
+        .add("/api/v1/me/tokens", get(api::me_tokens).post(api::me_token_create), D::new("GET", "Your API tokens", Body::None, "List").also("POST", "Create an API token; the secret is shown once", Body::Named("TokenCreate"), "Token"))
+        .add("/api/v1/me/tokens/{id}", delete(api::me_token_revoke), D::new("DELETE", "Revoke one of your API tokens", Body::None, "Object"))
+        .add("/api/v1/users", get(api::user_list).post(api::user_create), D::new("GET", "All users (administrators)", Body::None, "List").also("POST", "Create a user (administrators)", Body::Named("UserCreate"), "User"))
+        .add("/api/v1/users/{id}", get(api::user_get).patch(api::user_update), D::new("GET", "One user", Body::None, "User").also("PATCH", "Change a user's name, role or active state (administrators)", Body::Named("UserUpdate"), "User"))
+        .add("/api/v1/users/{id}/password", post(api::user_password_reset), D::new("POST", "Set a new password for a user and end their sessions (administrators)", Body::Named("PasswordReset"), "Object"))
+        .add("/api/v1/users/{id}/revoke-sessions", post(api::user_sessions_revoke), D::new("POST", "End all of a user's sessions (administrators)", Body::None, "Object"))
+        .add("/api/v1/custom-fields", get(api::custom_field_list).post(api::custom_field_create), D::new("GET", "Custom field definitions", Body::None, "List").also("POST", "Define a custom field (administrators)", Body::Named("CustomFieldCreate"), "Object"))
+        .add("/api/v1/custom-fields/{id}", delete(api::custom_field_archive), D::new("DELETE", "Archive a custom field; stored values are kept (administrators)", Body::None, "Object"))
+        .add("/api/v1/pipelines", get(api::pipeline_list), D::new("GET", "Deal pipelines and their stages", Body::None, "List"))
+        .add("/api/v1/pipelines/{key}", put(api::pipeline_put), D::new("PUT", "Create or redefine a pipeline (administrators)", Body::Named("Pipeline"), "Object"))
+        .add("/api/v1/audit", get(api::audit_list), D::new("GET", "The tamper-evident audit log (administrators)", Body::None, "List").params(&["entity", "record_id", "after", "limit"]))
+        .add("/api/v1/recycle-bin", get(api::bin_list), D::new("GET", "Deletions in the recycle bin, newest first", Body::None, "List").params(&["entity", "limit"]))
+        .add("/api/v1/recycle-bin/{collection}/{id}", delete(api::bin_purge), D::per_entity("DELETE", "Purge a deletion for good before its retention ends (administrators; reason required)", Body::None, "Object").params(&["reason"]))
+        .add("/api/v1/{collection}", get(api::record_list).post(api::record_create), D::per_entity("GET", "List live records: filters, search (q), sort, cursor pagination", Body::None, "RecordList").also("POST", "Create a record", Body::EntityInput, "Record"))
+        .add("/api/v1/{collection}/{id}", get(api::record_get).patch(api::record_update).delete(api::record_delete), D::per_entity("GET", "One record, with the titles of what it links to", Body::None, "Record").params(&["include_deleted"])
+            .also("PATCH", "Change fields; send expected_version (409 if someone changed it meanwhile)", Body::EntityPatch, "Record")
+            .also("DELETE", "Move to the recycle bin, with what hangs off it", Body::None, "Outcome").params(&["expected_version", "reason"]))
+        .add("/api/v1/{collection}/{id}/restore", post(api::record_restore), D::per_entity("POST", "Bring a deletion back from the recycle bin, with everything deleted with it", Body::Named("Reason"), "Outcome"))
+        .add("/api/v1/{collection}/{id}/versions", get(api::record_versions), D::per_entity("GET", "Every version of the record, oldest first", Body::None, "List"))
+        .add("/api/v1/{collection}/{id}/versions/{version}", get(api::record_version), D::per_entity("GET", "One version with its full snapshot", Body::None, "Object"))
+        .add("/api/v1/{collection}/{id}/versions/{version}/restore", post(api::record_version_restore), D::per_entity("POST", "Make an earlier version current again (as a new version)", Body::Named("Reason"), "Record"))
+        .add("/api/v1/{collection}/{id}/diff", get(api::record_diff), D::per_entity("GET", "Field-by-field difference between two versions", Body::None, "Object").params(&["from", "to"]))
+}
+
+/// The application: every route, the operation-id middleware, the body limit and JSON 404s.
+pub fn router(app: App) -> Router {
+    let state = WebState { app };
+    routes()
+        .router
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(op_id_middleware))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` completes, then stops accepting and lets in-flight requests finish
+/// (so a write that was being committed is committed and answered).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, service)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Names each request with an operation id (the client's `x-request-id` if it is sane), logs
+/// it with its outcome, and echoes the id in `x-op-id`.
+async fn op_id_middleware(request: Request, next: Next) -> Response {
+    let supplied = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (8..=64).contains(&v.len()) && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+        .map(str::to_owned);
+    let op_id = supplied
+        .unwrap_or_else(|| holdfast_app::random_hex(8).unwrap_or_else(|_| "no-random".into()));
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let started = Instant::now();
+    let mut response = OP_ID.scope(op_id.clone(), next.run(request)).await;
+    let status = response.status().as_u16();
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if status >= 500 {
+        tracing::warn!(op_id = %op_id, %method, %path, status, elapsed_ms, "request failed");
+    } else {
+        tracing::info!(op_id = %op_id, %method, %path, status, elapsed_ms, "request");
+    }
+    if let Ok(value) = HeaderValue::from_str(&op_id) {
+        response.headers_mut().insert("x-op-id", value);
+    }
+    response
+}
+
+async fn not_found() -> Response {
+    ApiError::bad_request(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "No such endpoint; see /api/v1/openapi.json",
+    )
+}
+
+async fn healthz() -> Response {
+    axum::Json(json!({"status": "ok"})).into_response()
+}
+
+async fn readyz(State(state): State<WebState>) -> Response {
+    let db = state.app.db.ping().await;
+    let schema = state.app.db.schema_state().await;
+    match (db, schema) {
+        (Ok(()), Ok(holdfast_app::SchemaState::Current)) => {
+            axum::Json(json!({"status": "ready", "database": state.app.db.backend().name()}))
+                .into_response()
+        }
+        (db, schema) => {
+            let reason = match (db, schema) {
+                (Err(error), _) => format!("database unreachable: {error:#}"),
+                (_, Ok(state)) => format!("schema not current: {state:?}"),
+                (_, Err(error)) => format!("schema unreadable: {error:#}"),
+            };
+            tracing::warn!(%reason, "not ready");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({"status": "not_ready", "reason": reason})),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn openapi_json(extract::Auth(_actor): extract::Auth) -> Response {
+    axum::Json(openapi::document(routes().docs())).into_response()
+}

@@ -1,0 +1,405 @@
+//! The OpenAPI 3 document, generated from the route table in `lib.rs` and the entity field
+//! tables in `holdfast-domain`.
+//!
+//! Derive-based generators (utoipa) cannot see our record schemas, which are data (the field
+//! tables) rather than Rust structs, so the document is assembled here from the same data the
+//! router and the validators use. A test compares it with the committed `docs/openapi.json`.
+
+use holdfast_domain::Entity;
+use holdfast_domain::entity::FieldKind;
+use serde_json::{Map, Value, json};
+
+/// The request body of an operation.
+#[derive(Debug, Clone, Copy)]
+pub enum Body {
+    None,
+    /// A schema from [`static_schemas`].
+    Named(&'static str),
+    /// The entity's fields, for create.
+    EntityInput,
+    /// The entity's fields plus `expected_version`, for update.
+    EntityPatch,
+}
+
+#[derive(Debug, Clone)]
+pub struct Operation {
+    pub method: &'static str,
+    pub summary: &'static str,
+    pub body: Body,
+    /// The response schema name; `Record`, `RecordList` and `Outcome` are per entity.
+    pub response: &'static str,
+    pub query: Vec<&'static str>,
+}
+
+/// The documentation of one path: its operations, and whether it is open without login.
+#[derive(Debug, Clone)]
+pub struct RouteDoc {
+    pub path: String,
+    pub public: bool,
+    /// `{collection}` stands for each entity's collection.
+    pub per_entity: bool,
+    pub operations: Vec<Operation>,
+}
+
+impl RouteDoc {
+    fn build(
+        method: &'static str,
+        summary: &'static str,
+        body: Body,
+        response: &'static str,
+    ) -> RouteDoc {
+        RouteDoc {
+            path: String::new(),
+            public: false,
+            per_entity: false,
+            operations: vec![Operation {
+                method,
+                summary,
+                body,
+                response,
+                query: Vec::new(),
+            }],
+        }
+    }
+
+    pub fn new(
+        method: &'static str,
+        summary: &'static str,
+        body: Body,
+        response: &'static str,
+    ) -> RouteDoc {
+        RouteDoc::build(method, summary, body, response)
+    }
+
+    pub fn public(
+        method: &'static str,
+        summary: &'static str,
+        body: Body,
+        response: &'static str,
+    ) -> RouteDoc {
+        RouteDoc {
+            public: true,
+            ..RouteDoc::build(method, summary, body, response)
+        }
+    }
+
+    pub fn per_entity(
+        method: &'static str,
+        summary: &'static str,
+        body: Body,
+        response: &'static str,
+    ) -> RouteDoc {
+        RouteDoc {
+            per_entity: true,
+            ..RouteDoc::build(method, summary, body, response)
+        }
+    }
+
+    pub fn also(
+        mut self,
+        method: &'static str,
+        summary: &'static str,
+        body: Body,
+        response: &'static str,
+    ) -> RouteDoc {
+        self.operations.push(Operation {
+            method,
+            summary,
+            body,
+            response,
+            query: Vec::new(),
+        });
+        self
+    }
+
+    /// Query parameters of the operation added last.
+    pub fn params(mut self, names: &[&'static str]) -> RouteDoc {
+        if let Some(last) = self.operations.last_mut() {
+            last.query.extend_from_slice(names);
+        }
+        self
+    }
+
+    pub(crate) fn at(mut self, path: &str) -> RouteDoc {
+        self.path = path.to_owned();
+        self
+    }
+}
+
+fn type_name(entity: Entity) -> String {
+    let name = entity.name();
+    let mut chars = name.chars();
+    chars
+        .next()
+        .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+        .unwrap_or_default()
+}
+
+fn field_schema(kind: FieldKind) -> Value {
+    match kind {
+        FieldKind::Text { max } | FieldKind::LongText { max } => {
+            json!({"type": "string", "maxLength": max})
+        }
+        FieldKind::Email => json!({"type": "string", "format": "email", "maxLength": 254}),
+        FieldKind::Phone => json!({"type": "string", "maxLength": 50}),
+        FieldKind::Integer { min } => json!({"type": "integer", "format": "int64", "minimum": min}),
+        FieldKind::Currency => json!({"type": "string", "pattern": "^[A-Za-z]{3}$"}),
+        FieldKind::Date => json!({"type": "string", "format": "date"}),
+        FieldKind::Timestamp => json!({"type": "string", "format": "date-time"}),
+        FieldKind::Ref(target) => {
+            json!({"type": "integer", "format": "int64", "description": format!("id of a {}", target.name())})
+        }
+        FieldKind::Choice(options) => json!({"type": "string", "enum": options}),
+    }
+}
+
+fn entity_schemas(entity: Entity, schemas: &mut Map<String, Value>) {
+    let name = type_name(entity);
+    let mut fields = Map::new();
+    let mut required = Vec::new();
+    for def in entity.fields() {
+        let mut schema = field_schema(def.kind);
+        schema["description"] = def.doc.into();
+        schema["nullable"] = (!def.required).into();
+        fields.insert(def.name.to_owned(), schema);
+        if def.required && def.default.is_none() && def.name != "stage" {
+            required.push(def.name);
+        }
+    }
+    let mut common = Map::new();
+    common.insert("owner_id".into(), json!({"type": "integer", "format": "int64", "description": "Owning user; defaults to you"}));
+    common.insert(
+        "tags".into(),
+        json!({"type": "array", "items": {"type": "string", "maxLength": 50}, "maxItems": 50}),
+    );
+    common.insert("custom".into(), json!({"type": "object", "description": "Values of custom fields by key; null removes one", "additionalProperties": true}));
+    common.insert(
+        "reason".into(),
+        json!({"type": "string", "maxLength": 500, "description": "Why; kept in the history"}),
+    );
+    let mut input = fields.clone();
+    input.extend(common.clone());
+    schemas.insert(
+        format!("{name}Input"),
+        json!({"type": "object", "additionalProperties": false, "required": required, "properties": input}),
+    );
+    let mut patch = input.clone();
+    patch.insert(
+        "expected_version".into(),
+        json!({"type": "integer", "format": "int64", "description": "The version you last read"}),
+    );
+    schemas.insert(
+        format!("{name}Patch"),
+        json!({"type": "object", "additionalProperties": false, "required": ["expected_version"], "properties": patch}),
+    );
+    let mut record = fields;
+    record.extend(common);
+    record.remove("reason");
+    for (key, schema) in [
+        ("id", json!({"type": "integer", "format": "int64"})),
+        ("entity", json!({"type": "string", "enum": [entity.name()]})),
+        ("version", json!({"type": "integer", "format": "int64"})),
+        (
+            "created_at",
+            json!({"type": "string", "format": "date-time"}),
+        ),
+        ("created_by", json!({"type": "integer", "format": "int64"})),
+        (
+            "updated_at",
+            json!({"type": "string", "format": "date-time"}),
+        ),
+        ("updated_by", json!({"type": "integer", "format": "int64"})),
+        (
+            "deleted_at",
+            json!({"type": "string", "format": "date-time", "nullable": true}),
+        ),
+        (
+            "deleted_by",
+            json!({"type": "integer", "format": "int64", "nullable": true}),
+        ),
+        ("deleted_with", json!({"type": "object", "nullable": true})),
+    ] {
+        record.insert(key.into(), schema);
+    }
+    schemas.insert(
+        name.clone(),
+        json!({"type": "object", "properties": record}),
+    );
+    schemas.insert(
+        format!("{name}List"),
+        json!({"type": "object", "properties": {
+            "items": {"type": "array", "items": {"$ref": format!("#/components/schemas/{name}")}},
+            "next_cursor": {"type": "string", "nullable": true},
+        }}),
+    );
+    schemas.insert(
+        format!("{name}Outcome"),
+        json!({"type": "object", "properties": {
+            "record": {"$ref": format!("#/components/schemas/{name}")},
+            "related": {"type": "array", "items": {"type": "object"}},
+        }}),
+    );
+}
+
+fn static_schemas(schemas: &mut Map<String, Value>) {
+    let string = json!({"type": "string"});
+    let object = |required: &[&str], props: Value| json!({"type": "object", "additionalProperties": false, "required": required, "properties": props});
+    schemas.insert("Object".into(), json!({"type": "object"}));
+    schemas.insert("List".into(), json!({"type": "object", "properties": {"items": {"type": "array", "items": {"type": "object"}}}}));
+    schemas.insert(
+        "Health".into(),
+        json!({"type": "object", "properties": {"status": string}}),
+    );
+    schemas.insert("Setup".into(), object(&["token", "username", "password"], json!({"token": string, "username": string, "display_name": string, "password": {"type": "string", "minLength": 10}})));
+    schemas.insert(
+        "Login".into(),
+        object(
+            &["username", "password"],
+            json!({"username": string, "password": string}),
+        ),
+    );
+    schemas.insert("PasswordChange".into(), object(&["current_password", "new_password"], json!({"current_password": string, "new_password": {"type": "string", "minLength": 10}})));
+    schemas.insert(
+        "PasswordReset".into(),
+        object(
+            &["password"],
+            json!({"password": {"type": "string", "minLength": 10}}),
+        ),
+    );
+    schemas.insert("TokenCreate".into(), object(&["name"], json!({"name": string, "expires_in_days": {"type": "integer", "minimum": 1, "maximum": 3650}})));
+    schemas.insert("Token".into(), json!({"type": "object", "properties": {"id": {"type": "integer"}, "name": string, "secret": string}}));
+    schemas.insert("User".into(), json!({"type": "object", "properties": {"id": {"type": "integer"}, "username": string, "display_name": string, "role": {"type": "string", "enum": ["admin", "member"]}, "active": {"type": "boolean"}}}));
+    schemas.insert("UserCreate".into(), object(&["username", "password"], json!({"username": string, "display_name": string, "password": {"type": "string", "minLength": 10}, "role": {"type": "string", "enum": ["admin", "member"]}})));
+    schemas.insert("UserUpdate".into(), object(&[], json!({"display_name": string, "role": {"type": "string", "enum": ["admin", "member"]}, "active": {"type": "boolean"}})));
+    schemas.insert("CustomFieldCreate".into(), object(&["entity", "key", "label", "kind"], json!({"entity": {"type": "string", "enum": ["company", "contact", "deal", "activity"]}, "key": string, "label": string, "kind": {"type": "string", "enum": ["text", "number", "date", "select"]}, "options": {"type": "array", "items": string}})));
+    schemas.insert(
+        "Pipeline".into(),
+        object(
+            &["name", "stages"],
+            json!({"name": string, "stages": {"type": "array", "items": string}}),
+        ),
+    );
+    schemas.insert(
+        "Reason".into(),
+        object(
+            &[],
+            json!({"reason": string, "expected_version": {"type": "integer"}}),
+        ),
+    );
+    schemas.insert(
+        "Login".into(),
+        object(
+            &["username", "password"],
+            json!({"username": string, "password": string}),
+        ),
+    );
+    schemas.insert("Error".into(), json!({"type": "object", "properties": {"error": {"type": "object", "required": ["code", "message", "op_id"], "properties": {
+        "code": string, "message": string, "op_id": string,
+        "fields": {"type": "array", "items": {"type": "object", "properties": {"field": string, "code": string, "message": string}}},
+    }}}}));
+}
+
+fn operation(op: &Operation, entity: Option<Entity>, public: bool, path: &str) -> Value {
+    let schema_ref = |name: &str| json!({"$ref": format!("#/components/schemas/{name}")});
+    let per_entity = |suffix: &str| {
+        entity
+            .map(|e| format!("{}{suffix}", type_name(e)))
+            .unwrap_or_else(|| "Object".into())
+    };
+    let response = match op.response {
+        "Record" => per_entity(""),
+        "RecordList" => per_entity("List"),
+        "Outcome" => per_entity("Outcome"),
+        other => other.to_owned(),
+    };
+    let mut parameters: Vec<Value> = path
+        .split('/')
+        .filter_map(|segment| segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+        .collect();
+    let mut query: Vec<&str> = op.query.clone();
+    if op.response == "RecordList"
+        && let Some(entity) = entity
+    {
+        query.extend_from_slice(holdfast_app::records::COMMON_LIST_PARAMS);
+        query.extend(holdfast_app::records::list_filters(entity));
+    }
+    parameters.extend(query.iter().map(|name| json!({"name": name, "in": "query", "required": false, "schema": {"type": "string"}})));
+    let success = if op.method == "POST"
+        && matches!(op.response, "Record" | "User" | "Token")
+        && !path.contains("/restore")
+    {
+        "201"
+    } else {
+        "200"
+    };
+    let mut out = json!({
+        "summary": op.summary,
+        "parameters": parameters,
+        "responses": {
+            success: {"description": "Success", "content": {"application/json": {"schema": schema_ref(&response)}}},
+            "default": {"description": "Error: 400 malformed, 401 not logged in, 403 not allowed, 404 not found, 409 conflict, 413 too large, 422 invalid fields, 429 throttled", "content": {"application/json": {"schema": schema_ref("Error")}}},
+        },
+    });
+    let body = match op.body {
+        Body::None => None,
+        Body::Named(name) => Some(name.to_owned()),
+        Body::EntityInput => Some(per_entity("Input")),
+        Body::EntityPatch => Some(per_entity("Patch")),
+    };
+    if let Some(body) = body {
+        out["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": schema_ref(&body)}}});
+    }
+    if public {
+        out["security"] = json!([]);
+    }
+    out
+}
+
+/// Builds the whole document.
+pub fn document(routes: &[RouteDoc]) -> Value {
+    let mut paths = Map::new();
+    for route in routes {
+        let targets: Vec<(String, Option<Entity>)> = if route.per_entity {
+            Entity::ALL
+                .iter()
+                .map(|e| (route.path.replace("{collection}", e.plural()), Some(*e)))
+                .collect()
+        } else {
+            vec![(route.path.clone(), None)]
+        };
+        for (path, entity) in targets {
+            let mut item = Map::new();
+            for op in &route.operations {
+                item.insert(
+                    op.method.to_ascii_lowercase(),
+                    operation(op, entity, route.public, &path),
+                );
+            }
+            paths.insert(path, Value::Object(item));
+        }
+    }
+    let mut schemas = Map::new();
+    static_schemas(&mut schemas);
+    for entity in Entity::ALL {
+        entity_schemas(entity, &mut schemas);
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Holdfast",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Self-hosted CRM. Every change is kept as a version; deletes go to a recycle bin. Authenticate with the session cookie from /api/v1/auth/login or with Authorization: Bearer <API token>.",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"session": []}, {"token": []}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "session": {"type": "apiKey", "in": "cookie", "name": crate::extract::SESSION_COOKIE},
+                "token": {"type": "http", "scheme": "bearer"},
+            },
+        },
+    })
+}
