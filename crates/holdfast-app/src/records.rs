@@ -634,7 +634,7 @@ fn encode_cursor(sort: &Sort, value: &SortValue, id: i64) -> String {
 }
 
 fn decode_cursor(sort: &Sort, cursor: &str) -> Option<(SortValue, i64)> {
-    if cursor.len() % 2 != 0 || cursor.len() > 2000 {
+    if !cursor.len().is_multiple_of(2) || cursor.len() > 2000 {
         return None;
     }
     let bytes: Option<Vec<u8>> = (0..cursor.len())

@@ -11,17 +11,22 @@ pub async fn custom_fields(app: &App, _actor: &Actor) -> Result<Vec<CustomFieldD
     Ok(app.db.custom_fields().await?)
 }
 
+/// Defines a custom field from `draft` (its `id` and `archived` are ignored).
 pub async fn create_custom_field(
     app: &App,
     actor: &Actor,
     op_id: &str,
-    entity: Entity,
-    key: &str,
-    label: &str,
-    kind: CustomFieldKind,
-    options: Vec<String>,
+    draft: CustomFieldDef,
 ) -> Result<CustomFieldDef, AppError> {
     authorize(actor, Action::Administer)?;
+    let CustomFieldDef {
+        entity,
+        key,
+        label,
+        kind,
+        options,
+        ..
+    } = draft;
     let mut errors = FieldErrors::default();
     let key = key.trim();
     let key_ok = (1..=40).contains(&key.len())

@@ -659,7 +659,7 @@ mod tests {
         assert_eq!(found, [("expected_version".to_owned(), "required")]);
         let found = codes(Patch::parse(
             Entity::Company,
-            &json!({"expected_version": 1}),
+            &json!({"name": "Acme", "expected_version": 1}),
             PatchMode::Create,
             &[],
         ));
@@ -681,7 +681,7 @@ mod tests {
         );
         let found = codes(Patch::parse(
             Entity::Deal,
-            &json!({"amount_minor": "100"}),
+            &json!({"name": "x", "amount_minor": "100"}),
             PatchMode::Create,
             &[],
         ));
@@ -701,7 +701,7 @@ mod tests {
         }];
         let ok = Patch::parse(
             Entity::Company,
-            &json!({"custom": {"tier": "A"}}),
+            &json!({"name": "T", "custom": {"tier": "A"}}),
             PatchMode::Create,
             &defs,
         )
@@ -709,7 +709,7 @@ mod tests {
         assert_eq!(ok.custom["tier"], json!("A"));
         let found = codes(Patch::parse(
             Entity::Company,
-            &json!({"custom": {"tier": "Z", "x": 1}}),
+            &json!({"name": "T", "custom": {"tier": "Z", "x": 1}}),
             PatchMode::Create,
             &defs,
         ));

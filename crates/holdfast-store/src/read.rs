@@ -626,7 +626,7 @@ impl Db {
                 sqlx::query(
                     "SELECT 'table ' || table_name::text FROM information_schema.tables WHERE table_schema = current_schema()
                      UNION ALL
-                     SELECT 'index ' || indexname::text FROM pg_indexes WHERE schemaname = current_schema() AND indexname NOT LIKE '%_pkey' AND indexname NOT LIKE '%_key'
+                     SELECT 'index ' || indexname::text FROM pg_indexes WHERE schemaname = current_schema() AND indexname NOT IN (SELECT conname::text FROM pg_constraint)
                      ORDER BY 1",
                 )
                 .fetch_all(self.read_pool())

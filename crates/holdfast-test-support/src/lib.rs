@@ -1,1 +1,354 @@
-//! placeholder
+//! Test harness: a fresh database per test on either backend, the real server on a random
+//! port in-process (with a clock the test controls), and a small JSON API client.
+//!
+//! PostgreSQL tests use `HOLDFAST_TEST_DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`) to create a database per test. Without a reachable
+//! server they skip with a printed reason, except under `CI=true`, where they fail.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use holdfast_app::{App, AppConfig, ManualClock};
+use holdfast_domain::{Actor, ActorKind, Role, Timestamp};
+use reqwest::StatusCode;
+use serde_json::Value;
+use sqlx::Connection as _;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+pub fn pg_admin_url() -> String {
+    std::env::var("HOLDFAST_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_owned())
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// A database that exists for one test and is removed afterwards.
+pub struct TestDb {
+    pub url: String,
+    pub backend: Backend,
+    pub dir: tempfile::TempDir,
+    pg_name: Option<String>,
+}
+
+impl TestDb {
+    /// A new, empty database; `None` (after printing why) when PostgreSQL is unavailable
+    /// outside CI.
+    pub async fn fresh(backend: Backend) -> Option<TestDb> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        match backend {
+            Backend::Sqlite => {
+                let url = format!(
+                    "sqlite://{}?mode=rwc",
+                    dir.path().join("holdfast.db").display()
+                );
+                Some(TestDb {
+                    url,
+                    backend,
+                    dir,
+                    pg_name: None,
+                })
+            }
+            Backend::Postgres => {
+                sqlx::any::install_default_drivers();
+                let admin_url = pg_admin_url();
+                let mut conn = match sqlx::AnyConnection::connect(&admin_url).await {
+                    Ok(conn) => conn,
+                    Err(error) if !in_ci() => {
+                        eprintln!(
+                            "SKIPPED: PostgreSQL not reachable at {admin_url} ({error}); set HOLDFAST_TEST_DATABASE_URL or run under CI=true to require it"
+                        );
+                        return None;
+                    }
+                    Err(error) => panic!("CI=true requires PostgreSQL at {admin_url}: {error}"),
+                };
+                let name = format!("holdfast_t_{}", holdfast_app::random_hex(8).unwrap());
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create test database");
+                let _ = conn.close().await;
+                let base = admin_url
+                    .rsplit_once('/')
+                    .map(|(base, _)| base.to_owned())
+                    .unwrap_or(admin_url);
+                Some(TestDb {
+                    url: format!("{base}/{name}"),
+                    backend,
+                    dir,
+                    pg_name: Some(name),
+                })
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_name.take() else {
+            return;
+        };
+        // Drop runs inside the test's runtime, so the cleanup gets a thread and runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                if let Ok(mut conn) = sqlx::AnyConnection::connect(&pg_admin_url()).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// The real server on 127.0.0.1 with a random port, on a fresh database.
+pub struct TestApp {
+    pub base_url: String,
+    pub app: App,
+    pub clock: Arc<ManualClock>,
+    pub db: TestDb,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// 2026-11-29T00:00:00Z: tests start at a fixed instant and move the clock themselves.
+pub const TEST_EPOCH: Timestamp = Timestamp(1_796_083_200_000_000);
+
+pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
+    spawn_app_with(backend, AppConfig::default()).await
+}
+
+pub async fn spawn_app_with(backend: Backend, config: AppConfig) -> Option<TestApp> {
+    let db = TestDb::fresh(backend).await?;
+    let clock = Arc::new(ManualClock::new(TEST_EPOCH));
+    let app = App::open(&db.url, config, clock.clone())
+        .await
+        .expect("app opens");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base_url = format!("http://{}", listener.local_addr().expect("address"));
+    let (sender, receiver) = tokio::sync::oneshot::channel::<()>();
+    let server_app = app.clone();
+    tokio::spawn(async move {
+        holdfast_web::serve(listener, server_app, async {
+            let _ = receiver.await;
+        })
+        .await
+        .expect("server runs");
+    });
+    Some(TestApp {
+        base_url,
+        app,
+        clock,
+        db,
+        shutdown: Some(sender),
+    })
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(sender) = self.shutdown.take() {
+            let _ = sender.send(());
+        }
+    }
+}
+
+impl TestApp {
+    /// A user with an API token; usernames must be unique per test.
+    pub async fn user(&self, username: &str, role: Role) -> Client {
+        let system = Actor::system();
+        let user = holdfast_app::users::create_user_unchecked(
+            &self.app,
+            &system,
+            "test",
+            username,
+            "",
+            "correct horse battery",
+            role,
+        )
+        .await
+        .expect("create user");
+        let actor = Actor {
+            user_id: user.id,
+            username: user.username.clone(),
+            role,
+            kind: ActorKind::System,
+        };
+        let token = holdfast_app::auth::create_token(&self.app, &actor, "test", "tests", None)
+            .await
+            .expect("token");
+        Client {
+            base_url: self.base_url.clone(),
+            http: reqwest::Client::new(),
+            auth: Some(format!("Bearer {}", token.secret)),
+            user_id: user.id,
+        }
+    }
+
+    pub async fn admin(&self) -> Client {
+        self.user("admin", Role::Admin).await
+    }
+
+    /// A client without credentials.
+    pub fn anonymous(&self) -> Client {
+        Client {
+            base_url: self.base_url.clone(),
+            http: reqwest::Client::new(),
+            auth: None,
+            user_id: 0,
+        }
+    }
+
+    /// Audit entries of one record, oldest first, read straight from the database.
+    pub async fn audit_of(&self, entity: &str, id: i64) -> Vec<holdfast_app::AuditRow> {
+        let entity = holdfast_domain::Entity::from_name(entity).unwrap();
+        self.app
+            .db
+            .audit_entries(Some(entity), Some(id), None, 1000)
+            .await
+            .unwrap()
+    }
+
+    pub async fn versions_of(&self, entity: &str, id: i64) -> Vec<holdfast_app::VersionRow> {
+        let entity = holdfast_domain::Entity::from_name(entity).unwrap();
+        self.app.db.versions(entity, id).await.unwrap()
+    }
+}
+
+/// A JSON API client. Every call returns the status and the parsed body (`Null` if none).
+#[derive(Clone)]
+pub struct Client {
+    pub base_url: String,
+    pub http: reqwest::Client,
+    /// The `Authorization` or `Cookie` header value.
+    pub auth: Option<String>,
+    pub user_id: i64,
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Reply {
+    /// Panics with the body when the status is not the expected one.
+    pub fn expect(self, status: u16) -> Value {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.body
+        );
+        self.body
+    }
+
+    pub fn error_code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+impl Client {
+    pub fn with_cookie(&self, cookie: &str) -> Client {
+        Client {
+            auth: Some(format!("cookie:{cookie}")),
+            ..self.clone()
+        }
+    }
+
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Reply {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base_url));
+        match self.auth.as_deref() {
+            Some(cookie) if cookie.starts_with("cookie:") => {
+                request = request.header("Cookie", &cookie["cookie:".len()..])
+            }
+            Some(header) => request = request.header("Authorization", header),
+            None => {}
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body read");
+        let body = serde_json::from_str(&text).unwrap_or(if text.is_empty() {
+            Value::Null
+        } else {
+            Value::String(text)
+        });
+        Reply {
+            status,
+            body,
+            headers,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> Reply {
+        self.send(reqwest::Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> Reply {
+        self.send(reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.send(reqwest::Method::DELETE, path, None).await
+    }
+
+    /// Creates a record and returns its id.
+    pub async fn create(&self, collection: &str, body: Value) -> i64 {
+        let created = self
+            .post(&format!("/api/v1/{collection}"), body)
+            .await
+            .expect(201);
+        created["id"].as_i64().unwrap()
+    }
+}
+
+/// Runs one test body on SQLite and on PostgreSQL: `<name>::sqlite`, `<name>::postgres`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($name:ident, |$app:ident| $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let $app = $crate::spawn_app($crate::Backend::Sqlite)
+                    .await
+                    .expect("sqlite is always available");
+                $body
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some($app) = $crate::spawn_app($crate::Backend::Postgres).await else {
+                    return;
+                };
+                $body
+            }
+        }
+    };
+}

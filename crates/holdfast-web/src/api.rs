@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use holdfast_app::records::{self, Change};
 use holdfast_app::{AppError, auth, settings, users};
 use holdfast_app::{SessionRow, TokenRow, UserRow, VersionRow};
-use holdfast_domain::{CustomFieldKind, Entity, Role, Timestamp};
+use holdfast_domain::{CustomFieldDef, CustomFieldKind, Entity, Role, Timestamp};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -221,8 +221,10 @@ pub async fn record_restore(
     State(state): State<WebState>,
     Auth(actor): Auth,
     ApiPath((collection, id)): ApiPath<(String, String)>,
+    query: QueryPairs,
     body: axum::body::Bytes,
 ) -> ApiResult {
+    query.only(&[])?;
     let (entity, id) = target(&collection, &id)?;
     let body = optional_body(&body)?;
     let outcome = records::apply_change(
@@ -281,8 +283,10 @@ pub async fn record_version_restore(
     State(state): State<WebState>,
     Auth(actor): Auth,
     ApiPath((collection, id, version)): ApiPath<(String, String, String)>,
+    query: QueryPairs,
     body: axum::body::Bytes,
 ) -> ApiResult {
+    query.only(&[])?;
     let (entity, id) = target(&collection, &id)?;
     let version = id_of(&version, "version")?;
     let body = optional_body(&body)?;
@@ -442,7 +446,12 @@ pub async fn login(
     Ok(response)
 }
 
-pub async fn logout(State(state): State<WebState>, Auth(actor): Auth) -> ApiResult {
+pub async fn logout(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    query: QueryPairs,
+) -> ApiResult {
+    query.only(&[])?;
     auth::logout(&state.app, &actor, &current_op_id()).await?;
     let secure = if state.app.config.cookie_secure {
         "; Secure"
@@ -518,7 +527,9 @@ pub async fn me_session_revoke(
     State(state): State<WebState>,
     Auth(actor): Auth,
     ApiPath(id): ApiPath<String>,
+    query: QueryPairs,
 ) -> ApiResult {
+    query.only(&[])?;
     let id = id_of(&id, "session")?;
     auth::revoke_session(&state.app, &actor, &current_op_id(), id).await?;
     ok(json!({"revoked": id}))
@@ -573,7 +584,9 @@ pub async fn me_token_revoke(
     State(state): State<WebState>,
     Auth(actor): Auth,
     ApiPath(id): ApiPath<String>,
+    query: QueryPairs,
 ) -> ApiResult {
+    query.only(&[])?;
     let id = id_of(&id, "token")?;
     auth::revoke_token(&state.app, &actor, &current_op_id(), id).await?;
     ok(json!({"revoked": id}))
@@ -689,7 +702,9 @@ pub async fn user_sessions_revoke(
     State(state): State<WebState>,
     Auth(actor): Auth,
     ApiPath(id): ApiPath<String>,
+    query: QueryPairs,
 ) -> ApiResult {
+    query.only(&[])?;
     let id = id_of(&id, "user")?;
     let revoked = users::revoke_sessions(&state.app, &actor, &current_op_id(), id).await?;
     ok(json!({"sessions_revoked": revoked}))
@@ -732,17 +747,16 @@ pub async fn custom_field_create(
             "One of text, number, date, select",
         ))
     })?;
-    let def = settings::create_custom_field(
-        &state.app,
-        &actor,
-        &current_op_id(),
+    let draft = CustomFieldDef {
+        id: 0,
         entity,
-        &body.key,
-        &body.label,
+        key: body.key,
+        label: body.label,
         kind,
-        body.options,
-    )
-    .await?;
+        options: body.options,
+        archived: false,
+    };
+    let def = settings::create_custom_field(&state.app, &actor, &current_op_id(), draft).await?;
     created(json!(def))
 }
 
@@ -750,7 +764,9 @@ pub async fn custom_field_archive(
     State(state): State<WebState>,
     Auth(actor): Auth,
     ApiPath(id): ApiPath<String>,
+    query: QueryPairs,
 ) -> ApiResult {
+    query.only(&[])?;
     let id = id_of(&id, "custom field")?;
     settings::archive_custom_field(&state.app, &actor, &current_op_id(), id).await?;
     ok(json!({"archived": id, "note": "Stored values are kept; the field takes no new values"}))

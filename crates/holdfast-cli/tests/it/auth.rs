@@ -1,0 +1,280 @@
+//! Login, sessions, API tokens, throttling, first-run setup, and deny-by-default.
+
+use holdfast_domain::Role;
+use holdfast_test_support::{Client, TestApp, on_both_backends};
+use serde_json::json;
+
+async fn login(
+    app: &TestApp,
+    username: &str,
+    password: &str,
+) -> (holdfast_test_support::Reply, Option<String>) {
+    let reply = app
+        .anonymous()
+        .post(
+            "/api/v1/auth/login",
+            json!({"username": username, "password": password}),
+        )
+        .await;
+    let cookie = reply
+        .headers
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or_default().to_owned());
+    (reply, cookie)
+}
+
+on_both_backends!(
+    login_sets_a_strict_http_only_cookie_and_logout_revokes_it,
+    |app| {
+        app.user("meimei", Role::Member).await;
+        let (reply, cookie) = login(&app, "MeiMei", "correct horse battery").await;
+        assert_eq!(reply.status, 200);
+        let set_cookie = reply
+            .headers
+            .get("set-cookie")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"),
+            "{set_cookie}"
+        );
+        let session = app.anonymous().with_cookie(&cookie.unwrap());
+        assert_eq!(
+            session.get("/api/v1/me").await.expect(200)["username"],
+            "meimei"
+        );
+        session
+            .post("/api/v1/auth/logout", json!({}))
+            .await
+            .expect(200);
+        assert_eq!(
+            session.get("/api/v1/me").await.error_code(),
+            "session_expired"
+        );
+    }
+);
+
+on_both_backends!(sessions_end_after_idle_and_absolute_timeouts, |app| {
+    app.user("sleepy", Role::Member).await;
+    let (_, cookie) = login(&app, "sleepy", "correct horse battery").await;
+    let session = app.anonymous().with_cookie(&cookie.unwrap());
+    app.clock.advance_seconds(11 * 3600);
+    session.get("/api/v1/me").await.expect(200);
+    app.clock.advance_seconds(12 * 3600 + 1);
+    assert_eq!(
+        session.get("/api/v1/me").await.error_code(),
+        "session_expired",
+        "idle for more than 12 hours"
+    );
+
+    let (_, cookie) = login(&app, "sleepy", "correct horse battery").await;
+    let busy = app.anonymous().with_cookie(&cookie.unwrap());
+    for _ in 0..20 {
+        app.clock.advance_seconds(11 * 3600);
+        if busy.get("/api/v1/me").await.status != 200 {
+            break;
+        }
+    }
+    assert_eq!(
+        busy.get("/api/v1/me").await.error_code(),
+        "session_expired",
+        "7 days after login, even if busy"
+    );
+});
+
+on_both_backends!(
+    failed_logins_are_throttled_per_account_and_per_address,
+    |app| {
+        app.user("target", Role::Member).await;
+        for _ in 0..5 {
+            assert_eq!(login(&app, "target", "wrong password!").await.0.status, 401);
+        }
+        let (throttled, _) = login(&app, "target", "correct horse battery").await;
+        assert_eq!(
+            throttled.status, 429,
+            "even the right password waits once the account is throttled"
+        );
+        assert!(throttled.headers.get("retry-after").is_some());
+        app.clock.advance_seconds(16 * 60);
+        assert_eq!(
+            login(&app, "target", "correct horse battery")
+                .await
+                .0
+                .status,
+            200
+        );
+        // Per address: spraying many accounts from one address is throttled too.
+        for n in 0..20 {
+            login(&app, &format!("nobody{n}"), "whatever password").await;
+        }
+        let (sprayed, _) = login(&app, "target", "correct horse battery").await;
+        assert_eq!(sprayed.status, 429);
+    }
+);
+
+on_both_backends!(revoked_api_tokens_stop_working_at_once, |app| {
+    let rep = app.user("scripter", Role::Member).await;
+    let created = rep
+        .post("/api/v1/me/tokens", json!({"name": "import script"}))
+        .await
+        .expect(201);
+    let token = Client {
+        auth: Some(format!("Bearer {}", created["secret"].as_str().unwrap())),
+        ..rep.clone()
+    };
+    token.get("/api/v1/contacts").await.expect(200);
+    let listed = rep.get("/api/v1/me/tokens").await.expect(200);
+    assert!(
+        listed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t.get("secret").is_none()),
+        "secrets are never listed"
+    );
+    rep.delete(&format!("/api/v1/me/tokens/{}", created["id"]))
+        .await
+        .expect(200);
+    assert_eq!(
+        token.get("/api/v1/contacts").await.error_code(),
+        "invalid_token"
+    );
+    let garbage = Client {
+        auth: Some("Bearer hf_nope".into()),
+        ..rep.clone()
+    };
+    assert_eq!(garbage.get("/api/v1/contacts").await.status, 401);
+});
+
+on_both_backends!(
+    deactivating_a_user_logs_them_out_and_keeps_their_records,
+    |app| {
+        let admin = app.admin().await;
+        let rep = app.user("leaver", Role::Member).await;
+        let id = rep
+            .create("companies", json!({"name": "Their customer"}))
+            .await;
+        admin
+            .patch(
+                &format!("/api/v1/users/{}", rep.user_id),
+                json!({"active": false}),
+            )
+            .await
+            .expect(200);
+        assert_eq!(rep.get("/api/v1/companies").await.status, 401);
+        let kept = admin
+            .get(&format!("/api/v1/companies/{id}"))
+            .await
+            .expect(200);
+        assert_eq!(
+            kept["owner_id"], rep.user_id,
+            "records stay owned and visible"
+        );
+        let last_admin = admin
+            .patch(
+                &format!("/api/v1/users/{}", admin.user_id),
+                json!({"role": "member"}),
+            )
+            .await;
+        assert_eq!(last_admin.error_code(), "last_admin");
+    }
+);
+
+on_both_backends!(
+    first_run_setup_needs_the_console_token_and_works_once,
+    |app| {
+        let token = holdfast_app::auth::issue_setup_token(&app.app)
+            .await
+            .unwrap()
+            .unwrap();
+        let anonymous = app.anonymous();
+        let body = |token: &str| json!({"token": token, "username": "founder", "password": "a long enough password"});
+        assert_eq!(
+            anonymous
+                .post("/api/v1/setup", body("guess"))
+                .await
+                .error_code(),
+            "setup_closed"
+        );
+        let created = anonymous
+            .post("/api/v1/setup", body(&token))
+            .await
+            .expect(201);
+        assert_eq!(created["role"], "admin");
+        assert_eq!(
+            anonymous
+                .post("/api/v1/setup", body(&token))
+                .await
+                .error_code(),
+            "setup_closed"
+        );
+        assert_eq!(
+            holdfast_app::auth::issue_setup_token(&app.app)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+);
+
+on_both_backends!(
+    logged_out_users_reach_nothing_but_login_setup_and_health,
+    |app| {
+        let anonymous = app.anonymous();
+        let public = ["/healthz", "/readyz", "/api/v1/setup", "/api/v1/auth/login"];
+        for route in holdfast_web::routes().docs() {
+            let path = route
+                .path
+                .replace("{collection}", "contacts")
+                .replace("{id}", "1")
+                .replace("{version}", "1")
+                .replace("{key}", "default");
+            for op in &route.operations {
+                let method = reqwest::Method::from_bytes(op.method.as_bytes()).unwrap();
+                let reply = anonymous.send(method, &path, Some(json!({}))).await;
+                if public.contains(&route.path.as_str()) {
+                    assert!(route.public, "{path} is public but not documented so");
+                    assert_ne!(reply.status, 401, "{} {path}", op.method);
+                } else {
+                    assert!(!route.public, "{path} is documented public");
+                    assert_eq!(
+                        reply.status, 401,
+                        "{} {path} must require login; got {}",
+                        op.method, reply.body
+                    );
+                }
+            }
+        }
+    }
+);
+
+on_both_backends!(members_are_refused_administration_with_a_reason, |app| {
+    let rep = app.user("member", Role::Member).await;
+    for (method, path) in [
+        ("GET", "/api/v1/users"),
+        ("GET", "/api/v1/audit"),
+        ("PUT", "/api/v1/pipelines/default"),
+    ] {
+        let reply = rep
+            .send(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                path,
+                Some(json!({"name": "x", "stages": ["a"]})),
+            )
+            .await;
+        assert_eq!(
+            (reply.status.as_u16(), reply.error_code()),
+            (403, "admin_only"),
+            "{method} {path}"
+        );
+        assert!(
+            reply.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("administrators")
+        );
+    }
+});

@@ -1,0 +1,435 @@
+//! The real `holdfast` binary: serve, admin create, upgrade, config example, and a kill -9 test.
+
+use holdfast_test_support::{Backend, TestDb};
+use serde_json::{Value, json};
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_holdfast");
+
+fn holdfast(args: &[&str], dir: &std::path::Path) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .current_dir(dir)
+        .env_remove("HOLDFAST_CONFIG")
+        .env("HOLDFAST_LOG__LEVEL", "warn");
+    command
+}
+
+fn admin_create(db: &TestDb, username: &str) {
+    let mut child = holdfast(
+        &[
+            "admin",
+            "create",
+            "--database-url",
+            &db.url,
+            "--username",
+            username,
+        ],
+        db.dir.path(),
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a long enough password\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "admin create failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Starts `holdfast serve` on a free port and returns it with its base URL.
+fn start_server(db: &TestDb) -> (Child, String) {
+    let mut child = holdfast(
+        &[
+            "serve",
+            "--database-url",
+            &db.url,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        db.dir.path(),
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next().expect("server printed its address").unwrap();
+    let address = first
+        .split("listening on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("address in first line")
+        .to_owned();
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, address)
+}
+
+async fn login(http: &reqwest::Client, base: &str) -> String {
+    for _ in 0..100 {
+        if let Ok(response) = http
+            .post(format!("{base}/api/v1/auth/login"))
+            .json(&json!({"username": "boss", "password": "a long enough password"}))
+            .send()
+            .await
+        {
+            let cookie = response
+                .headers()
+                .get("set-cookie")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .split(';')
+                .next()
+                .unwrap()
+                .to_owned();
+            return cookie;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server at {base} never answered");
+}
+
+async fn kill_test(backend: Backend) {
+    let Some(db) = TestDb::fresh(backend).await else {
+        return;
+    };
+    let (mut server, base) = start_server(&db);
+    admin_create(&db, "boss");
+    let http = reqwest::Client::new();
+    let mut acknowledged: Vec<i64> = Vec::new();
+    for round in 0..4 {
+        if round > 0 {
+            let (next, next_base) = start_server(&db);
+            server = next;
+            let cookie = login(&http, &next_base).await;
+            acknowledged.extend(create_until_killed(&http, &next_base, &cookie, &mut server).await);
+        } else {
+            let cookie = login(&http, &base).await;
+            acknowledged.extend(create_until_killed(&http, &base, &cookie, &mut server).await);
+        }
+    }
+    assert!(
+        acknowledged.len() > 20,
+        "enough creates were acknowledged to mean something: {}",
+        acknowledged.len()
+    );
+    let (mut server, base) = start_server(&db);
+    let cookie = login(&http, &base).await;
+    for id in &acknowledged {
+        let record: Value = http
+            .get(format!("{base}/api/v1/contacts/{id}"))
+            .header("Cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            record["version"], 1,
+            "acknowledged contact {id} survived kill -9: {record}"
+        );
+        let audit: Value = http
+            .get(format!("{base}/api/v1/audit?entity=contact&record_id={id}"))
+            .header("Cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            audit["items"][0]["action"], "contact.create",
+            "contact {id} has its audit entry"
+        );
+        let versions: Value = http
+            .get(format!("{base}/api/v1/contacts/{id}/versions"))
+            .header("Cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            versions["items"].as_array().unwrap().len(),
+            1,
+            "contact {id} has its version"
+        );
+    }
+    server.kill().unwrap();
+    let _ = server.wait();
+}
+
+/// Creates contacts from 8 concurrent clients and kills the server with SIGKILL mid-stream.
+/// Returns the ids of creates that were answered 201.
+async fn create_until_killed(
+    http: &reqwest::Client,
+    base: &str,
+    cookie: &str,
+    server: &mut Child,
+) -> Vec<i64> {
+    let workers: Vec<_> = (0..8)
+        .map(|worker| {
+            let http = http.clone();
+            let base = base.to_owned();
+            let cookie = cookie.to_owned();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for n in 0..10_000 {
+                    let sent = http
+                        .post(format!("{base}/api/v1/contacts"))
+                        .header("Cookie", &cookie)
+                        .json(&json!({"name": format!("kill test {worker}-{n}"), "mobile": "13800138000"}))
+                        .send()
+                        .await;
+                    let Ok(response) = sent else { break };
+                    if response.status() != 201 {
+                        break;
+                    }
+                    let Ok(body) = response.json::<Value>().await else { break };
+                    ids.push(body["id"].as_i64().unwrap());
+                }
+                ids
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    server.kill().unwrap(); // SIGKILL: no graceful shutdown, no flush.
+    let _ = server.wait();
+    let mut ids = Vec::new();
+    for worker in workers {
+        ids.extend(worker.await.unwrap());
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_creates_survive_kill_9_on_sqlite() {
+    kill_test(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_creates_survive_kill_9_on_postgres() {
+    kill_test(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn serve_refuses_an_old_schema_and_upgrade_backs_up_then_migrates() {
+    let db = TestDb::fresh(Backend::Sqlite).await.unwrap();
+    let store = holdfast_app::Db::connect(&db.url).await.unwrap();
+    store.migrate_to(2).await.unwrap();
+    store.close().await;
+    let data_dir = db.dir.path().join("data");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    std::fs::copy(
+        db.dir.path().join("holdfast.db"),
+        data_dir.join("holdfast.db"),
+    )
+    .unwrap();
+    let data = data_dir.to_str().unwrap();
+
+    let refused = holdfast(
+        &["serve", "--data-dir", data, "--listen", "127.0.0.1:0"],
+        db.dir.path(),
+    )
+    .output()
+    .unwrap();
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        message.contains("holdfast upgrade") && message.contains("version 2"),
+        "{message}"
+    );
+
+    let check = holdfast(&["upgrade", "--data-dir", data, "--check"], db.dir.path())
+        .output()
+        .unwrap();
+    assert!(check.status.success());
+    assert!(String::from_utf8_lossy(&check.stdout).contains("3: search index"));
+    assert!(
+        !data_dir.join("backups").exists(),
+        "--check changes nothing"
+    );
+
+    let upgraded = holdfast(&["upgrade", "--data-dir", data], db.dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&upgraded.stdout);
+    assert!(
+        upgraded.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&upgraded.stderr)
+    );
+    assert!(
+        stdout.contains("Backed up the database to") && stdout.contains("schema version 3"),
+        "{stdout}"
+    );
+    let backups: Vec<_> = std::fs::read_dir(data_dir.join("backups"))
+        .unwrap()
+        .collect();
+    assert_eq!(backups.len(), 1);
+    let copy = holdfast_app::Db::connect(&format!(
+        "sqlite://{}",
+        backups[0].as_ref().unwrap().path().display()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        copy.schema_version().await.unwrap(),
+        Some(2),
+        "the backup is the database as it was"
+    );
+
+    let again = holdfast(&["upgrade", "--data-dir", data], db.dir.path())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&again.stdout).contains("Nothing to do"));
+}
+
+#[tokio::test]
+async fn serve_refuses_a_newer_schema() {
+    let db = TestDb::fresh(Backend::Sqlite).await.unwrap();
+    let store = holdfast_app::Db::connect(&db.url).await.unwrap();
+    store
+        .migrate_to(holdfast_app::records_schema_version())
+        .await
+        .unwrap();
+    store.execute_raw_for_tests("INSERT INTO schema_migrations (version, name, applied_at) VALUES (99, 'from the future', 0)").await.unwrap();
+    store.close().await;
+    let refused = holdfast(
+        &[
+            "serve",
+            "--database-url",
+            &db.url,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        db.dir.path(),
+    )
+    .output()
+    .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("newer than this Holdfast"));
+}
+
+#[test]
+fn config_example_prints_the_commented_defaults_and_bad_config_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = holdfast(&["config", "example"], dir.path())
+        .output()
+        .unwrap();
+    assert!(example.status.success());
+    let text = String::from_utf8(example.stdout).unwrap();
+    assert!(text.contains("retention_days = 90"));
+    std::fs::write(
+        dir.path().join("holdfast.toml"),
+        "listen = \"127.0.0.1:0\"\ncolour = \"blue\"\n",
+    )
+    .unwrap();
+    let refused = holdfast(&["serve"], dir.path()).output().unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("colour"));
+}
+
+#[tokio::test]
+async fn the_openapi_document_matches_the_committed_copy_and_every_route() {
+    let document = holdfast_web::openapi::document(holdfast_web::routes().docs());
+    let committed_path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
+    let rendered = serde_json::to_string_pretty(&document).unwrap() + "\n";
+    if std::env::var("UPDATE_OPENAPI").is_ok() {
+        std::fs::write(&committed_path, &rendered).unwrap();
+    }
+    let committed = std::fs::read_to_string(&committed_path).unwrap_or_default();
+    assert!(
+        committed == rendered,
+        "docs/openapi.json is out of date: run UPDATE_OPENAPI=1 cargo test openapi and commit it"
+    );
+    let paths = document["paths"].as_object().unwrap();
+    for route in holdfast_web::routes().docs() {
+        let path = route.path.replace("{collection}", "contacts");
+        assert!(paths.contains_key(&path), "{path} is documented");
+        for op in &route.operations {
+            assert!(
+                paths[&path].get(op.method.to_lowercase()).is_some(),
+                "{} {path} is documented",
+                op.method
+            );
+        }
+    }
+    // The server serves the same document.
+    let app = holdfast_test_support::spawn_app(Backend::Sqlite)
+        .await
+        .unwrap();
+    let served = app
+        .admin()
+        .await
+        .get("/api/v1/openapi.json")
+        .await
+        .expect(200);
+    assert_eq!(served, document);
+}
+
+#[tokio::test]
+async fn both_backends_build_the_same_tables_columns_and_indexes() {
+    let Some(pg) = TestDb::fresh(Backend::Postgres).await else {
+        return;
+    };
+    let sqlite = TestDb::fresh(Backend::Sqlite).await.unwrap();
+    let mut shapes = Vec::new();
+    for db in [&sqlite, &pg] {
+        let store = holdfast_app::Db::connect(&db.url).await.unwrap();
+        store
+            .migrate_to(holdfast_app::records_schema_version())
+            .await
+            .unwrap();
+        let objects = store.schema_objects().await.unwrap();
+        let mut columns = Vec::new();
+        for object in objects.iter().filter_map(|o| o.strip_prefix("table ")) {
+            columns.push((
+                object.to_owned(),
+                store.table_columns(object).await.unwrap(),
+            ));
+        }
+        shapes.push((objects, columns));
+        store.close().await;
+    }
+    assert_eq!(shapes[0].0, shapes[1].0, "tables and indexes");
+    assert_eq!(shapes[0].1, shapes[1].1, "columns and their types");
+    // Every entity field has its column.
+    for entity in holdfast_domain::Entity::ALL {
+        let (_, columns) = shapes[0]
+            .1
+            .iter()
+            .find(|(table, _)| table == entity.plural())
+            .unwrap();
+        for def in entity.fields() {
+            let column = columns
+                .iter()
+                .find(|(name, _)| name == def.name)
+                .unwrap_or_else(|| panic!("{entity}.{} has a column", def.name));
+            let wanted = if def.kind.is_integer() {
+                "integer"
+            } else {
+                "text"
+            };
+            assert_eq!(column.1, wanted, "{entity}.{}", def.name);
+        }
+    }
+}

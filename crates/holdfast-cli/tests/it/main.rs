@@ -1,0 +1,9 @@
+//! Integration tests: the real server on a random port against a fresh database, on SQLite and
+//! on PostgreSQL, driven through the JSON API; CLI tests run the real `holdfast` binary.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod auth;
+mod cli;
+mod hostile;
+mod records;
+mod write_path;
