@@ -133,6 +133,9 @@ const USER_COLUMNS: &str =
 const SESSION_COLUMNS: &str =
     "id, user_id, created_at, last_seen_at, expires_at, revoked_at, address, user_agent";
 const TOKEN_COLUMNS: &str = "id, user_id, name, created_at, last_used_at, expires_at, revoked_at";
+/// Versions with the name of the user who made each (a LEFT JOIN: system changes have no user).
+const VERSION_SELECT: &str = "SELECT v.entity, v.record_id, v.version, v.action, v.at, v.actor_id, u.username, v.op_id, v.reason, v.changed, v.snapshot
+     FROM record_versions v LEFT JOIN users u ON u.id = v.actor_id";
 const AUDIT_COLUMNS: &str = "seq, at, actor_id, actor_name, op_id, action, entity, record_id, version, detail, prev_hash, hash";
 
 impl Db {
@@ -246,11 +249,9 @@ impl Db {
     }
 
     pub async fn versions(&self, entity: Entity, id: i64) -> anyhow::Result<Vec<VersionRow>> {
-        let found = sqlx::query(
-            "SELECT v.entity, v.record_id, v.version, v.action, v.at, v.actor_id, u.username, v.op_id, v.reason, v.changed, v.snapshot
-             FROM record_versions v LEFT JOIN users u ON u.id = v.actor_id
-             WHERE v.entity = $1 AND v.record_id = $2 ORDER BY v.version",
-        )
+        let found = sqlx::query(&format!(
+            "{VERSION_SELECT} WHERE v.entity = $1 AND v.record_id = $2 ORDER BY v.version"
+        ))
         .bind(entity.name())
         .bind(id)
         .fetch_all(self.read_pool())
@@ -264,11 +265,9 @@ impl Db {
         id: i64,
         version: i64,
     ) -> anyhow::Result<Option<VersionRow>> {
-        let row = sqlx::query(
-            "SELECT v.entity, v.record_id, v.version, v.action, v.at, v.actor_id, u.username, v.op_id, v.reason, v.changed, v.snapshot
-             FROM record_versions v LEFT JOIN users u ON u.id = v.actor_id
-             WHERE v.entity = $1 AND v.record_id = $2 AND v.version = $3",
-        )
+        let row = sqlx::query(&format!(
+            "{VERSION_SELECT} WHERE v.entity = $1 AND v.record_id = $2 AND v.version = $3"
+        ))
         .bind(entity.name())
         .bind(id)
         .bind(version)
