@@ -313,21 +313,15 @@ impl WriteContext<'_> {
         let related_reason = format!("deleted together with {} {}", root.entity, root.id);
         let mut related = Vec::with_capacity(batch.len());
         for before in batch {
-            let mut after = before.clone();
+            let mut after = before.next_version(self.actor.user_id, tx.now());
             after.deleted = Some(deletion);
-            after.version += 1;
-            after.updated_at = tx.now();
-            after.updated_by = self.actor.user_id;
             related.push(
                 self.commit(tx, Some(&before), after, "delete", Some(&related_reason))
                     .await?,
             );
         }
-        let mut after = root.clone();
+        let mut after = root.next_version(self.actor.user_id, tx.now());
         after.deleted = Some(deletion);
-        after.version += 1;
-        after.updated_at = tx.now();
-        after.updated_by = self.actor.user_id;
         let record = self
             .commit(tx, Some(&root), after, "delete", root_reason.as_deref())
             .await?;
@@ -364,11 +358,8 @@ impl WriteContext<'_> {
         let mut restored = None;
         let mut related = Vec::new();
         for before in tx.records_in_batch(entity, id).await? {
-            let mut after = before.clone();
+            let mut after = before.next_version(self.actor.user_id, tx.now());
             after.deleted = None;
-            after.version += 1;
-            after.updated_at = tx.now();
-            after.updated_by = self.actor.user_id;
             let is_root = (before.entity, before.id) == (entity, id);
             let saved = self
                 .commit(tx, Some(&before), after, "restore", reason)
@@ -808,11 +799,8 @@ async fn purge_deletion(
                     .records_referencing(referrer, def.name, *gone_id, true)
                     .await?
                 {
-                    let mut after = before.clone();
+                    let mut after = before.next_version(actor.user_id, tx.now());
                     after.fields.insert(def.name.to_owned(), Value::Null);
-                    after.version += 1;
-                    after.updated_at = tx.now();
-                    after.updated_by = actor.user_id;
                     let why = format!("{gone_entity} {gone_id} was purged");
                     let write = RecordWrite {
                         before: Some(&before),

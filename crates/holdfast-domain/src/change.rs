@@ -275,10 +275,7 @@ impl Patch {
                 record.custom.insert(key.clone(), value.clone());
             }
         }
-        record.version += 1;
-        record.updated_at = now;
-        record.updated_by = actor_id;
-        record
+        record.next_version(actor_id, now)
     }
 }
 

@@ -89,6 +89,16 @@ impl Record {
         self.fields.get(name).and_then(Value::as_str)
     }
 
+    /// A copy stamped as the next version by `actor_id` at `now`, for the caller to change.
+    pub fn next_version(&self, actor_id: i64, now: Timestamp) -> Record {
+        Record {
+            version: self.version + 1,
+            updated_at: now,
+            updated_by: actor_id,
+            ..self.clone()
+        }
+    }
+
     pub fn is_deleted(&self) -> bool {
         self.deleted.is_some()
     }

@@ -1,6 +1,6 @@
 //! The real `holdfast` binary: serve, admin create, upgrade, config example, and a kill -9 test.
 
-use holdfast_test_support::{Backend, TestDb};
+use holdfast_test_support::{Backend, Client, TestDb};
 use serde_json::{Value, json};
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::process::{Child, Command, Stdio};
@@ -108,20 +108,13 @@ async fn kill_test(backend: Backend) {
     let Some(db) = TestDb::fresh(backend).await else {
         return;
     };
-    let (mut server, base) = start_server(&db);
     admin_create(&db, "boss");
     let http = reqwest::Client::new();
     let mut acknowledged: Vec<i64> = Vec::new();
-    for round in 0..4 {
-        if round > 0 {
-            let (next, next_base) = start_server(&db);
-            server = next;
-            let cookie = login(&http, &next_base).await;
-            acknowledged.extend(create_until_killed(&http, &next_base, &cookie, &mut server).await);
-        } else {
-            let cookie = login(&http, &base).await;
-            acknowledged.extend(create_until_killed(&http, &base, &cookie, &mut server).await);
-        }
+    for _ in 0..4 {
+        let (mut server, base) = start_server(&db);
+        let cookie = login(&http, &base).await;
+        acknowledged.extend(create_until_killed(&http, &base, &cookie, &mut server).await);
     }
     assert!(
         acknowledged.len() > 20,
@@ -130,42 +123,33 @@ async fn kill_test(backend: Backend) {
     );
     let (mut server, base) = start_server(&db);
     let cookie = login(&http, &base).await;
+    let client = Client {
+        base_url: base,
+        http,
+        auth: Some(format!("cookie:{cookie}")),
+        user_id: 0,
+    };
     for id in &acknowledged {
-        let record: Value = http
-            .get(format!("{base}/api/v1/contacts/{id}"))
-            .header("Cookie", &cookie)
-            .send()
+        let record = client
+            .get(&format!("/api/v1/contacts/{id}"))
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .expect(200);
         assert_eq!(
             record["version"], 1,
             "acknowledged contact {id} survived kill -9: {record}"
         );
-        let audit: Value = http
-            .get(format!("{base}/api/v1/audit?entity=contact&record_id={id}"))
-            .header("Cookie", &cookie)
-            .send()
+        let audit = client
+            .get(&format!("/api/v1/audit?entity=contact&record_id={id}"))
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .expect(200);
         assert_eq!(
             audit["items"][0]["action"], "contact.create",
             "contact {id} has its audit entry"
         );
-        let versions: Value = http
-            .get(format!("{base}/api/v1/contacts/{id}/versions"))
-            .header("Cookie", &cookie)
-            .send()
+        let versions = client
+            .get(&format!("/api/v1/contacts/{id}/versions"))
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .expect(200);
         assert_eq!(
             versions["items"].as_array().unwrap().len(),
             1,
