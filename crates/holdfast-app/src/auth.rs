@@ -201,6 +201,12 @@ fn session_ended(message: &str) -> AppError {
 
 /// The actor behind a session cookie, or why there is none.
 pub async fn authenticate_session(app: &App, token: &str) -> Result<Actor, AppError> {
+    Ok(session_user(app, token).await?.0)
+}
+
+/// The actor behind a session cookie together with their account (for the web pages, which
+/// need the user's name and language as well).
+pub async fn session_user(app: &App, token: &str) -> Result<(Actor, UserRow), AppError> {
     let now = app.now();
     let session = app
         .db
@@ -230,12 +236,13 @@ pub async fn authenticate_session(app: &App, token: &str) -> Result<Actor, AppEr
     if session.last_seen_at.plus_seconds(TOUCH_INTERVAL_SECONDS) <= now {
         app.db.touch_session(session.id, now).await?;
     }
-    Ok(actor_of(
+    let actor = actor_of(
         &user,
         ActorKind::Session {
             session_id: session.id,
         },
-    ))
+    );
+    Ok((actor, user))
 }
 
 /// The actor behind an `Authorization: Bearer hf_…` token, or why there is none.
@@ -416,6 +423,7 @@ pub async fn change_password(
     let mut tx = app.db.begin_write(app.now()).await?;
     let update = holdfast_store::UserUpdate {
         password_hash: Some(hash),
+        locale: None,
         ..Default::default()
     };
     tx.update_user(
@@ -489,4 +497,9 @@ pub async fn complete_setup(
     .await?;
     app.db.delete_meta("setup_token").await?;
     Ok(user)
+}
+
+/// Whether the first administrator still has to be created (the setup page is open).
+pub async fn setup_needed(app: &App) -> Result<bool, AppError> {
+    Ok(app.db.user_count().await? == 0)
 }

@@ -4,12 +4,13 @@
 //!
 //! Layout: [`records`] is the one write path for customer records and the permission-filtered
 //! reads beside it; [`auth`] handles passwords, sessions, API tokens and login throttling;
-//! [`users`] is user administration; [`settings`] holds custom fields and pipelines; [`clock`]
+//! [`users`] is user administration; [`settings`] holds custom fields and pipelines; [`home`] gathers a user's day; [`clock`]
 //! is the injectable time source that lets tests move through a 90-day retention in one step.
 
 pub mod auth;
 pub mod clock;
 pub mod error;
+pub mod home;
 pub mod records;
 pub mod settings;
 pub mod users;
@@ -17,7 +18,8 @@ pub mod users;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::AppError;
 pub use holdfast_store::{
-    AuditRow, Backend, BinEntry, Db, SchemaState, SessionRow, TokenRow, UserRow, VersionRow,
+    AuditRow, Backend, BinEntry, Db, SchemaState, SessionRow, StageTotal, TokenRow, UserRow,
+    VersionRow,
 };
 
 use holdfast_domain::Timestamp;
@@ -39,6 +41,9 @@ pub struct AppConfig {
     pub login_window_minutes: i64,
     /// Send the session cookie with `Secure` (set when Holdfast is reached over https).
     pub cookie_secure: bool,
+    /// The team's time zone as an offset from UTC, in minutes: what "today" means on the home
+    /// page and how times are shown in the web pages.
+    pub utc_offset_minutes: i64,
 }
 
 impl Default for AppConfig {
@@ -51,6 +56,7 @@ impl Default for AppConfig {
             login_max_failures_per_address: 20,
             login_window_minutes: 15,
             cookie_secure: false,
+            utc_offset_minutes: 0,
         }
     }
 }

@@ -164,6 +164,7 @@ pub async fn update(
         role: change.role,
         active: change.active,
         password_hash: None,
+        locale: None,
     };
     tx.update_user(
         id,
@@ -211,6 +212,7 @@ pub async fn reset_password(
     let mut tx = app.db.begin_write(app.now()).await?;
     let update = UserUpdate {
         password_hash: Some(hash),
+        locale: None,
         ..Default::default()
     };
     tx.update_user(
@@ -263,4 +265,42 @@ pub async fn admin_names(app: &App) -> Result<Vec<String>, AppError> {
         .filter(|u| u.active && u.role == Role::Admin)
         .map(|u| u.display_name)
         .collect())
+}
+
+/// Interface languages a user can choose.
+pub const LOCALES: &[&str] = &["en", "zh-CN"];
+
+/// Sets (or with `None` clears) the acting user's own interface language.
+pub async fn set_my_locale(
+    app: &App,
+    actor: &Actor,
+    op_id: &str,
+    locale: Option<&str>,
+) -> Result<(), AppError> {
+    if let Some(locale) = locale
+        && !LOCALES.contains(&locale)
+    {
+        return Err(AppError::invalid(
+            "locale",
+            "invalid_choice",
+            format!("Choose one of: {}", LOCALES.join(", ")),
+        ));
+    }
+    let mut tx = app.db.begin_write(app.now()).await?;
+    let update = UserUpdate {
+        display_name: None,
+        role: None,
+        active: None,
+        password_hash: None,
+        locale: Some(locale.map(str::to_owned)),
+    };
+    let detail = json!({"user_id": actor.user_id, "locale": locale});
+    tx.update_user(
+        actor.user_id,
+        update,
+        AuditDraft::new(actor, op_id, "user.locale", detail),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }

@@ -19,6 +19,8 @@ pub struct Config {
     pub database_url: String,
     /// How users reach Holdfast, e.g. `https://crm.example.com`; https marks cookies Secure.
     pub public_url: String,
+    /// The team's time zone as `+08:00`: what "today" is and how the pages show times.
+    pub utc_offset: String,
     pub log: LogConfig,
     pub recycle_bin: RecycleBinConfig,
     pub sessions: SessionConfig,
@@ -61,6 +63,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./holdfast-data"),
             database_url: String::new(),
             public_url: String::new(),
+            utc_offset: "+00:00".into(),
             log: LogConfig::default(),
             recycle_bin: RecycleBinConfig::default(),
             sessions: SessionConfig::default(),
@@ -193,6 +196,12 @@ impl Config {
                     self.listen
                 )
             })?;
+        parse_utc_offset(&self.utc_offset).with_context(|| {
+            format!(
+                "utc_offset = {:?} is not an offset such as +08:00 or -05:00",
+                self.utc_offset
+            )
+        })?;
         if !self.database_url.is_empty() {
             anyhow::ensure!(
                 holdfast_app::Backend::of_url(&self.database_url).is_some(),
@@ -232,8 +241,24 @@ impl Config {
             login_max_failures_per_address: self.login.max_failures_per_address,
             login_window_minutes: self.login.window_minutes,
             cookie_secure: self.public_url.starts_with("https://"),
+            utc_offset_minutes: parse_utc_offset(&self.utc_offset).unwrap_or(0),
         }
     }
+}
+
+/// `+08:00` → 480 minutes; `-05:30` → -330. At most 14 hours either way.
+fn parse_utc_offset(text: &str) -> Option<i64> {
+    let (sign, rest) = match text.as_bytes().first()? {
+        b'+' => (1, &text[1..]),
+        b'-' => (-1, &text[1..]),
+        _ => return None,
+    };
+    let (hours, minutes) = rest.split_once(':')?;
+    if hours.len() != 2 || minutes.len() != 2 {
+        return None;
+    }
+    let (hours, minutes) = (hours.parse::<i64>().ok()?, minutes.parse::<i64>().ok()?);
+    (hours <= 14 && minutes < 60).then_some(sign * (hours * 60 + minutes))
 }
 
 fn read_table(path: &Path) -> anyhow::Result<toml::Table> {
@@ -287,6 +312,16 @@ mod tests {
             env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
             overrides,
         )
+    }
+
+    #[test]
+    fn utc_offsets_parse_or_are_refused() {
+        assert_eq!(parse_utc_offset("+08:00"), Some(480));
+        assert_eq!(parse_utc_offset("-05:30"), Some(-330));
+        assert_eq!(parse_utc_offset("+00:00"), Some(0));
+        for bad in ["08:00", "+8:00", "+15:00", "+08:60", "", "+", "UTC"] {
+            assert_eq!(parse_utc_offset(bad), None, "{bad}");
+        }
     }
 
     #[test]

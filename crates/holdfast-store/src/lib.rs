@@ -14,7 +14,8 @@ pub mod schema;
 pub mod write;
 
 pub use read::{
-    AuditRow, BinEntry, ListQuery, SessionRow, Sort, SortValue, TokenRow, UserRow, VersionRow,
+    AuditRow, BinEntry, ListQuery, SessionRow, Sort, SortValue, StageTotal, TokenRow, UserRow,
+    VersionRow,
 };
 pub use write::{AuditDraft, NewUser, RecordWrite, SessionScope, UserUpdate, WriteTx};
 

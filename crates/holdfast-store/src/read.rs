@@ -103,6 +103,8 @@ pub struct UserRow {
     pub active: bool,
     pub created_at: Timestamp,
     pub last_login_at: Option<Timestamp>,
+    /// Interface language the user chose (`en`, `zh-CN`); `None` follows the browser.
+    pub locale: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -128,8 +130,18 @@ pub struct TokenRow {
     pub revoked_at: Option<Timestamp>,
 }
 
+/// Open deals of one stage, summed per currency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageTotal {
+    pub pipeline: String,
+    pub stage: String,
+    pub currency: String,
+    pub count: i64,
+    pub amount_minor: i64,
+}
+
 const USER_COLUMNS: &str =
-    "id, username, display_name, password_hash, role, active, created_at, last_login_at";
+    "id, username, display_name, password_hash, role, active, created_at, last_login_at, locale";
 const SESSION_COLUMNS: &str =
     "id, user_id, created_at, last_seen_at, expires_at, revoked_at, address, user_agent";
 const TOKEN_COLUMNS: &str = "id, user_id, name, created_at, last_used_at, expires_at, revoked_at";
@@ -212,6 +224,51 @@ impl Db {
         found
             .iter()
             .map(|row| rows::record_from_row(entity, row))
+            .collect()
+    }
+
+    /// A user's open activities due before `before` (overdue and today's follow-ups), soonest
+    /// first. Served by the `activities_owner_due` index.
+    pub async fn open_activities_due(
+        &self,
+        owner_id: i64,
+        before: Timestamp,
+        limit: i64,
+    ) -> anyhow::Result<Vec<Record>> {
+        let sql = format!(
+            "SELECT {} FROM activities WHERE owner_id = $1 AND due_at < $2 AND done_at IS NULL AND deleted_at IS NULL ORDER BY due_at, id LIMIT $3",
+            rows::select_list(Entity::Activity)
+        );
+        let found = sqlx::query(&sql)
+            .bind(owner_id)
+            .bind(before.micros())
+            .bind(limit)
+            .fetch_all(self.read_pool())
+            .await?;
+        found
+            .iter()
+            .map(|row| rows::record_from_row(Entity::Activity, row))
+            .collect()
+    }
+
+    /// Open deals per pipeline, stage and currency: how many and their total amount.
+    pub async fn pipeline_totals(&self) -> anyhow::Result<Vec<StageTotal>> {
+        let found = sqlx::query(
+            "SELECT pipeline, stage, currency, COUNT(*), CAST(SUM(amount_minor) AS BIGINT) FROM deals WHERE status = 'open' AND deleted_at IS NULL GROUP BY pipeline, stage, currency",
+        )
+        .fetch_all(self.read_pool())
+        .await?;
+        found
+            .iter()
+            .map(|row| {
+                Ok(StageTotal {
+                    pipeline: row.try_get(0)?,
+                    stage: row.try_get(1)?,
+                    currency: row.try_get(2)?,
+                    count: row.try_get(3)?,
+                    amount_minor: row.try_get::<Option<i64>, _>(4)?.unwrap_or(0),
+                })
+            })
             .collect()
     }
 
@@ -704,6 +761,7 @@ fn user_from_row(row: &AnyRow) -> anyhow::Result<UserRow> {
         active: row.try_get::<i64, _>(5)? == 1,
         created_at: Timestamp(row.try_get(6)?),
         last_login_at: row.try_get::<Option<i64>, _>(7)?.map(Timestamp),
+        locale: row.try_get(8)?,
     })
 }
 

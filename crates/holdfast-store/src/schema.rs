@@ -288,6 +288,13 @@ CREATE TABLE search_terms (
 ){without_rowid};
 "#,
     },
+    Migration {
+        version: 4,
+        name: "each user's interface language",
+        sql: r#"
+ALTER TABLE users ADD COLUMN locale TEXT;
+"#,
+    },
 ];
 
 #[cfg(test)]

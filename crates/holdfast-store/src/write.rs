@@ -189,6 +189,8 @@ pub struct UserUpdate {
     pub role: Option<Role>,
     pub active: Option<bool>,
     pub password_hash: Option<String>,
+    /// `Some(None)` clears the choice (back to the browser's language).
+    pub locale: Option<Option<String>>,
 }
 
 impl WriteTx {
@@ -632,6 +634,9 @@ impl WriteTx {
         }
         if let Some(hash) = update.password_hash {
             sets.push(format!("password_hash = {}", params.text(hash)));
+        }
+        if let Some(locale) = update.locale {
+            sets.push(format!("locale = {}", params.push(Param::Text(locale))));
         }
         let id = params.int(user_id);
         let sql = format!("UPDATE users SET {} WHERE id = {id}", sets.join(", "));

@@ -3,7 +3,7 @@
 
 use crate::WebState;
 use crate::error::{ApiError, current_op_id};
-use crate::extract::{ApiJson, Auth, QueryPairs, SESSION_COOKIE};
+use crate::extract::{ApiJson, Auth, QueryPairs, session_set_cookie};
 use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
@@ -428,17 +428,7 @@ pub async fn login(
         user_agent,
     };
     let session = auth::login(&state.app, &current_op_id(), attempt).await?;
-    let secure = if state.app.config.cookie_secure {
-        "; Secure"
-    } else {
-        ""
-    };
-    let max_age =
-        (session.expires_at.micros() - state.app.now().micros()) / Timestamp::MICROS_PER_SECOND;
-    let cookie = format!(
-        "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}",
-        session.token
-    );
+    let cookie = session_set_cookie(&state.app, Some(&session));
     let mut response = Json(json!({"user": user_json(&session.user), "session_id": session.session_id, "expires_at": session.expires_at.to_rfc3339()})).into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);
@@ -453,15 +443,8 @@ pub async fn logout(
 ) -> ApiResult {
     query.only(&[])?;
     auth::logout(&state.app, &actor, &current_op_id()).await?;
-    let secure = if state.app.config.cookie_secure {
-        "; Secure"
-    } else {
-        ""
-    };
     let mut response = Json(json!({"logged_out": true})).into_response();
-    if let Ok(value) = HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}"
-    )) {
+    if let Ok(value) = HeaderValue::from_str(&session_set_cookie(&state.app, None)) {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
     Ok(response)

@@ -48,6 +48,26 @@ impl FromRequestParts<WebState> for Auth {
     }
 }
 
+/// The `Set-Cookie` value that starts a browser session (`token`) or ends it (`None`).
+pub fn session_set_cookie(app: &holdfast_app::App, session: Option<&auth::NewSession>) -> String {
+    let secure = if app.config.cookie_secure {
+        "; Secure"
+    } else {
+        ""
+    };
+    match session {
+        Some(session) => {
+            let max_age = (session.expires_at.micros() - app.now().micros())
+                / holdfast_domain::Timestamp::MICROS_PER_SECOND;
+            format!(
+                "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}",
+                session.token
+            )
+        }
+        None => format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
+    }
+}
+
 pub fn session_cookie(parts: &Parts) -> Option<String> {
     parts
         .headers

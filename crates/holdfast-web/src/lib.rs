@@ -1,4 +1,5 @@
-//! Holdfast's HTTP layer: the JSON API under `/api/v1`, health probes, and the OpenAPI document.
+//! Holdfast's HTTP layer: the JSON API under `/api/v1`, the web pages ([`views`], in the
+//! languages of [`i18n`]), health probes, and the OpenAPI document.
 //!
 //! A request passes the operation-id middleware (which names it in logs, in the `x-op-id`
 //! response header and in every error body), then its handler in [`api`], which authenticates
@@ -12,7 +13,9 @@
 pub mod api;
 pub mod error;
 pub mod extract;
+pub mod i18n;
 pub mod openapi;
+pub mod views;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -99,11 +102,14 @@ pub fn routes() -> Routes {
         .add("/api/v1/{collection}/{id}/diff", get(api::record_diff), D::per_entity("GET", "Field-by-field difference between two versions", Body::None, "Object").params(&["from", "to"]))
 }
 
-/// The application: every route, the operation-id middleware, the body limit and JSON 404s.
+/// The application: every API route and page, the operation-id middleware, the body limit, and
+/// 404s in the format of whoever asked (JSON under `/api/`, a page elsewhere).
 pub fn router(app: App) -> Router {
     let state = WebState { app };
+    let (pages, _) = views::pages();
     routes()
         .router
+        .merge(pages)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(op_id_middleware))
@@ -153,7 +159,10 @@ async fn op_id_middleware(request: Request, next: Next) -> Response {
     response
 }
 
-async fn not_found() -> Response {
+async fn not_found(request: Request) -> Response {
+    if !request.uri().path().starts_with("/api/") {
+        return views::not_found_page(request.headers().clone()).await;
+    }
     ApiError::bad_request(
         StatusCode::NOT_FOUND,
         "not_found",

@@ -261,7 +261,11 @@ async fn serve_refuses_an_old_schema_and_upgrade_backs_up_then_migrates() {
         String::from_utf8_lossy(&upgraded.stderr)
     );
     assert!(
-        stdout.contains("Backed up the database to") && stdout.contains("schema version 3"),
+        stdout.contains("Backed up the database to")
+            && stdout.contains(&format!(
+                "schema version {}",
+                holdfast_app::records_schema_version()
+            )),
         "{stdout}"
     );
     let backups: Vec<_> = std::fs::read_dir(data_dir.join("backups"))

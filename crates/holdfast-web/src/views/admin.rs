@@ -1,0 +1,213 @@
+//! User administration: create users, deactivate and reactivate them, reset a forgotten
+//! password, end someone's sessions. Administrators only (the use cases check it).
+
+use super::layout::{csrf_field, frame};
+use super::{Form, Page, error_message, error_page, html_status, redirect};
+use crate::WebState;
+use crate::error::current_op_id;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use holdfast_app::{AppError, users};
+use holdfast_domain::{FieldErrors, Role};
+use maud::html;
+
+pub async fn users_page(State(state): State<WebState>, page: Page) -> Response {
+    render(&state, &page, None, &FieldErrors::default(), StatusCode::OK).await
+}
+
+async fn render(
+    state: &WebState,
+    page: &Page,
+    form: Option<&Form>,
+    errors: &FieldErrors,
+    status: StatusCode,
+) -> Response {
+    let tr = &page.tr;
+    let list = match users::list(&state.app, &page.actor).await {
+        Ok(found) => found,
+        Err(error) => return error_page(tr, error),
+    };
+    let value = |key: &str| form.map(|f| f.get(key).to_owned()).unwrap_or_default();
+    let role_label = |role: Role| tr.t(&format!("role.{}", role.name())).to_owned();
+    let body = html! {
+        div.table-wrap {
+            table.list {
+                thead { tr {
+                    th { (tr.t("form.username")) } th { (tr.t("form.display_name")) } th { (tr.t("form.role")) }
+                    th { (tr.t("table.state")) } th { (tr.t("table.last_login")) } th { (tr.t("table.actions")) }
+                } }
+                tbody {
+                    @for user in &list {
+                        tr.inactive[!user.active] {
+                            td { (user.username) }
+                            td { (user.display_name) }
+                            td { (role_label(user.role)) }
+                            td { @if user.active { (tr.t("state.active")) } @else { (tr.t("state.deactivated")) } }
+                            td { (user.last_login_at.map(|t| tr.datetime(t)).unwrap_or_else(|| "—".into())) }
+                            td.actions {
+                                form.inline method="post" action=(format!("/admin/users/{}/active", user.id)) {
+                                    (csrf_field(&page.csrf))
+                                    input type="hidden" name="active" value=(if user.active { "false" } else { "true" });
+                                    @if user.active {
+                                        button.danger type="submit" { (tr.t("admin.deactivate")) }
+                                    } @else {
+                                        button type="submit" { (tr.t("admin.activate")) }
+                                    }
+                                }
+                                form.inline method="post" action=(format!("/admin/users/{}/revoke-sessions", user.id)) {
+                                    (csrf_field(&page.csrf))
+                                    button type="submit" { (tr.t("admin.revoke_sessions")) }
+                                }
+                                details {
+                                    summary { (tr.t("admin.reset_password")) }
+                                    form.inline method="post" action=(format!("/admin/users/{}/password", user.id)) {
+                                        (csrf_field(&page.csrf))
+                                        label { span.sr { (tr.t("form.new_password")) } input type="password" name="password" required autocomplete="new-password" placeholder=(tr.t("form.new_password")); }
+                                        button type="submit" { (tr.t("action.save")) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        section.card {
+            h2 { (tr.t("admin.create")) }
+            @if !errors.is_empty() {
+                div.problems role="alert" {
+                    ul { @for e in &errors.0 { li { (tr.or(&format!("form.{}", e.field), &e.field)) ": " (error_message(tr, e.code, &e.message)) } } }
+                }
+            }
+            form.stack method="post" action="/admin/users" {
+                (csrf_field(&page.csrf))
+                label { (tr.t("form.username")) input name="username" value=(value("username")) required autocomplete="off"; }
+                label { (tr.t("form.display_name")) input name="display_name" value=(value("display_name")) required; }
+                label { (tr.t("form.role"))
+                    select name="role" {
+                        @for role in [Role::Member, Role::Admin] {
+                            option value=(role.name()) selected[value("role") == role.name()] { (role_label(role)) }
+                        }
+                    }
+                }
+                label { (tr.t("form.password")) input type="password" name="password" required autocomplete="new-password"; small { (tr.t("admin.password_help")) } }
+                button.primary type="submit" { (tr.t("admin.create")) }
+            }
+        }
+    };
+    html_status(
+        status,
+        frame(page, tr.t("admin.title"), "admin", body),
+        &page.csrf,
+        page.new_csrf,
+    )
+}
+
+pub async fn user_create_post(State(state): State<WebState>, page: Page, form: Form) -> Response {
+    let role = Role::parse(form.get("role")).unwrap_or(Role::Member);
+    let result = users::create(
+        &state.app,
+        &page.actor,
+        &current_op_id(),
+        form.get("username"),
+        form.get("display_name"),
+        form.get("password"),
+        role,
+    )
+    .await;
+    match result {
+        Ok(_) => redirect("/admin/users", "user_created"),
+        Err(AppError::Invalid(errors)) => {
+            render(
+                &state,
+                &page,
+                Some(&form),
+                &errors,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await
+        }
+        Err(AppError::Conflict { code, message, .. }) => {
+            let errors = FieldErrors::single("username", code, message);
+            render(&state, &page, Some(&form), &errors, StatusCode::CONFLICT).await
+        }
+        Err(error) => error_page(&page.tr, error),
+    }
+}
+
+fn user_id(page: &Page, id: &str) -> Result<i64, Response> {
+    id.parse::<i64>()
+        .map_err(|_| error_page(&page.tr, AppError::not_found(format!("user {id}"))))
+}
+
+pub async fn user_active_post(
+    State(state): State<WebState>,
+    page: Page,
+    Path(id): Path<String>,
+    form: Form,
+) -> Response {
+    let id = match user_id(&page, &id) {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
+    let change = users::UserChange {
+        display_name: None,
+        role: None,
+        active: Some(form.get("active") == "true"),
+    };
+    match users::update(&state.app, &page.actor, &current_op_id(), id, change).await {
+        Ok(_) => redirect("/admin/users", "user_updated"),
+        Err(error) => error_page(&page.tr, error),
+    }
+}
+
+pub async fn user_password_post(
+    State(state): State<WebState>,
+    page: Page,
+    Path(id): Path<String>,
+    form: Form,
+) -> Response {
+    let id = match user_id(&page, &id) {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
+    match users::reset_password(
+        &state.app,
+        &page.actor,
+        &current_op_id(),
+        id,
+        form.get("password"),
+    )
+    .await
+    {
+        Ok(()) => redirect("/admin/users", "password_reset"),
+        Err(AppError::Invalid(errors)) => {
+            render(
+                &state,
+                &page,
+                None,
+                &errors,
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await
+        }
+        Err(error) => error_page(&page.tr, error),
+    }
+}
+
+pub async fn user_revoke_post(
+    State(state): State<WebState>,
+    page: Page,
+    Path(id): Path<String>,
+    _form: Form,
+) -> Response {
+    let id = match user_id(&page, &id) {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
+    match users::revoke_sessions(&state.app, &page.actor, &current_op_id(), id).await {
+        Ok(_) => redirect("/admin/users", "sessions_revoked"),
+        Err(error) => error_page(&page.tr, error),
+    }
+}

@@ -1,0 +1,124 @@
+//! The home page: my overdue and today's follow-ups, my open deals, and the pipeline chart.
+
+use super::layout::{bar_chart, csrf_field, empty};
+use super::{Page, error_page, html};
+use crate::WebState;
+use crate::i18n::Tr;
+use axum::extract::State;
+use axum::response::Response;
+use holdfast_app::{AppError, home, settings};
+use holdfast_domain::{Record, Timestamp};
+use maud::{Markup, html};
+
+pub async fn home(State(state): State<WebState>, page: Page) -> Response {
+    match body(&state, &page).await {
+        Ok(body) => html(
+            super::layout::frame(&page, page.tr.t("home.title"), "home", body),
+            &page.csrf,
+            page.new_csrf,
+        ),
+        Err(error) => error_page(&page.tr, error),
+    }
+}
+
+fn due_row(tr: &Tr, csrf: &str, activity: &Record, today: Timestamp) -> Markup {
+    let due = activity
+        .field_str("due_at")
+        .and_then(Timestamp::parse_rfc3339);
+    let overdue = due.is_some_and(|d| d < today);
+    html! {
+        li.due.overdue[overdue] {
+            span.kind { (tr.t(&format!("choice.kind.{}", activity.field_str("kind").unwrap_or("task")))) }
+            a href=(format!("/activities/{}", activity.id)) { (activity.title()) }
+            @if let Some(due) = due {
+                span.when {
+                    @if overdue { strong { (tr.t("home.overdue")) } " · " }
+                    (tr.datetime(due))
+                }
+            }
+            form.inline method="post" action=(format!("/activities/{}/done", activity.id)) {
+                (csrf_field(csrf))
+                input type="hidden" name="expected_version" value=(activity.version);
+                input type="hidden" name="return_to" value="/";
+                button type="submit" { (tr.t("action.mark_done")) }
+            }
+        }
+    }
+}
+
+async fn body(state: &WebState, page: &Page) -> Result<Markup, AppError> {
+    let tr = &page.tr;
+    let day = home::my_day(&state.app, &page.actor).await?;
+    let pipelines = settings::pipelines(&state.app, &page.actor).await?;
+    let mut charts = Vec::new();
+    for (key, name, stages) in &pipelines {
+        let rows: Vec<(String, i64, String)> = stages
+            .iter()
+            .map(|stage| {
+                let totals: Vec<_> = day
+                    .stages
+                    .iter()
+                    .filter(|t| &t.pipeline == key && &t.stage == stage)
+                    .collect();
+                let count: i64 = totals.iter().map(|t| t.count).sum();
+                let money: Vec<String> = totals
+                    .iter()
+                    .map(|t| tr.money(t.amount_minor, &t.currency))
+                    .collect();
+                let caption = if money.is_empty() {
+                    tr.f("home.deals_count", &[("count", &0)])
+                } else {
+                    format!(
+                        "{} · {}",
+                        tr.f("home.deals_count", &[("count", &count)]),
+                        money.join(" + ")
+                    )
+                };
+                (
+                    tr.or(&format!("stage.{stage}"), stage).to_owned(),
+                    count,
+                    caption,
+                )
+            })
+            .collect();
+        charts.push((name.clone(), rows));
+    }
+    Ok(html! {
+        div.grid {
+            section.card {
+                h2 { (tr.t("home.follow_ups")) }
+                @if day.due.is_empty() { (empty(tr, "home.no_follow_ups")) } @else {
+                    ul.due-list {
+                        @for activity in &day.due { (due_row(tr, &page.csrf, activity, day.today_starts)) }
+                    }
+                }
+                p { a href="/activities/new?kind=task" { (tr.t("home.schedule")) } }
+            }
+            section.card {
+                h2 { (tr.t("home.my_deals")) }
+                @if day.open_deals.items.is_empty() { (empty(tr, "home.no_deals")) } @else {
+                    table {
+                        thead { tr { th { (tr.t("field.deal.name")) } th { (tr.t("field.deal.stage")) } th.num { (tr.t("field.deal.amount_minor")) } } }
+                        tbody {
+                            @for deal in &day.open_deals.items {
+                                tr {
+                                    td { a href=(format!("/deals/{}", deal.id)) { (deal.title()) } }
+                                    td { @let stage = deal.field_str("stage").unwrap_or(""); (tr.or(&format!("stage.{stage}"), stage)) }
+                                    td.num { (tr.money(deal.field_i64("amount_minor").unwrap_or(0), deal.field_str("currency").unwrap_or("CNY"))) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        section.card {
+            h2 { (tr.t("home.pipeline")) }
+            @for (name, rows) in &charts {
+                h3 { (name) }
+                (bar_chart(&format!("{} – {}", tr.t("home.pipeline"), name), rows))
+            }
+            p { a href="/board" { (tr.t("home.open_board")) } }
+        }
+    })
+}
