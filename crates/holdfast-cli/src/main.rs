@@ -231,11 +231,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
     if let Some(token) = holdfast_app::auth::issue_setup_token(&app).await? {
         println!();
-        println!("No users yet. Create the first administrator, either on this machine:");
+        println!("No users yet. Create the first administrator in the browser:");
+        println!("    open {base}/setup and enter the setup code {token}");
+        println!("or on this machine:");
         println!(
             "    holdfast admin create --username YOUR_NAME   (add the same --data-dir/--database-url; reads the password from stdin)"
         );
-        println!("or over the API with this one-time setup token:");
+        println!("or over the API with the same one-time code:");
         println!(
             "    curl -X POST {base}/api/v1/setup -H 'Content-Type: application/json' \\\n         -d '{{\"token\":\"{token}\",\"username\":\"YOUR_NAME\",\"password\":\"AT LEAST 10 CHARACTERS\"}}'"
         );

@@ -121,7 +121,7 @@ pub struct TestApp {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
-/// 2026-11-29T00:00:00Z: tests start at a fixed instant and move the clock themselves.
+/// 2026-12-01T00:00:00Z: tests start at a fixed instant and move the clock themselves.
 pub const TEST_EPOCH: Timestamp = Timestamp(1_796_083_200_000_000);
 
 pub async fn spawn_app(backend: Backend) -> Option<TestApp> {

@@ -393,7 +393,7 @@ async fn journey(app: &TestApp, driver: &Driver, lang: &'static str, words: &Wor
         .await
         .unwrap();
     j.browser
-        .execute("document.querySelectorAll(\"form[action='/activities'] input[name=due_at]\")[0].value = '2026-11-29T15:00';", vec![])
+        .execute("document.querySelectorAll(\"form[action='/activities'] input[name=due_at]\")[0].value = '2026-12-01T15:00';", vec![])
         .await
         .unwrap();
     let button = follow

@@ -136,7 +136,11 @@ on_both_backends!(
         assert_eq!(
             // Just over the limit: the server answers before reading it all, and a much larger
             // body would still be in flight when it closes (a broken pipe instead of the 413).
-            send(vec![b' '; holdfast_web::MAX_BODY_BYTES + 16], "application/json").await,
+            send(
+                vec![b' '; holdfast_web::MAX_BODY_BYTES + 16],
+                "application/json"
+            )
+            .await,
             (413, "body_too_large".into())
         );
         assert_eq!(

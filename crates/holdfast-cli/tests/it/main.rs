@@ -6,5 +6,6 @@ mod auth;
 mod browser;
 mod cli;
 mod hostile;
+mod pages;
 mod records;
 mod write_path;

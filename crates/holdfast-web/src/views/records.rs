@@ -1260,9 +1260,9 @@ pub async fn history_page(
                                 @for change in &changes {
                                     @let def = entity.field(&change.field);
                                     tr {
-                                        th { (label(tr, entity, &change.field)) }
-                                        td.before { @if let Some(def) = def { (plain_value(tr, entity, def, &change.before)) } @else { (value_text(&change.before)) } }
-                                        td.after { @if let Some(def) = def { (plain_value(tr, entity, def, &change.after)) } @else { (value_text(&change.after)) } }
+                                        th { (tr.or(&format!("meta.{}", change.field), label(tr, entity, &change.field))) }
+                                        td.before { @if let Some(def) = def { (plain_value(tr, entity, def, &change.before)) } @else { (meta_value(tr, &change.field, &change.before)) } }
+                                        td.after { @if let Some(def) = def { (plain_value(tr, entity, def, &change.after)) } @else { (meta_value(tr, &change.field, &change.after)) } }
                                     }
                                 }
                             }
@@ -1291,11 +1291,22 @@ pub async fn history_page(
     )
 }
 
-fn value_text(value: &Value) -> String {
-    match value {
-        Value::Null => "—".into(),
-        Value::String(text) => text.clone(),
-        other => other.to_string(),
+/// Record bookkeeping that appears in a difference: when it went to the recycle bin, who owns
+/// it, its tags, custom fields.
+fn meta_value(tr: &Tr, field: &str, value: &Value) -> String {
+    match (field, value) {
+        (_, Value::Null) => "—".into(),
+        ("deleted_at", Value::String(text)) => Timestamp::parse_rfc3339(text)
+            .map(|at| tr.datetime(at))
+            .unwrap_or_else(|| text.clone()),
+        ("owner_id", Value::Number(id)) => tr.f("meta.user_id", &[("id", id)]),
+        ("tags", Value::Array(tags)) => tags
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(", "),
+        (_, Value::String(text)) => text.clone(),
+        (_, other) => other.to_string(),
     }
 }
 
