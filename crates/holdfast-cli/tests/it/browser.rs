@@ -451,6 +451,23 @@ async fn journey(app: &TestApp, driver: &Driver, lang: &'static str, words: &Wor
         "its activities came back too"
     );
 
+    // Leaving a form with unsaved changes asks first. Chromedriver answers such prompts itself,
+    // so the test asks the page whether it would hold the visitor back (the browser shows the
+    // question exactly when the beforeunload event is cancelled).
+    j.go(&format!("/contacts/{contact}/edit")).await;
+    let would_ask = "const e = new Event('beforeunload', {cancelable: true}); window.dispatchEvent(e); return e.defaultPrevented;";
+    assert_eq!(
+        j.browser.execute(would_ask, vec![]).await.unwrap(),
+        json!(false),
+        "nothing typed yet"
+    );
+    j.fill("#f-title", "Unsaved").await;
+    assert_eq!(
+        j.browser.execute(would_ask, vec![]).await.unwrap(),
+        json!(true),
+        "typed, not saved"
+    );
+
     // Change a field twice, then put the first version back from the history.
     for title in ["Manager", "Director"] {
         j.go(&format!("/contacts/{contact}/edit")).await;

@@ -367,6 +367,11 @@ async fn render_settings(
     }
 }
 
+/// The settings page again, with what was wrong with the last form.
+async fn settings_refused(state: &WebState, page: &Page, errors: &FieldErrors) -> Response {
+    render_settings(state, page, errors, None, StatusCode::UNPROCESSABLE_ENTITY).await
+}
+
 pub async fn password_post(State(state): State<WebState>, page: Page, form: Form) -> Response {
     let result = auth::change_password(
         &state.app,
@@ -378,26 +383,10 @@ pub async fn password_post(State(state): State<WebState>, page: Page, form: Form
     .await;
     match result {
         Ok(()) => redirect("/settings", "password_changed"),
-        Err(AppError::Invalid(errors)) => {
-            render_settings(
-                &state,
-                &page,
-                &errors,
-                None,
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-            .await
-        }
+        Err(AppError::Invalid(errors)) => settings_refused(&state, &page, &errors).await,
         Err(AppError::Unauthenticated { code, message }) => {
             let errors = FieldErrors::single("current_password", code, message);
-            render_settings(
-                &state,
-                &page,
-                &errors,
-                None,
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-            .await
+            settings_refused(&state, &page, &errors).await
         }
         Err(error) => error_page(&page.tr, error),
     }
@@ -423,16 +412,7 @@ pub async fn token_create_post(State(state): State<WebState>, page: Page, form: 
             )
             .await
         }
-        Err(AppError::Invalid(errors)) => {
-            render_settings(
-                &state,
-                &page,
-                &errors,
-                None,
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-            .await
-        }
+        Err(AppError::Invalid(errors)) => settings_refused(&state, &page, &errors).await,
         Err(error) => error_page(&page.tr, error),
     }
 }

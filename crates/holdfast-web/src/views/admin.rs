@@ -2,7 +2,7 @@
 //! password, end someone's sessions. Administrators only (the use cases check it).
 
 use super::layout::{csrf_field, frame};
-use super::{Form, Page, error_message, error_page, html_status, redirect};
+use super::{Form, OrPage, Page, PageResult, error_message, error_page, html_status, redirect};
 use crate::WebState;
 use crate::error::current_op_id;
 use axum::extract::{Path, State};
@@ -12,7 +12,7 @@ use holdfast_app::{AppError, users};
 use holdfast_domain::{FieldErrors, Role};
 use maud::html;
 
-pub async fn users_page(State(state): State<WebState>, page: Page) -> Response {
+pub async fn users_page(State(state): State<WebState>, page: Page) -> PageResult {
     render(&state, &page, None, &FieldErrors::default(), StatusCode::OK).await
 }
 
@@ -22,12 +22,9 @@ async fn render(
     form: Option<&Form>,
     errors: &FieldErrors,
     status: StatusCode,
-) -> Response {
+) -> PageResult {
     let tr = &page.tr;
-    let list = match users::list(&state.app, &page.actor).await {
-        Ok(found) => found,
-        Err(error) => return error_page(tr, error),
-    };
+    let list = users::list(&state.app, &page.actor).await.or_page(tr)?;
     let value = |key: &str| form.map(|f| f.get(key).to_owned()).unwrap_or_default();
     let role_label = |role: Role| tr.t(&format!("role.{}", role.name())).to_owned();
     let body = html! {
@@ -96,15 +93,15 @@ async fn render(
             }
         }
     };
-    html_status(
+    Ok(html_status(
         status,
         frame(page, tr.t("admin.title"), "admin", body),
         &page.csrf,
         page.new_csrf,
-    )
+    ))
 }
 
-pub async fn user_create_post(State(state): State<WebState>, page: Page, form: Form) -> Response {
+pub async fn user_create_post(State(state): State<WebState>, page: Page, form: Form) -> PageResult {
     let role = Role::parse(form.get("role")).unwrap_or(Role::Member);
     let result = users::create(
         &state.app,
@@ -117,7 +114,7 @@ pub async fn user_create_post(State(state): State<WebState>, page: Page, form: F
     )
     .await;
     match result {
-        Ok(_) => redirect("/admin/users", "user_created"),
+        Ok(_) => Ok(redirect("/admin/users", "user_created")),
         Err(AppError::Invalid(errors)) => {
             render(
                 &state,
@@ -132,7 +129,7 @@ pub async fn user_create_post(State(state): State<WebState>, page: Page, form: F
             let errors = FieldErrors::single("username", code, message);
             render(&state, &page, Some(&form), &errors, StatusCode::CONFLICT).await
         }
-        Err(error) => error_page(&page.tr, error),
+        Err(error) => Err(error_page(&page.tr, error)),
     }
 }
 
@@ -146,20 +143,17 @@ pub async fn user_active_post(
     page: Page,
     Path(id): Path<String>,
     form: Form,
-) -> Response {
-    let id = match user_id(&page, &id) {
-        Ok(id) => id,
-        Err(response) => return response,
-    };
+) -> PageResult {
+    let id = user_id(&page, &id)?;
     let change = users::UserChange {
         display_name: None,
         role: None,
         active: Some(form.get("active") == "true"),
     };
-    match users::update(&state.app, &page.actor, &current_op_id(), id, change).await {
-        Ok(_) => redirect("/admin/users", "user_updated"),
-        Err(error) => error_page(&page.tr, error),
-    }
+    users::update(&state.app, &page.actor, &current_op_id(), id, change)
+        .await
+        .or_page(&page.tr)?;
+    Ok(redirect("/admin/users", "user_updated"))
 }
 
 pub async fn user_password_post(
@@ -167,11 +161,8 @@ pub async fn user_password_post(
     page: Page,
     Path(id): Path<String>,
     form: Form,
-) -> Response {
-    let id = match user_id(&page, &id) {
-        Ok(id) => id,
-        Err(response) => return response,
-    };
+) -> PageResult {
+    let id = user_id(&page, &id)?;
     match users::reset_password(
         &state.app,
         &page.actor,
@@ -181,7 +172,7 @@ pub async fn user_password_post(
     )
     .await
     {
-        Ok(()) => redirect("/admin/users", "password_reset"),
+        Ok(()) => Ok(redirect("/admin/users", "password_reset")),
         Err(AppError::Invalid(errors)) => {
             render(
                 &state,
@@ -192,7 +183,7 @@ pub async fn user_password_post(
             )
             .await
         }
-        Err(error) => error_page(&page.tr, error),
+        Err(error) => Err(error_page(&page.tr, error)),
     }
 }
 
@@ -201,13 +192,10 @@ pub async fn user_revoke_post(
     page: Page,
     Path(id): Path<String>,
     _form: Form,
-) -> Response {
-    let id = match user_id(&page, &id) {
-        Ok(id) => id,
-        Err(response) => return response,
-    };
-    match users::revoke_sessions(&state.app, &page.actor, &current_op_id(), id).await {
-        Ok(_) => redirect("/admin/users", "sessions_revoked"),
-        Err(error) => error_page(&page.tr, error),
-    }
+) -> PageResult {
+    let id = user_id(&page, &id)?;
+    users::revoke_sessions(&state.app, &page.actor, &current_op_id(), id)
+        .await
+        .or_page(&page.tr)?;
+    Ok(redirect("/admin/users", "sessions_revoked"))
 }

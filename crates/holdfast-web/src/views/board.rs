@@ -3,11 +3,10 @@
 //! choosing the stage in the card's form — both reach the same handler.
 
 use super::layout::{csrf_field, frame};
-use super::{Form, Page, error_page, html, redirect};
+use super::{Form, OrPage, Page, PageResult, error_page, html, redirect};
 use crate::WebState;
 use crate::error::current_op_id;
 use axum::extract::{Path, Query, State};
-use axum::response::Response;
 use holdfast_app::records::{self, Change};
 use holdfast_app::{AppError, settings};
 use holdfast_domain::Entity;
@@ -21,12 +20,11 @@ pub async fn board(
     State(state): State<WebState>,
     page: Page,
     Query(query): Query<HashMap<String, String>>,
-) -> Response {
+) -> PageResult {
     let tr = &page.tr;
-    let pipelines = match settings::pipelines(&state.app, &page.actor).await {
-        Ok(found) => found,
-        Err(error) => return error_page(tr, error),
-    };
+    let pipelines = settings::pipelines(&state.app, &page.actor)
+        .await
+        .or_page(tr)?;
     let wanted = query
         .get("pipeline")
         .cloned()
@@ -37,7 +35,7 @@ pub async fn board(
         .or(pipelines.first())
         .cloned()
     else {
-        return error_page(tr, AppError::not_found("pipeline"));
+        return Err(error_page(tr, AppError::not_found("pipeline")));
     };
     let mut columns = Vec::new();
     for stage in &stages {
@@ -47,10 +45,10 @@ pub async fn board(
             ("status".to_owned(), "open".to_owned()),
             ("limit".to_owned(), CARDS_PER_STAGE.to_owned()),
         ];
-        match records::list(&state.app, &page.actor, Entity::Deal, &params).await {
-            Ok(found) => columns.push((stage.clone(), found)),
-            Err(error) => return error_page(tr, error),
-        }
+        let found = records::list(&state.app, &page.actor, Entity::Deal, &params)
+            .await
+            .or_page(tr)?;
+        columns.push((stage.clone(), found));
     }
     let stage_label = |stage: &str| tr.or(&format!("stage.{stage}"), stage).to_owned();
     let body = html! {
@@ -58,7 +56,7 @@ pub async fn board(
             form.filters method="get" action="/board" {
                 label { (tr.t("board.pipeline"))
                     select name="pipeline" {
-                        @for (k, name, _) in &pipelines { option value=(k) selected[*k == key] { (name) } }
+                        @for (k, name, _) in &pipelines { option value=(k) selected[*k == key] { (super::pipeline_name(tr, k, name)) } }
                     }
                 }
                 button type="submit" { (tr.t("list.apply")) }
@@ -96,11 +94,11 @@ pub async fn board(
             }
         }
     };
-    html(
+    Ok(html(
         frame(&page, tr.t("board.title"), "board", body),
         &page.csrf,
         page.new_csrf,
-    )
+    ))
 }
 
 pub async fn move_post(
@@ -108,10 +106,10 @@ pub async fn move_post(
     page: Page,
     Path(id): Path<String>,
     form: Form,
-) -> Response {
+) -> PageResult {
     let tr = &page.tr;
     let Ok(id) = id.parse::<i64>() else {
-        return error_page(tr, AppError::not_found(format!("deal {id}")));
+        return Err(error_page(tr, AppError::not_found(format!("deal {id}"))));
     };
     let input = serde_json::json!({
         "stage": form.get("stage"),
@@ -122,10 +120,12 @@ pub async fn move_post(
         id,
         input,
     };
-    let back = format!("/board?pipeline={}", form.get("pipeline"));
+    let pipeline: String =
+        form_urlencoded::byte_serialize(form.get("pipeline").as_bytes()).collect();
+    let back = format!("/board?pipeline={pipeline}");
     match records::apply_change(&state.app, &page.actor, &current_op_id(), change).await {
-        Ok(_) => redirect(&back, "moved"),
-        Err(AppError::Conflict { .. }) => redirect(&back, "move_conflict"),
-        Err(error) => error_page(tr, error),
+        Ok(_) => Ok(redirect(&back, "moved")),
+        Err(AppError::Conflict { .. }) => Ok(redirect(&back, "move_conflict")),
+        Err(error) => Err(error_page(tr, error)),
     }
 }

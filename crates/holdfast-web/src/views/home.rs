@@ -81,7 +81,7 @@ async fn body(state: &WebState, page: &Page) -> Result<Markup, AppError> {
                 )
             })
             .collect();
-        charts.push((name.clone(), rows));
+        charts.push((super::pipeline_name(tr, key, name).to_owned(), rows));
     }
     Ok(html! {
         div.grid {

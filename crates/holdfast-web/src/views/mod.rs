@@ -428,6 +428,21 @@ impl<S: Send + Sync> FromRequest<S> for Form {
     }
 }
 
+/// What a page handler returns: the page, or the page that says why not (`Err` lets handlers
+/// use `?` on the steps that can fail).
+pub type PageResult = Result<Response, Response>;
+
+/// Turns a use case's error into the error page in the user's language.
+pub trait OrPage<T> {
+    fn or_page(self, tr: &Tr) -> Result<T, Response>;
+}
+
+impl<T> OrPage<T> for Result<T, AppError> {
+    fn or_page(self, tr: &Tr) -> Result<T, Response> {
+        self.map_err(|error| error_page(tr, error))
+    }
+}
+
 /// A full HTML response; sets the anti-forgery cookie if the visitor had none.
 pub fn html(markup: Markup, csrf: &str, new_csrf: bool) -> Response {
     html_status(StatusCode::OK, markup, csrf, new_csrf)
@@ -563,6 +578,16 @@ fn error_page_status(tr: &Tr, status: StatusCode, code: &str, what: Option<&str>
         Some(("/", tr.t("nav.home"))),
     );
     html_status(status, body, "", false)
+}
+
+/// A pipeline's name; the one Holdfast seeds is shown in the user's language until an
+/// administrator renames it.
+pub fn pipeline_name<'a>(tr: &Tr, key: &str, name: &'a str) -> &'a str {
+    if key == "default" && name == "Sales" {
+        tr.t("pipeline.default")
+    } else {
+        name
+    }
 }
 
 /// The page for a path no route knows.

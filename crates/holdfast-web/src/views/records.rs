@@ -6,7 +6,9 @@
 //! pages and the API share every rule after that point.
 
 use super::layout::{csrf_field, empty, frame, multiline};
-use super::{Form, Page, error_message, error_page, html, html_status, redirect};
+use super::{
+    Form, OrPage, Page, PageResult, error_message, error_page, html, html_status, redirect,
+};
 use crate::WebState;
 use crate::error::current_op_id;
 use crate::i18n::{Tr, parse_money_input};
@@ -194,12 +196,9 @@ pub async fn list_page(
     page: Page,
     Path(collection): Path<String>,
     Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    let entity = match entity_of(&page.tr, &collection) {
-        Ok(entity) => entity,
-        Err(response) => return response,
-    };
-    match list_body(&state, &page, entity, &query).await {
+) -> PageResult {
+    let entity = entity_of(&page.tr, &collection)?;
+    Ok(match list_body(&state, &page, entity, &query).await {
         Ok(body) => html(
             page_frame(
                 &page,
@@ -211,7 +210,7 @@ pub async fn list_page(
             page.new_csrf,
         ),
         Err(error) => error_page(&page.tr, error),
-    }
+    })
 }
 
 fn page_frame(page_ctx: &Page, title: &str, active: &str, body: Markup) -> Markup {
@@ -375,19 +374,16 @@ pub async fn detail_page(
     State(state): State<WebState>,
     page: Page,
     Path((collection, id)): Path<(String, String)>,
-) -> Response {
-    let (entity, id) = match target(&page.tr, &collection, &id) {
-        Ok(found) => found,
-        Err(response) => return response,
-    };
-    match detail_body(&state, &page, entity, id).await {
+) -> PageResult {
+    let (entity, id) = target(&page.tr, &collection, &id)?;
+    Ok(match detail_body(&state, &page, entity, id).await {
         Ok((title, body)) => html(
             page_frame(&page, &title, entity.plural(), body),
             &page.csrf,
             page.new_csrf,
         ),
         Err(error) => error_page(&page.tr, error),
-    }
+    })
 }
 
 /// One entry of a record's timeline: an activity logged on it, or a change to it.
@@ -705,13 +701,13 @@ fn field_input(
                 }
                 _ if def.name == "pipeline" => {
                     select id=(id) name="pipeline" {
-                        @for (key, name, _) in pipelines { option value=(key) selected[value == *key] { (name) } }
+                        @for (key, name, _) in pipelines { option value=(key) selected[value == *key] { (super::pipeline_name(tr, key, name)) } }
                     }
                 }
                 _ if def.name == "stage" => {
                     select id=(id) name="stage" aria-invalid=[invalid.then_some("true")] {
-                        @for (_, name, stages) in pipelines {
-                            optgroup label=(name) {
+                        @for (key, name, stages) in pipelines {
+                            optgroup label=(super::pipeline_name(tr, key, name)) {
                                 @for stage in stages { option value=(stage) selected[value == *stage] { (stage_label(tr, stage)) } }
                             }
                         }
@@ -801,11 +797,8 @@ pub async fn new_page(
     page: Page,
     Path(collection): Path<String>,
     Query(query): Query<HashMap<String, String>>,
-) -> Response {
-    let entity = match entity_of(&page.tr, &collection) {
-        Ok(entity) => entity,
-        Err(response) => return response,
-    };
+) -> PageResult {
+    let entity = entity_of(&page.tr, &collection)?;
     let mut form = FormState {
         values: HashMap::new(),
         errors: FieldErrors::default(),
@@ -840,12 +833,11 @@ async fn render_form(
     editing: Option<&Record>,
     form: &FormState,
     status: StatusCode,
-) -> Response {
+) -> PageResult {
     let tr = &page.tr;
-    let pipelines = match settings::pipelines(&state.app, &page.actor).await {
-        Ok(found) => found,
-        Err(error) => return error_page(tr, error),
-    };
+    let pipelines = settings::pipelines(&state.app, &page.actor)
+        .await
+        .or_page(tr)?;
     let (title, view) = match editing {
         Some(record) => (
             tr.f("form.edit_title", &[("title", &record.title())]),
@@ -871,12 +863,12 @@ async fn render_form(
         ),
     };
     let body = form_markup(tr, &page.csrf, &view, form, &pipelines);
-    html_status(
+    Ok(html_status(
         status,
         page_frame(page, &title, entity.plural(), body),
         &page.csrf,
         page.new_csrf,
-    )
+    ))
 }
 
 /// Turns posted form fields into the JSON input of a create or update. Problems a person can
@@ -980,12 +972,9 @@ pub async fn create_post(
     page: Page,
     Path(collection): Path<String>,
     form: Form,
-) -> Response {
+) -> PageResult {
     let tr = &page.tr;
-    let entity = match entity_of(tr, &collection) {
-        Ok(entity) => entity,
-        Err(response) => return response,
-    };
+    let entity = entity_of(tr, &collection)?;
     let mut input = match input_from_form(tr, entity, &form, false) {
         Ok(input) => input,
         Err(errors) => return refused_form(&state, &page, entity, None, &form, errors).await,
@@ -998,15 +987,15 @@ pub async fn create_post(
     match records::apply_change(&state.app, &page.actor, &current_op_id(), change).await {
         Ok(outcome) => {
             let fallback = format!("/{}/{}", entity.plural(), outcome.record.id);
-            redirect(
+            Ok(redirect(
                 &return_to(&form, fallback),
                 &format!("{}_created", entity.name()),
-            )
+            ))
         }
         Err(AppError::Invalid(errors)) => {
             refused_form(&state, &page, entity, None, &form, errors).await
         }
-        Err(error) => error_page(tr, error),
+        Err(error) => Err(error_page(tr, error)),
     }
 }
 
@@ -1017,7 +1006,7 @@ async fn refused_form(
     editing: Option<&Record>,
     form: &Form,
     errors: FieldErrors,
-) -> Response {
+) -> PageResult {
     let mut view = form_state_from_post(entity, form, errors);
     fill_titles(state, page, entity, &mut view).await;
     render_form(
@@ -1035,15 +1024,11 @@ pub async fn edit_page(
     State(state): State<WebState>,
     page: Page,
     Path((collection, id)): Path<(String, String)>,
-) -> Response {
-    let (entity, id) = match target(&page.tr, &collection, &id) {
-        Ok(found) => found,
-        Err(response) => return response,
-    };
-    let record = match records::get(&state.app, &page.actor, entity, id, false).await {
-        Ok(record) => record,
-        Err(error) => return error_page(&page.tr, error),
-    };
+) -> PageResult {
+    let (entity, id) = target(&page.tr, &collection, &id)?;
+    let record = records::get(&state.app, &page.actor, entity, id, false)
+        .await
+        .or_page(&page.tr)?;
     let mut form = FormState::from_record(&page.tr, &record);
     fill_titles(&state, &page, entity, &mut form).await;
     render_form(&state, &page, entity, Some(&record), &form, StatusCode::OK).await
@@ -1054,16 +1039,12 @@ pub async fn edit_post(
     page: Page,
     Path((collection, id)): Path<(String, String)>,
     form: Form,
-) -> Response {
+) -> PageResult {
     let tr = &page.tr;
-    let (entity, id) = match target(tr, &collection, &id) {
-        Ok(found) => found,
-        Err(response) => return response,
-    };
-    let current = match records::get(&state.app, &page.actor, entity, id, false).await {
-        Ok(record) => record,
-        Err(error) => return error_page(tr, error),
-    };
+    let (entity, id) = target(tr, &collection, &id)?;
+    let current = records::get(&state.app, &page.actor, entity, id, false)
+        .await
+        .or_page(tr)?;
     let input = match input_from_form(tr, entity, &form, true) {
         Ok(input) => input,
         Err(errors) => {
@@ -1072,7 +1053,7 @@ pub async fn edit_post(
     };
     let change = Change::Update { entity, id, input };
     match records::apply_change(&state.app, &page.actor, &current_op_id(), change).await {
-        Ok(_) => redirect(&format!("/{}/{id}", entity.plural()), "saved"),
+        Ok(_) => Ok(redirect(&format!("/{}/{id}", entity.plural()), "saved")),
         Err(AppError::Invalid(errors)) => {
             // Keep the version the user started from, so a second attempt is still checked.
             let mut based_on = current.clone();
@@ -1086,7 +1067,7 @@ pub async fn edit_post(
             code: "version_conflict",
             ..
         }) => conflict_page(&state, &page, entity, &current, &form).await,
-        Err(error) => error_page(tr, error),
+        Err(error) => Err(error_page(tr, error)),
     }
 }
 
@@ -1099,7 +1080,7 @@ async fn conflict_page(
     entity: Entity,
     current: &Record,
     form: &Form,
-) -> Response {
+) -> PageResult {
     let tr = &page.tr;
     let saved = FormState::from_record(tr, current);
     let mut mine = form_state_from_post(entity, form, FieldErrors::default());
@@ -1123,11 +1104,16 @@ async fn conflict_page(
         cancel: format!("/{}/{}", entity.plural(), current.id),
         submit: tr.t("conflict.keep_mine"),
     };
-    let who = current.updated_by;
+    // Who saved it, by name: the newest version says.
+    let who = records::history(&state.app, &page.actor, entity, current.id)
+        .await
+        .ok()
+        .and_then(|versions| versions.last().and_then(|v| v.actor_name.clone()))
+        .unwrap_or_else(|| format!("#{}", current.updated_by));
     let body = html! {
         div.problems role="alert" {
             p { strong { (tr.t("conflict.title")) } }
-            p { (tr.f("conflict.explain", &[("when", &tr.datetime(current.updated_at)), ("user", &format!("#{who}"))])) }
+            p { (tr.f("conflict.explain", &[("when", &tr.datetime(current.updated_at)), ("user", &who)])) }
         }
         @if !differing.is_empty() {
             table.conflict {
@@ -1148,12 +1134,12 @@ async fn conflict_page(
         }
         (form_markup(tr, &page.csrf, &view, &mine, &pipelines))
     };
-    html_status(
+    Ok(html_status(
         StatusCode::CONFLICT,
         page_frame(page, tr.t("conflict.title"), entity.plural(), body),
         &page.csrf,
         page.new_csrf,
-    )
+    ))
 }
 
 pub async fn delete_post(
@@ -1161,22 +1147,19 @@ pub async fn delete_post(
     page: Page,
     Path((collection, id)): Path<(String, String)>,
     form: Form,
-) -> Response {
+) -> PageResult {
     let tr = &page.tr;
-    let (entity, id) = match target(tr, &collection, &id) {
-        Ok(found) => found,
-        Err(response) => return response,
-    };
+    let (entity, id) = target(tr, &collection, &id)?;
     let change = Change::Delete {
         entity,
         id,
         expected_version: form.get("expected_version").parse().ok(),
         reason: form.value("reason").map(|r| r.chars().take(500).collect()),
     };
-    match records::apply_change(&state.app, &page.actor, &current_op_id(), change).await {
-        Ok(_) => redirect(&format!("/{}", entity.plural()), "deleted"),
-        Err(error) => error_page(tr, error),
-    }
+    records::apply_change(&state.app, &page.actor, &current_op_id(), change)
+        .await
+        .or_page(tr)?;
+    Ok(redirect(&format!("/{}", entity.plural()), "deleted"))
 }
 
 /// Marks an activity done now.
@@ -1185,24 +1168,27 @@ pub async fn done_post(
     page: Page,
     Path((collection, id)): Path<(String, String)>,
     form: Form,
-) -> Response {
+) -> PageResult {
     let tr = &page.tr;
-    let (entity, id) = match target(tr, &collection, &id) {
-        Ok(found) => found,
-        Err(response) => return response,
-    };
+    let (entity, id) = target(tr, &collection, &id)?;
     if entity != Entity::Activity {
-        return error_page(tr, AppError::not_found(format!("/{collection}/{id}/done")));
+        return Err(error_page(
+            tr,
+            AppError::not_found(format!("/{collection}/{id}/done")),
+        ));
     }
     let input = serde_json::json!({
         "done_at": state.app.now().to_rfc3339(),
         "expected_version": form.get("expected_version").parse::<i64>().unwrap_or(0),
     });
     let change = Change::Update { entity, id, input };
-    match records::apply_change(&state.app, &page.actor, &current_op_id(), change).await {
-        Ok(_) => redirect(&return_to(&form, format!("/activities/{id}")), "done"),
-        Err(error) => error_page(tr, error),
-    }
+    records::apply_change(&state.app, &page.actor, &current_op_id(), change)
+        .await
+        .or_page(tr)?;
+    Ok(redirect(
+        &return_to(&form, format!("/activities/{id}")),
+        "done",
+    ))
 }
 
 // ---- history ----------------------------------------------------------------------------------
@@ -1211,18 +1197,17 @@ pub async fn history_page(
     State(state): State<WebState>,
     page: Page,
     Path((collection, id)): Path<(String, String)>,
-) -> Response {
+) -> PageResult {
     let tr = &page.tr;
-    let (entity, id) = match target(tr, &collection, &id) {
-        Ok(found) => found,
-        Err(response) => return response,
-    };
-    let versions = match records::history(&state.app, &page.actor, entity, id).await {
-        Ok(found) => found,
-        Err(error) => return error_page(tr, error),
-    };
+    let (entity, id) = target(tr, &collection, &id)?;
+    let versions = records::history(&state.app, &page.actor, entity, id)
+        .await
+        .or_page(tr)?;
     let Some(latest) = versions.last() else {
-        return error_page(tr, AppError::not_found(format!("{entity} {id}")));
+        return Err(error_page(
+            tr,
+            AppError::not_found(format!("{entity} {id}")),
+        ));
     };
     let title_now = latest
         .snapshot
@@ -1279,7 +1264,7 @@ pub async fn history_page(
             }
         }
     };
-    html(
+    Ok(html(
         page_frame(
             &page,
             &tr.f("history.title", &[("title", &title_now)]),
@@ -1288,7 +1273,7 @@ pub async fn history_page(
         ),
         &page.csrf,
         page.new_csrf,
-    )
+    ))
 }
 
 /// Record bookkeeping that appears in a difference: when it went to the recycle bin, who owns
@@ -1315,14 +1300,14 @@ pub async fn version_restore_post(
     page: Page,
     Path((collection, id, version)): Path<(String, String, String)>,
     form: Form,
-) -> Response {
+) -> PageResult {
     let tr = &page.tr;
-    let (entity, id) = match target(tr, &collection, &id) {
-        Ok(found) => found,
-        Err(response) => return response,
-    };
+    let (entity, id) = target(tr, &collection, &id)?;
     let Ok(version) = version.parse::<i64>() else {
-        return error_page(tr, AppError::not_found(format!("version {version}")));
+        return Err(error_page(
+            tr,
+            AppError::not_found(format!("version {version}")),
+        ));
     };
     let change = Change::RestoreVersion {
         entity,
@@ -1331,8 +1316,11 @@ pub async fn version_restore_post(
         expected_version: form.get("expected_version").parse().unwrap_or(0),
         reason: None,
     };
-    match records::apply_change(&state.app, &page.actor, &current_op_id(), change).await {
-        Ok(_) => redirect(&format!("/{}/{id}", entity.plural()), "version_restored"),
-        Err(error) => error_page(tr, error),
-    }
+    records::apply_change(&state.app, &page.actor, &current_op_id(), change)
+        .await
+        .or_page(tr)?;
+    Ok(redirect(
+        &format!("/{}/{id}", entity.plural()),
+        "version_restored",
+    ))
 }
