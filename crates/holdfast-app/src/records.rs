@@ -68,15 +68,43 @@ pub async fn apply_change(
     op_id: &str,
     change: Change,
 ) -> Result<Outcome, AppError> {
-    let action = match &change {
-        Change::Create { entity, .. } => Action::Create(*entity),
-        Change::Update { entity, .. } | Change::RestoreVersion { entity, .. } => {
-            Action::Update(*entity)
-        }
-        Change::Delete { entity, .. } => Action::Delete(*entity),
-        Change::Restore { entity, .. } => Action::Restore(*entity),
-    };
-    authorize(actor, action)?;
+    let mut outcomes = apply_changes(app, actor, op_id, vec![change]).await?;
+    outcomes
+        .pop()
+        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("a change without an outcome")))
+}
+
+/// Most changes one call to [`apply_changes`] takes: an import sends its rows in batches of
+/// this size, so one transaction never holds the write lock for long.
+pub const MAX_BATCH: usize = 1000;
+
+/// Several changes in one transaction: all of them, each with its own version and audit entry,
+/// or none (the first refused change refuses the batch, naming its position in `batch.N`
+/// field errors). Imports use it; it is the same path as [`apply_change`].
+pub async fn apply_changes(
+    app: &App,
+    actor: &Actor,
+    op_id: &str,
+    changes: Vec<Change>,
+) -> Result<Vec<Outcome>, AppError> {
+    if changes.len() > MAX_BATCH {
+        return Err(AppError::invalid(
+            "batch",
+            "too_many",
+            format!("At most {MAX_BATCH} changes at once"),
+        ));
+    }
+    for change in &changes {
+        let action = match change {
+            Change::Create { entity, .. } => Action::Create(*entity),
+            Change::Update { entity, .. } | Change::RestoreVersion { entity, .. } => {
+                Action::Update(*entity)
+            }
+            Change::Delete { entity, .. } => Action::Delete(*entity),
+            Change::Restore { entity, .. } => Action::Restore(*entity),
+        };
+        authorize(actor, action)?;
+    }
     // Settings that validation needs are read before the write lock is taken.
     let custom_defs = app.db.custom_fields().await?;
     let pipelines = app.db.pipelines().await?;
@@ -86,84 +114,111 @@ pub async fn apply_change(
         op_id,
         pipelines: &pipelines,
     };
-    let outcome = match change {
-        Change::Create { entity, input } => {
-            let patch = Patch::parse(entity, &input, PatchMode::Create, &custom_defs)?;
-            let mut record = patch.apply(entity, None, actor.user_id, tx.now());
-            ctx.finish_and_check(&mut tx, &mut record, None).await?;
-            let reason = patch.reason.as_deref();
-            let record = ctx.commit(&mut tx, None, record, "create", reason).await?;
-            Outcome {
-                record,
-                related: Vec::new(),
+    let batch = changes.len() > 1;
+    let mut outcomes = Vec::with_capacity(changes.len());
+    for (index, change) in changes.into_iter().enumerate() {
+        match ctx.apply(app, &mut tx, &custom_defs, change).await {
+            Ok(outcome) => outcomes.push(outcome),
+            Err(AppError::Invalid(errors)) if batch => {
+                let errors = errors
+                    .0
+                    .into_iter()
+                    .map(|mut e| {
+                        e.field = format!("batch.{index}.{}", e.field);
+                        e
+                    })
+                    .collect();
+                return Err(AppError::Invalid(holdfast_domain::FieldErrors(errors)));
             }
+            Err(error) => return Err(error),
         }
-        Change::Update { entity, id, input } => {
-            let patch = Patch::parse(entity, &input, PatchMode::Update, &custom_defs)?;
-            let before = live_record(&mut tx, entity, id, app).await?;
-            check_version(&before, patch.expected_version)?;
-            let mut record = patch.apply(entity, Some(&before), actor.user_id, tx.now());
-            ctx.finish_and_check(&mut tx, &mut record, Some(&before))
-                .await?;
-            let reason = patch.reason.as_deref();
-            let record = ctx
-                .commit(&mut tx, Some(&before), record, "update", reason)
-                .await?;
-            Outcome {
-                record,
-                related: Vec::new(),
-            }
-        }
-        Change::Delete {
-            entity,
-            id,
-            expected_version,
-            reason,
-        } => {
-            let before = live_record(&mut tx, entity, id, app).await?;
-            if expected_version.is_some() {
-                check_version(&before, expected_version)?;
-            }
-            ctx.delete(&mut tx, before, reason.as_deref()).await?
-        }
-        Change::Restore { entity, id, reason } => {
-            ctx.restore(&mut tx, entity, id, reason.as_deref()).await?
-        }
-        Change::RestoreVersion {
-            entity,
-            id,
-            version,
-            expected_version,
-            reason,
-        } => {
-            let before = live_record(&mut tx, entity, id, app).await?;
-            check_version(&before, Some(expected_version))?;
-            let old = app.db.version(entity, id, version).await?.ok_or_else(|| {
-                AppError::not_found(format!("version {version} of {entity} {id}"))
-            })?;
-            let patch = Patch::from_snapshot(entity, &old.snapshot, &before);
-            let mut record = patch.apply(entity, Some(&before), actor.user_id, tx.now());
-            ctx.finish_and_check(&mut tx, &mut record, Some(&before))
-                .await?;
-            let default_reason = format!("restored version {version}");
-            let reason = reason.as_deref().unwrap_or(&default_reason);
-            let record = ctx
-                .commit(
-                    &mut tx,
-                    Some(&before),
-                    record,
-                    "restore_version",
-                    Some(reason),
-                )
-                .await?;
-            Outcome {
-                record,
-                related: Vec::new(),
-            }
-        }
-    };
+    }
     tx.commit().await?;
-    Ok(outcome)
+    Ok(outcomes)
+}
+
+impl WriteContext<'_> {
+    /// One change inside an open write transaction.
+    async fn apply(
+        &self,
+        app: &App,
+        tx: &mut WriteTx,
+        custom_defs: &[holdfast_domain::CustomFieldDef],
+        change: Change,
+    ) -> Result<Outcome, AppError> {
+        let actor = self.actor;
+        let outcome = match change {
+            Change::Create { entity, input } => {
+                let patch = Patch::parse(entity, &input, PatchMode::Create, &custom_defs)?;
+                let mut record = patch.apply(entity, None, actor.user_id, tx.now());
+                self.finish_and_check(tx, &mut record, None).await?;
+                let reason = patch.reason.as_deref();
+                let record = self.commit(tx, None, record, "create", reason).await?;
+                Outcome {
+                    record,
+                    related: Vec::new(),
+                }
+            }
+            Change::Update { entity, id, input } => {
+                let patch = Patch::parse(entity, &input, PatchMode::Update, &custom_defs)?;
+                let before = live_record(tx, entity, id, app).await?;
+                check_version(&before, patch.expected_version)?;
+                let mut record = patch.apply(entity, Some(&before), actor.user_id, tx.now());
+                self.finish_and_check(tx, &mut record, Some(&before))
+                    .await?;
+                let reason = patch.reason.as_deref();
+                let record = self
+                    .commit(tx, Some(&before), record, "update", reason)
+                    .await?;
+                Outcome {
+                    record,
+                    related: Vec::new(),
+                }
+            }
+            Change::Delete {
+                entity,
+                id,
+                expected_version,
+                reason,
+            } => {
+                let before = live_record(tx, entity, id, app).await?;
+                if expected_version.is_some() {
+                    check_version(&before, expected_version)?;
+                }
+                self.delete(tx, before, reason.as_deref()).await?
+            }
+            Change::Restore { entity, id, reason } => {
+                self.restore(tx, entity, id, reason.as_deref()).await?
+            }
+            Change::RestoreVersion {
+                entity,
+                id,
+                version,
+                expected_version,
+                reason,
+            } => {
+                let before = live_record(tx, entity, id, app).await?;
+                check_version(&before, Some(expected_version))?;
+                let old = app.db.version(entity, id, version).await?.ok_or_else(|| {
+                    AppError::not_found(format!("version {version} of {entity} {id}"))
+                })?;
+                let patch = Patch::from_snapshot(entity, &old.snapshot, &before);
+                let mut record = patch.apply(entity, Some(&before), actor.user_id, tx.now());
+                self.finish_and_check(tx, &mut record, Some(&before))
+                    .await?;
+                let default_reason = format!("restored version {version}");
+                let reason = reason.as_deref().unwrap_or(&default_reason);
+                let record = self
+                    .commit(tx, Some(&before), record, "restore_version", Some(reason))
+                    .await?;
+                Outcome {
+                    record,
+                    related: Vec::new(),
+                }
+            }
+        };
+        Ok(outcome)
+    }
 }
 
 struct WriteContext<'a> {

@@ -146,3 +146,83 @@ fn collect_rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) 
         }
     }
 }
+
+on_both_backends!(
+    a_batch_is_all_or_nothing_with_a_version_and_audit_entry_each,
+    |app| {
+        use holdfast_app::records::{Change, apply_changes};
+        use holdfast_domain::{Actor, ActorKind, Entity};
+        let importer = app.user("importer", Role::Admin).await;
+        let actor = Actor {
+            user_id: importer.user_id,
+            username: "importer".into(),
+            role: Role::Admin,
+            kind: ActorKind::System,
+        };
+        let create = |input| Change::Create {
+            entity: Entity::Contact,
+            input,
+        };
+        let audit_before = app.app.db.count_rows("audit_log").await.unwrap();
+        let refused = apply_changes(
+            &app.app,
+            &actor,
+            "batch-test",
+            vec![
+                create(json!({"name": "One"})),
+                create(json!({"name": "Two"})),
+                create(json!({"name": "", "email": "nope"})),
+            ],
+        )
+        .await;
+        let Err(holdfast_app::AppError::Invalid(errors)) = refused else {
+            panic!("the batch should be refused: {refused:?}");
+        };
+        let fields: Vec<&str> = errors.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["batch.2.email", "batch.2.name"]);
+        assert_eq!(
+            app.app.db.count_rows("contacts").await.unwrap(),
+            0,
+            "none of it"
+        );
+        assert_eq!(
+            app.app.db.count_rows("audit_log").await.unwrap(),
+            audit_before
+        );
+
+        let company = Change::Create {
+            entity: Entity::Company,
+            input: json!({"name": "Batch Ltd"}),
+        };
+        let done = apply_changes(&app.app, &actor, "batch-test", vec![company])
+            .await
+            .unwrap();
+        let company_id = done[0].record.id;
+        let rows: Vec<Change> = (0..50)
+            .map(|i| create(json!({"name": format!("联系人{i}"), "company_id": company_id})))
+            .collect();
+        let outcomes = apply_changes(&app.app, &actor, "batch-test", rows)
+            .await
+            .unwrap();
+        assert_eq!(outcomes.len(), 50);
+        assert_eq!(app.app.db.count_rows("contacts").await.unwrap(), 50);
+        assert_eq!(app.app.db.count_rows("record_versions").await.unwrap(), 51);
+        assert_eq!(
+            app.app.db.count_rows("audit_log").await.unwrap(),
+            audit_before + 51,
+            "one audit entry per record"
+        );
+        assert_eq!(
+            app.app.db.verify_audit_chain().await.unwrap(),
+            audit_before + 51
+        );
+        let too_many: Vec<Change> = (0..=holdfast_app::records::MAX_BATCH)
+            .map(|i| create(json!({"name": format!("x{i}")})))
+            .collect();
+        assert!(
+            apply_changes(&app.app, &actor, "batch-test", too_many)
+                .await
+                .is_err()
+        );
+    }
+);
