@@ -149,7 +149,7 @@ impl WriteContext<'_> {
         let actor = self.actor;
         let outcome = match change {
             Change::Create { entity, input } => {
-                let patch = Patch::parse(entity, &input, PatchMode::Create, &custom_defs)?;
+                let patch = Patch::parse(entity, &input, PatchMode::Create, custom_defs)?;
                 let mut record = patch.apply(entity, None, actor.user_id, tx.now());
                 self.finish_and_check(tx, &mut record, None).await?;
                 let reason = patch.reason.as_deref();
@@ -160,7 +160,7 @@ impl WriteContext<'_> {
                 }
             }
             Change::Update { entity, id, input } => {
-                let patch = Patch::parse(entity, &input, PatchMode::Update, &custom_defs)?;
+                let patch = Patch::parse(entity, &input, PatchMode::Update, custom_defs)?;
                 let before = live_record(tx, entity, id, app).await?;
                 check_version(&before, patch.expected_version)?;
                 let mut record = patch.apply(entity, Some(&before), actor.user_id, tx.now());
@@ -667,6 +667,16 @@ fn parse_list_query(entity: Entity, params: &[(String, String)]) -> Result<ListQ
     }
     errors.into_result()?;
     Ok(query)
+}
+
+/// A cursor that continues a list sorted by name after (`name`, `id`): lets the benchmark jump
+/// deep into a long list the way a user paging far would arrive there.
+pub fn cursor_after_name(name: &str, id: i64) -> String {
+    let sort = Sort {
+        column: "name",
+        descending: false,
+    };
+    encode_cursor(&sort, &SortValue::Text(name.to_owned()), id)
 }
 
 /// Cursors are opaque to clients: hex-encoded JSON of the sort, the last value and the last id.

@@ -1,8 +1,10 @@
-//! The `holdfast` binary: `serve`, `admin create`, `upgrade`, `config example`, `version`.
+//! The `holdfast` binary: `serve`, `admin create`, `upgrade`, `bench`, `config example`,
+//! `version`.
 //!
 //! Commands parse flags, load the layered configuration ([`config`]) and call use cases in
 //! `holdfast-app`; they hold no rules of their own.
 
+mod bench;
 mod config;
 
 use anyhow::Context as _;
@@ -37,6 +39,8 @@ enum Command {
     },
     /// Upgrade the database schema to this version of Holdfast, backing it up first.
     Upgrade(UpgradeArgs),
+    /// Measure Holdfast against this machine's own limits on a made-up data set.
+    Bench(BenchCli),
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -96,6 +100,25 @@ struct UpgradeArgs {
     yes: bool,
 }
 
+#[derive(Args)]
+struct BenchCli {
+    /// Contacts in the data set (with a company per 10 contacts, a deal and an activity per 10).
+    #[arg(long, default_value_t = 1_000_000)]
+    contacts: u64,
+    /// Write every figure to this JSON file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// An empty PostgreSQL database to fill (default: SQLite in a temporary folder).
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Keep the SQLite data set in this folder instead of a temporary one.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Seconds each measure runs.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+}
+
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Print a commented example configuration file with every key and its default.
@@ -153,6 +176,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 &overrides(&args.db),
             )?;
             upgrade(&config, args.check, args.yes).await
+        }
+        Command::Bench(args) => {
+            anyhow::ensure!(args.contacts >= 10, "--contacts must be at least 10");
+            anyhow::ensure!(
+                args.seconds > 0.0 && args.seconds <= 600.0,
+                "--seconds must be between 0 and 600"
+            );
+            bench::run(bench::BenchArgs {
+                contacts: args.contacts,
+                out: args.out,
+                database_url: args.database_url,
+                data_dir: args.data_dir,
+                seconds: args.seconds,
+            })
+            .await
         }
         Command::Config {
             command: ConfigCommand::Example,

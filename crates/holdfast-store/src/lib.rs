@@ -5,9 +5,11 @@
 //! integer times). Reads go through [`Db`]'s methods; every write goes through a [`WriteTx`],
 //! whose record writes always land together with their version and audit entry.
 //!
-//! Layout: [`schema`] holds the migration history, [`read`] the queries, [`write`] the write
+//! Layout: [`schema`] holds the migration history, [`read`] the queries, [`limits`] the bare
+//! engine's speed for the benchmark, [`write`] the write
 //! transaction (the one write path), [`rows`] the mapping between rows and domain types.
 
+pub mod limits;
 pub mod read;
 mod rows;
 pub mod schema;
