@@ -20,7 +20,7 @@ use holdfast_domain::{Actor, CustomFieldDef, Entity, Record, Role, Timestamp};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use sqlx::{Any, Row as _, Transaction};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 /// An audit entry before it is chained and stored.
 #[derive(Debug, Clone)]
@@ -73,6 +73,13 @@ pub struct WriteTx {
     now: Timestamp,
     head_seq: i64,
     head_hash: String,
+    /// Whether audit entries were appended: the head row is written once, at commit.
+    head_moved: bool,
+    /// References found live in this transaction, so a batch of contacts at one company checks
+    /// the company once. A record this transaction deletes or purges is taken out again.
+    known_live: HashSet<(Entity, i64)>,
+    /// Owners found active in this transaction (user changes do not share its transactions).
+    known_active: HashSet<i64>,
 }
 
 impl Db {
@@ -97,6 +104,9 @@ impl Db {
             now,
             head_seq: head.try_get("seq")?,
             head_hash: head.try_get("hash")?,
+            head_moved: false,
+            known_live: HashSet::new(),
+            known_active: HashSet::new(),
             tx,
         })
     }
@@ -202,7 +212,14 @@ impl WriteTx {
         self.backend
     }
 
-    pub async fn commit(self) -> Result<(), StoreError> {
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        if self.head_moved {
+            sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+                .bind(self.head_seq)
+                .bind(self.head_hash.clone())
+                .execute(&mut *self.tx)
+                .await?;
+        }
         self.tx.commit().await.context("committing")?;
         Ok(())
     }
@@ -278,24 +295,38 @@ impl WriteTx {
 
     /// Whether a live record exists; for checking references.
     pub async fn is_live(&mut self, entity: Entity, id: i64) -> Result<bool, StoreError> {
+        if self.known_live.contains(&(entity, id)) {
+            return Ok(true);
+        }
         let sql = format!(
             "SELECT COUNT(*) FROM {} WHERE id = $1 AND deleted_at IS NULL",
             entity.plural()
         );
-        Ok(sqlx::query(&sql)
+        let live = sqlx::query(&sql)
             .bind(id)
             .fetch_one(&mut *self.tx)
             .await?
             .try_get::<i64, _>(0)?
-            > 0)
+            > 0;
+        if live {
+            self.known_live.insert((entity, id));
+        }
+        Ok(live)
     }
 
     pub async fn is_active_user(&mut self, user_id: i64) -> Result<bool, StoreError> {
+        if self.known_active.contains(&user_id) {
+            return Ok(true);
+        }
         let row = sqlx::query("SELECT COUNT(*) FROM users WHERE id = $1 AND active = 1")
             .bind(user_id)
             .fetch_one(&mut *self.tx)
             .await?;
-        Ok(row.try_get::<i64, _>(0)? > 0)
+        let active = row.try_get::<i64, _>(0)? > 0;
+        if active {
+            self.known_active.insert(user_id);
+        }
+        Ok(active)
     }
 
     /// Writes one record change: the row, its version, its tag and search index entries and its
@@ -316,6 +347,9 @@ impl WriteTx {
         match before {
             None => after.id = self.insert_row(&after).await?,
             Some(before) => self.update_row(before, &after).await?,
+        }
+        if after.is_deleted() {
+            self.known_live.remove(&(entity, after.id));
         }
         let changed = after.changed_fields(before);
         self.insert_version(&after, action, actor, op_id, reason, &changed)
@@ -575,13 +609,9 @@ impl WriteTx {
         .bind(hash.clone())
         .execute(&mut *self.tx)
         .await?;
-        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-            .bind(seq)
-            .bind(hash.clone())
-            .execute(&mut *self.tx)
-            .await?;
         self.head_seq = seq;
         self.head_hash = hash;
+        self.head_moved = true;
         Ok(())
     }
 
