@@ -138,7 +138,7 @@ pub fn pending_migrations(from: i64) -> Vec<(i64, &'static str)> {
         .collect()
 }
 
-pub use holdfast_store::limits::RawLimits;
+pub use holdfast_store::limits::{RawLimits, measure_bare_sqlite};
 pub use holdfast_store::redact;
 
 /// The current UTC time as `YYYYMMDDTHHMMSSZ`, for file names.

@@ -320,7 +320,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         None => holdfast_app::Db::connect(&url).await?,
     };
     let raw_rows = (args.contacts as i64).clamp(20_000, 200_000);
-    let limits = limits_db.measure_raw_limits(raw_rows, args.seconds).await?;
+    // Through the same driver Holdfast uses (sqlx) ...
+    let driver_limits = limits_db.measure_raw_limits(raw_rows, args.seconds).await?;
+    // ... and, for SQLite, the engine itself through its C library: the true ceiling.
+    let limits = match &sqlite_file {
+        Some(_) => {
+            let path = dir.join("bare.db");
+            let seconds = args.seconds;
+            tokio::task::spawn_blocking(move || {
+                holdfast_app::measure_bare_sqlite(&path, raw_rows, seconds)
+            })
+            .await??
+        }
+        None => driver_limits,
+    };
     spinner.set_message("measuring a minimal HTTP handler");
     let minimal = start_minimal_handler(limits_db.clone()).await?;
     let http = reqwest::Client::builder()
@@ -346,14 +359,27 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
     }
     spinner.finish_and_clear();
+    let engine = if sqlite_file.is_some() {
+        "bare SQLite"
+    } else {
+        "PostgreSQL via sqlx"
+    };
     println!(
-        "limits: {:.0} one-row commits/s, {:.0} batched rows/s, {:.0} primary-key reads/s, index lookup {:.0} µs; minimal handler {:.0} req/s (c=1) {:.0} req/s (c=16)",
-        limits.one_row_commits,
-        limits.batched_rows,
-        limits.pk_reads,
-        limits.index_lookup_us,
-        handler_limit[0].throughput,
-        handler_limit[1].throughput
+        "limits ({engine}): {:.0} one-row commits/s, {:.0} batched rows/s, {:.0} primary-key reads/s, index lookup {:.0} µs",
+        limits.one_row_commits, limits.batched_rows, limits.pk_reads, limits.index_lookup_us
+    );
+    if sqlite_file.is_some() {
+        println!(
+            "through sqlx: {:.0} one-row commits/s, {:.0} batched rows/s, {:.0} primary-key reads/s, index lookup {:.0} µs",
+            driver_limits.one_row_commits,
+            driver_limits.batched_rows,
+            driver_limits.pk_reads,
+            driver_limits.index_lookup_us
+        );
+    }
+    println!(
+        "minimal handler (one primary-key read through sqlx): {:.0} req/s (c=1), {:.0} req/s (c=16)",
+        handler_limit[0].throughput, handler_limit[1].throughput
     );
 
     // Who the load runs as: an administrator with an API token, and a browser session.
@@ -392,8 +418,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "backend": backend, "contacts": args.contacts, "seconds_per_measure": args.seconds,
         "machine": machine(),
         "limits": {
+            "engine": engine,
             "one_row_commits_per_s": limits.one_row_commits, "batched_rows_per_s": limits.batched_rows,
             "pk_reads_per_s": limits.pk_reads, "index_lookup_us": limits.index_lookup_us,
+            "through_sqlx": {
+                "one_row_commits_per_s": driver_limits.one_row_commits, "batched_rows_per_s": driver_limits.batched_rows,
+                "pk_reads_per_s": driver_limits.pk_reads, "index_lookup_us": driver_limits.index_lookup_us,
+            },
             "minimal_handler": handler_limit.iter().map(Measured::json).collect::<Vec<_>>(),
         },
     });

@@ -20,6 +20,100 @@ pub struct RawLimits {
     pub index_lookup_us: f64,
 }
 
+/// [`RawLimits`] of SQLite itself, through its C library with no async driver in between: a
+/// file `path` opened with Holdfast's pragmas (WAL, `synchronous = FULL`). The honest ceiling
+/// for an SQLite install; [`Db::measure_raw_limits`] on the same file shows what the driver
+/// layer costs on top.
+pub fn measure_bare_sqlite(
+    path: &std::path::Path,
+    rows: i64,
+    seconds: f64,
+) -> anyhow::Result<RawLimits> {
+    let _ = std::fs::remove_file(path);
+    let conn = rusqlite::Connection::open(path)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;",
+    )?;
+    conn.execute_batch(&format!("{CREATE}; {INDEX};"))?;
+    let budget = Duration::from_secs_f64(seconds.max(0.05));
+    let insert = "INSERT INTO bench_raw (id, name, email) VALUES (?1, ?2, ?3)";
+    let mut next_id: i64 = 1;
+
+    let started = Instant::now();
+    let mut commits = 0u64;
+    while started.elapsed() < budget {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        conn.prepare_cached(insert)?.execute(rusqlite::params![
+            next_id,
+            format!("Raw name {next_id}"),
+            format!("raw{next_id}@example.cn")
+        ])?;
+        conn.execute_batch("COMMIT")?;
+        next_id += 1;
+        commits += 1;
+    }
+    let one_row_commits = commits as f64 / started.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    let first_batched = next_id;
+    while next_id <= rows && (started.elapsed() < budget * 4 || next_id < 10_000) {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        {
+            let mut statement = conn.prepare_cached(insert)?;
+            let end = (next_id + 1000).min(rows + 1);
+            while next_id < end {
+                statement.execute(rusqlite::params![
+                    next_id,
+                    format!("Raw name {next_id}"),
+                    format!("raw{next_id}@example.cn")
+                ])?;
+                next_id += 1;
+            }
+        }
+        conn.execute_batch("COMMIT")?;
+    }
+    let batched_rows = (next_id - first_batched) as f64 / started.elapsed().as_secs_f64();
+
+    let count = (next_id - 1).max(1);
+    let started = Instant::now();
+    let mut reads = 0u64;
+    {
+        let mut statement = conn.prepare_cached("SELECT name FROM bench_raw WHERE id = ?1")?;
+        while started.elapsed() < budget {
+            let id = 1 + (reads as i64 * 7919) % count;
+            let _: Option<String> = statement
+                .query_row([id], |row| row.get(0))
+                .map(Some)
+                .or_else(|e| match e {
+                    rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                    other => Err(other),
+                })?;
+            reads += 1;
+        }
+    }
+    let pk_reads = reads as f64 / started.elapsed().as_secs_f64();
+
+    let mut lookups = Vec::new();
+    {
+        let mut statement = conn.prepare_cached("SELECT id FROM bench_raw WHERE email = ?1")?;
+        for i in 0..200i64 {
+            let email = format!("raw{}@example.cn", 1 + (i * 7919) % count);
+            let one = Instant::now();
+            let mut found = statement.query([email])?;
+            let _ = found.next()?;
+            lookups.push(one.elapsed());
+        }
+    }
+    lookups.sort();
+    let index_lookup_us = lookups[lookups.len() / 2].as_secs_f64() * 1e6;
+    Ok(RawLimits {
+        one_row_commits,
+        batched_rows,
+        pk_reads,
+        index_lookup_us,
+    })
+}
+
 const CREATE: &str = "CREATE TABLE IF NOT EXISTS bench_raw (id BIGINT PRIMARY KEY, name TEXT NOT NULL, email TEXT NOT NULL)";
 const INDEX: &str = "CREATE INDEX IF NOT EXISTS bench_raw_email ON bench_raw (email)";
 const INSERT: &str = "INSERT INTO bench_raw (id, name, email) VALUES ($1, $2, $3)";

@@ -172,7 +172,10 @@ impl Db {
         query: &ListQuery,
     ) -> anyhow::Result<Vec<Record>> {
         let mut params = Params::default();
-        let mut conditions = vec!["deleted_at IS NULL".to_owned()];
+        // `+deleted_at`: the unary plus keeps SQLite from answering "live records" through the
+        // `*_deleted` index (nearly every row is live) and sorting them all, instead of walking
+        // the index of the sort order; it means nothing to PostgreSQL's planner.
+        let mut conditions = vec!["+deleted_at IS NULL".to_owned()];
         for (column, value) in &query.int_filters {
             conditions.push(format!("{column} = {}", params.int(*value)));
         }
@@ -191,10 +194,16 @@ impl Db {
         }
         if let Some(terms) = &query.search {
             let own = term_subquery(entity, terms, &mut params);
+            // One list of matching ids (a UNION, not an OR of two IN lists, which SQLite can
+            // only answer by scanning): the records' own terms, and records whose linked
+            // record matches (a contact found by its company's name).
             match also_found_via(entity) {
                 Some((other, via)) => {
                     let related = term_subquery(other, terms, &mut params);
-                    conditions.push(format!("(id IN ({own}) OR {via} IN ({related}))"));
+                    conditions.push(format!(
+                        "id IN ({own} UNION SELECT id FROM {} WHERE {via} IN ({related}))",
+                        entity.plural()
+                    ));
                 }
                 None => conditions.push(format!("id IN ({own})")),
             }
@@ -236,7 +245,7 @@ impl Db {
         limit: i64,
     ) -> anyhow::Result<Vec<Record>> {
         let sql = format!(
-            "SELECT {} FROM activities WHERE owner_id = $1 AND due_at < $2 AND done_at IS NULL AND deleted_at IS NULL ORDER BY due_at, id LIMIT $3",
+            "SELECT {} FROM activities WHERE owner_id = $1 AND due_at < $2 AND done_at IS NULL AND +deleted_at IS NULL ORDER BY due_at, id LIMIT $3",
             rows::select_list(Entity::Activity)
         );
         let found = sqlx::query(&sql)

@@ -80,7 +80,34 @@ pub struct WriteTx {
     known_live: HashSet<(Entity, i64)>,
     /// Owners found active in this transaction (user changes do not share its transactions).
     known_active: HashSet<i64>,
+    /// Version, audit and index rows waiting to be written as multi-row inserts: one statement
+    /// for many records instead of several per record. Always written before the transaction
+    /// commits and before anything in it deletes from those tables.
+    pending: Pending,
 }
+
+/// Rows buffered by a [`WriteTx`], each as its bound parameters in column order.
+#[derive(Default)]
+struct Pending {
+    versions: Vec<Vec<Param>>,
+    audit: Vec<Vec<Param>>,
+    /// Rows of (entity code, value, record id).
+    terms: Vec<Vec<Param>>,
+    tags: Vec<Vec<Param>>,
+}
+
+impl Pending {
+    fn len(&self) -> usize {
+        self.versions.len() + self.audit.len() + self.terms.len() + self.tags.len()
+    }
+}
+
+/// Rows buffered before a flush is forced, which bounds the statement's size.
+const PENDING_MAX: usize = 500;
+
+const VERSION_COLUMNS: &str =
+    "entity, record_id, version, action, at, actor_id, op_id, reason, changed, snapshot";
+const AUDIT_INSERT_COLUMNS: &str = "seq, at, actor_id, actor_name, op_id, action, entity, record_id, version, detail, prev_hash, hash";
 
 impl Db {
     /// Starts a write transaction stamped with `now`: the one time used for the rows, versions
@@ -107,6 +134,7 @@ impl Db {
             head_moved: false,
             known_live: HashSet::new(),
             known_active: HashSet::new(),
+            pending: Pending::default(),
             tx,
         })
     }
@@ -213,6 +241,7 @@ impl WriteTx {
     }
 
     pub async fn commit(mut self) -> Result<(), StoreError> {
+        self.flush().await?;
         if self.head_moved {
             sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
                 .bind(self.head_seq)
@@ -384,6 +413,8 @@ impl WriteTx {
         if !record.is_deleted() {
             return Err(anyhow::anyhow!("only records in the recycle bin can be purged").into());
         }
+        // The purge deletes versions and index rows; none may still be waiting to be written.
+        self.flush().await?;
         let entity = record.entity;
         let removed_versions =
             sqlx::query("DELETE FROM record_versions WHERE entity = $1 AND record_id = $2")
@@ -499,22 +530,23 @@ impl WriteTx {
         reason: Option<&str>,
         changed: &[String],
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO record_versions (entity, record_id, version, action, at, actor_id, op_id, reason, changed, snapshot)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(record.entity.name())
-        .bind(record.id)
-        .bind(record.version)
-        .bind(action.to_owned())
-        .bind(self.now.micros())
-        .bind(actor.user_id)
-        .bind(op_id.to_owned())
-        .bind(reason.map(str::to_owned))
-        .bind(serde_json::to_string(changed).context("encoding changed fields")?)
-        .bind(serde_json::to_string(&record.to_json()).context("encoding snapshot")?)
-        .execute(&mut *self.tx)
-        .await?;
+        self.pending.versions.push(vec![
+            Param::Text(Some(record.entity.name().to_owned())),
+            Param::Int(Some(record.id)),
+            Param::Int(Some(record.version)),
+            Param::Text(Some(action.to_owned())),
+            Param::Int(Some(self.now.micros())),
+            Param::Int(Some(actor.user_id)),
+            Param::Text(Some(op_id.to_owned())),
+            Param::Text(reason.map(str::to_owned)),
+            Param::Text(Some(
+                serde_json::to_string(changed).context("encoding changed fields")?,
+            )),
+            Param::Text(Some(
+                serde_json::to_string(&record.to_json()).context("encoding snapshot")?,
+            )),
+        ]);
+        self.flush_if_full().await?;
         Ok(())
     }
 
@@ -550,6 +582,10 @@ impl WriteTx {
         old: &BTreeSet<String>,
         new: &BTreeSet<String>,
     ) -> Result<(), StoreError> {
+        if old.difference(new).next().is_some() {
+            // A term added earlier in this transaction may be the one removed now.
+            self.flush().await?;
+        }
         for gone in old.difference(new) {
             sqlx::query(&format!(
                 "DELETE FROM {table} WHERE entity = $1 AND {column} = $2 AND record_id = $3"
@@ -560,21 +596,59 @@ impl WriteTx {
             .execute(&mut *self.tx)
             .await?;
         }
-        let added: Vec<&String> = new.difference(old).collect();
-        // Batched: a new contact has a dozen or more search terms.
-        for chunk in added.chunks(100) {
+        let tags = table == "record_tags";
+        for added in new.difference(old) {
+            let row = vec![
+                Param::Int(Some(record.entity.code())),
+                Param::Text(Some(added.clone())),
+                Param::Int(Some(record.id)),
+            ];
+            if tags {
+                self.pending.tags.push(row);
+            } else {
+                self.pending.terms.push(row);
+            }
+        }
+        self.flush_if_full().await
+    }
+
+    async fn flush_if_full(&mut self) -> Result<(), StoreError> {
+        if self.pending.len() >= PENDING_MAX {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the buffered rows, a multi-row `INSERT` per table and at most 100 rows each.
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        let pending = std::mem::take(&mut self.pending);
+        self.insert_many("record_versions", VERSION_COLUMNS, pending.versions)
+            .await?;
+        self.insert_many("audit_log", AUDIT_INSERT_COLUMNS, pending.audit)
+            .await?;
+        self.insert_many("search_terms", "entity, term, record_id", pending.terms)
+            .await?;
+        self.insert_many("record_tags", "entity, tag, record_id", pending.tags)
+            .await
+    }
+
+    async fn insert_many(
+        &mut self,
+        table: &str,
+        columns: &str,
+        rows: Vec<Vec<Param>>,
+    ) -> Result<(), StoreError> {
+        for chunk in rows.chunks(100) {
             let mut params = Params::default();
             let values: Vec<String> = chunk
                 .iter()
-                .map(|term| {
-                    let entity = params.int(record.entity.code());
-                    let term = params.push(Param::Text(Some((*term).clone())));
-                    let id = params.int(record.id);
-                    format!("({entity}, {term}, {id})")
+                .map(|row| {
+                    let cells: Vec<String> = row.iter().map(|p| params.push(p.clone())).collect();
+                    format!("({})", cells.join(", "))
                 })
                 .collect();
             let sql = format!(
-                "INSERT INTO {table} (entity, {column}, record_id) VALUES {}",
+                "INSERT INTO {table} ({columns}) VALUES {}",
                 values.join(", ")
             );
             params
@@ -591,28 +665,24 @@ impl WriteTx {
         let seq = self.head_seq + 1;
         let detail = serde_json::to_string(&draft.detail).context("encoding audit detail")?;
         let hash = audit_hash(&self.head_hash, seq, self.now.micros(), &draft, &detail);
-        sqlx::query(
-            "INSERT INTO audit_log (seq, at, actor_id, actor_name, op_id, action, entity, record_id, version, detail, prev_hash, hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(seq)
-        .bind(self.now.micros())
-        .bind(draft.actor_id)
-        .bind(draft.actor_name.clone())
-        .bind(draft.op_id.clone())
-        .bind(draft.action.clone())
-        .bind(draft.entity.map(|e| e.name().to_owned()))
-        .bind(draft.record_id)
-        .bind(draft.version)
-        .bind(detail)
-        .bind(self.head_hash.clone())
-        .bind(hash.clone())
-        .execute(&mut *self.tx)
-        .await?;
+        self.pending.audit.push(vec![
+            Param::Int(Some(seq)),
+            Param::Int(Some(self.now.micros())),
+            Param::Int(Some(draft.actor_id)),
+            Param::Text(Some(draft.actor_name.clone())),
+            Param::Text(Some(draft.op_id.clone())),
+            Param::Text(Some(draft.action.clone())),
+            Param::Text(draft.entity.map(|e| e.name().to_owned())),
+            Param::Int(draft.record_id),
+            Param::Int(draft.version),
+            Param::Text(Some(detail)),
+            Param::Text(Some(self.head_hash.clone())),
+            Param::Text(Some(hash.clone())),
+        ]);
         self.head_seq = seq;
         self.head_hash = hash;
         self.head_moved = true;
-        Ok(())
+        self.flush_if_full().await
     }
 
     /// An audit entry for an event that changes no stored row, such as a refused purge attempt
