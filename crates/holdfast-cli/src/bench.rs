@@ -76,7 +76,7 @@ impl Names {
         json!({
             "name": name,
             "email": email,
-            "mobile": format!("+86 13{} {:04} {:04}", i % 10, (i / 10_000) % 10_000, i % 10_000),
+            "mobile": format!("+86 13{} {:04} {:04}", i % 10, self.next() % 10_000, self.next() % 10_000),
             "title": if i.is_multiple_of(3) { "采购经理" } else { "Buyer" },
         })
     }

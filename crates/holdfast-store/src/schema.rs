@@ -295,6 +295,13 @@ CREATE TABLE search_terms (
 ALTER TABLE users ADD COLUMN locale TEXT;
 "#,
     },
+    Migration {
+        version: 5,
+        name: "search terms by record, for multi-word searches",
+        sql: r#"
+CREATE INDEX search_terms_by_record ON search_terms (entity, record_id, term);
+"#,
+    },
 ];
 
 #[cfg(test)]
