@@ -208,9 +208,9 @@ pub async fn authenticate_session(app: &App, token: &str) -> Result<Actor, AppEr
 /// need the user's name and language as well).
 pub async fn session_user(app: &App, token: &str) -> Result<(Actor, UserRow), AppError> {
     let now = app.now();
-    let session = app
+    let (session, user) = app
         .db
-        .session_by_token_hash(&sha256_hex(token))
+        .session_with_user(&sha256_hex(token))
         .await?
         .ok_or_else(|| session_ended("Your session is not valid any more; log in again"))?;
     if session.revoked_at.is_some() {
@@ -232,7 +232,7 @@ pub async fn session_user(app: &App, token: &str) -> Result<(Actor, UserRow), Ap
             "Your session ended after a period of inactivity; log in again",
         ));
     }
-    let user = active_user(app, session.user_id).await?;
+    let user = require_active(user)?;
     if session.last_seen_at.plus_seconds(TOUCH_INTERVAL_SECONDS) <= now {
         app.db.touch_session(session.id, now).await?;
     }
@@ -252,9 +252,9 @@ pub async fn authenticate_token(app: &App, token: &str) -> Result<Actor, AppErro
         code: "invalid_token",
         message: message.to_owned(),
     };
-    let row = app
+    let (row, user) = app
         .db
-        .token_by_hash(&sha256_hex(token))
+        .token_with_user(&sha256_hex(token))
         .await?
         .ok_or_else(|| invalid("This API token is not valid"))?;
     if row.revoked_at.is_some() {
@@ -263,7 +263,7 @@ pub async fn authenticate_token(app: &App, token: &str) -> Result<Actor, AppErro
     if row.expires_at.is_some_and(|at| at <= now) {
         return Err(invalid("This API token has expired"));
     }
-    let user = active_user(app, row.user_id).await?;
+    let user = require_active(user)?;
     if row
         .last_used_at
         .is_none_or(|at| at.plus_seconds(TOUCH_INTERVAL_SECONDS) <= now)
@@ -275,11 +275,23 @@ pub async fn authenticate_token(app: &App, token: &str) -> Result<Actor, AppErro
 
 async fn active_user(app: &App, user_id: i64) -> Result<UserRow, AppError> {
     match app.db.user(user_id).await? {
-        Some(user) if user.active => Ok(user),
-        _ => Err(AppError::Unauthenticated {
-            code: "account_deactivated",
-            message: "This account is deactivated; an administrator can reactivate it".into(),
-        }),
+        Some(user) => require_active(user),
+        None => Err(deactivated()),
+    }
+}
+
+fn require_active(user: UserRow) -> Result<UserRow, AppError> {
+    if user.active {
+        Ok(user)
+    } else {
+        Err(deactivated())
+    }
+}
+
+fn deactivated() -> AppError {
+    AppError::Unauthenticated {
+        code: "account_deactivated",
+        message: "This account is deactivated; an administrator can reactivate it".into(),
     }
 }
 

@@ -597,3 +597,79 @@ on_both_backends!(
         );
     }
 );
+
+// A term shared by thousands of records is answered by walking the list's order and checking
+// each row's terms; a rare one by collecting its matches. Both must give the same answers.
+on_both_backends!(
+    searching_a_common_word_walks_the_list_and_finds_the_same_records,
+    |app| {
+        use holdfast_app::records::{Change, apply_changes};
+        use holdfast_domain::{Actor, ActorKind, Entity};
+        let admin = app.admin().await;
+        let actor = Actor {
+            user_id: admin.user_id,
+            username: "admin".into(),
+            role: Role::Admin,
+            kind: ActorKind::System,
+        };
+        let company = admin
+            .create("companies", json!({"name": "Smithfield Foods"}))
+            .await;
+        let found_via_company = admin
+            .create("contacts", json!({"name": "张伟", "company_id": company}))
+            .await;
+        for batch in 0..3 {
+            let people: Vec<Change> = (0..1000)
+            .map(|i| Change::Create {
+                entity: Entity::Contact,
+                input: json!({"name": if i % 2 == 0 { format!("Anna Smith {batch}-{i}") } else { format!("王芳 {batch}-{i}") }}),
+            })
+            .collect();
+            apply_changes(&app.app, &actor, "test", people)
+                .await
+                .unwrap();
+        }
+        // 1,500 Smiths are below the 2,000 matches where walking starts; 600 Smithers cross it.
+        let more: Vec<Change> = (0..600)
+            .map(|i| Change::Create {
+                entity: Entity::Contact,
+                input: json!({"name": format!("Smithers {i}")}),
+            })
+            .collect();
+        apply_changes(&app.app, &actor, "test", more).await.unwrap();
+        // Page through every match of "smi" and check each one.
+        let mut seen = std::collections::BTreeSet::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/api/v1/contacts?q=smi&limit=200&cursor={c}"),
+                None => "/api/v1/contacts?q=smi&limit=200".to_owned(),
+            };
+            let page = admin.get(&path).await.expect(200);
+            for item in page["items"].as_array().unwrap() {
+                let name = item["name"].as_str().unwrap();
+                let id = item["id"].as_i64().unwrap();
+                assert!(
+                    name.contains("Smith") || id == found_via_company,
+                    "{name} does not match"
+                );
+                assert!(seen.insert(id), "{id} on two pages");
+            }
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        assert_eq!(
+            seen.len(),
+            1500 + 600 + 1,
+            "every Smith, every Smithers, and 张伟 via Smithfield"
+        );
+        // A rare word still works through the other plan.
+        let rare = admin
+            .get("/api/v1/contacts?q=smithers%20599")
+            .await
+            .expect(200);
+        assert_eq!(rare["items"].as_array().unwrap().len(), 1);
+    }
+);
