@@ -495,6 +495,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         progress.finish_and_clear();
         build_seconds += started.elapsed().as_secs_f64();
+        // What autovacuum would have done a minute later on PostgreSQL.
+        app.db.refresh_statistics().await?;
 
         // Targets for the read measures, from the data as it is now.
         let probe = app

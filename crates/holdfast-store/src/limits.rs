@@ -195,6 +195,16 @@ impl Db {
         Ok(row.map(|r| r.try_get::<String, _>(0)).transpose()?)
     }
 
+    /// Brings the planner's statistics up to date after a bulk load. PostgreSQL plans by them
+    /// (autovacuum refreshes them within minutes of a large change; the benchmark cannot
+    /// wait); SQLite's plans here do not depend on them, so it does nothing there.
+    pub async fn refresh_statistics(&self) -> anyhow::Result<()> {
+        if self.backend == crate::Backend::Postgres {
+            sqlx::query("ANALYZE").execute(&self.write).await?;
+        }
+        Ok(())
+    }
+
     pub async fn drop_raw_table(&self) -> anyhow::Result<()> {
         sqlx::query("DROP TABLE IF EXISTS bench_raw")
             .execute(&self.write)
