@@ -104,14 +104,19 @@ pub fn measure_bare_sqlite(
             lookups.push(one.elapsed());
         }
     }
-    lookups.sort();
-    let index_lookup_us = lookups[lookups.len() / 2].as_secs_f64() * 1e6;
     Ok(RawLimits {
         one_row_commits,
         batched_rows,
         pk_reads,
-        index_lookup_us,
+        index_lookup_us: median_micros(lookups),
     })
+}
+
+fn median_micros(mut times: Vec<Duration>) -> f64 {
+    times.sort();
+    times
+        .get(times.len() / 2)
+        .map_or(0.0, |t| t.as_secs_f64() * 1e6)
 }
 
 const CREATE: &str = "CREATE TABLE IF NOT EXISTS bench_raw (id BIGINT PRIMARY KEY, name TEXT NOT NULL, email TEXT NOT NULL)";
@@ -176,13 +181,11 @@ impl Db {
                 .await?;
             lookups.push(one.elapsed());
         }
-        lookups.sort();
-        let index_lookup_us = lookups[lookups.len() / 2].as_secs_f64() * 1e6;
         Ok(RawLimits {
             one_row_commits,
             batched_rows,
             pk_reads,
-            index_lookup_us,
+            index_lookup_us: median_micros(lookups),
         })
     }
 

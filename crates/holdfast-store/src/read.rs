@@ -9,6 +9,7 @@ use holdfast_domain::{CustomFieldDef, CustomFieldKind, Entity, Record, Role, Tim
 use serde_json::Value;
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
+use std::collections::HashSet;
 
 /// A list request, already validated by the app.
 #[derive(Debug, Clone)]
@@ -166,16 +167,63 @@ impl Db {
     }
 
     /// Live records matching `query`, at most `limit`, in sort order.
+    ///
+    /// A search of contacts also finds contacts whose company matches. The two are separate
+    /// queries whose pages are merged here: each is simple enough for both planners to estimate
+    /// (PostgreSQL misjudged a UNION of the two and hashed the whole contacts table).
     pub async fn list_records(
         &self,
         entity: Entity,
         query: &ListQuery,
     ) -> anyhow::Result<Vec<Record>> {
+        let Some(terms) = &query.search else {
+            return self.list_page(entity, query, None).await;
+        };
+        let (terms, matches) = self.most_selective_first(entity, terms).await?;
+        // A common term (every Smith): walking the list's own order and checking each row's
+        // terms finds the first page after a few thousand probes, where collecting every match
+        // and sorting them would touch them all.
+        let walk = matches >= self.walk_threshold(entity).await?;
+        let mut found = self
+            .list_page(entity, query, Some(Matching::Own(&terms, walk)))
+            .await?;
+        if let Some((other, via)) = also_found_via(entity) {
+            let linked = self
+                .list_page(entity, query, Some(Matching::Via(other, via, &terms, walk)))
+                .await?;
+            let seen: HashSet<i64> = found.iter().map(|r| r.id).collect();
+            found.extend(linked.into_iter().filter(|r| !seen.contains(&r.id)));
+            found.sort_by(|a, b| {
+                let order = compare_sort(&query.sort.value_of(a), &query.sort.value_of(b))
+                    .then(a.id.cmp(&b.id));
+                if query.sort.descending {
+                    order.reverse()
+                } else {
+                    order
+                }
+            });
+            found.truncate(usize::try_from(query.limit).unwrap_or(0));
+        }
+        Ok(found)
+    }
+
+    /// "The record is live". The unary plus keeps SQLite from answering it through the
+    /// `*_deleted` index (nearly every row is live) and sorting them all, instead of walking the
+    /// sort order's index. On PostgreSQL the plain column measured worse for searches (its
+    /// planner then hashed whole tables; BENCHMARKS.md), so both backends use the same text.
+    fn live_condition(&self) -> &'static str {
+        "+deleted_at IS NULL"
+    }
+
+    /// One page of live records matching the filters, the cursor and `matching`.
+    async fn list_page(
+        &self,
+        entity: Entity,
+        query: &ListQuery,
+        matching: Option<Matching<'_>>,
+    ) -> anyhow::Result<Vec<Record>> {
         let mut params = Params::default();
-        // `+deleted_at`: the unary plus keeps SQLite from answering "live records" through the
-        // `*_deleted` index (nearly every row is live) and sorting them all, instead of walking
-        // the index of the sort order; it means nothing to PostgreSQL's planner.
-        let mut conditions = vec!["+deleted_at IS NULL".to_owned()];
+        let mut conditions = vec![self.live_condition().to_owned()];
         for (column, value) in &query.int_filters {
             conditions.push(format!("{column} = {}", params.int(*value)));
         }
@@ -192,37 +240,24 @@ impl Db {
         if let Some(since) = query.updated_since {
             conditions.push(format!("updated_at >= {}", params.int(since.micros())));
         }
-        if let Some(terms) = &query.search {
-            let (terms, matches) = self.most_selective_first(entity, terms).await?;
-            let terms = &terms;
-            let table = entity.plural();
-            if matches >= self.walk_threshold(entity).await? {
-                // A common term (every Smith): walking the list's own order and checking each
-                // row's terms finds the first page after a few thousand probes, where collecting
-                // every match and sorting them would touch them all.
+        let table = entity.plural();
+        match matching {
+            None => {}
+            Some(Matching::Own(terms, true)) => {
                 let own = term_exists(entity, terms, &format!("{table}.id"), &mut params);
-                match also_found_via(entity) {
-                    Some((other, via)) => {
-                        let related =
-                            term_exists(other, terms, &format!("{table}.{via}"), &mut params);
-                        conditions.push(format!("(({own}) OR ({related}))"));
-                    }
-                    None => conditions.push(format!("({own})")),
-                }
-            } else {
+                conditions.push(format!("({own})"));
+            }
+            Some(Matching::Own(terms, false)) => {
                 let own = term_subquery(entity, terms, &mut params);
-                // One list of matching ids (a UNION, not an OR of two IN lists, which SQLite
-                // can only answer by scanning): the records' own terms, and records whose
-                // linked record matches (a contact found by its company's name).
-                match also_found_via(entity) {
-                    Some((other, via)) => {
-                        let related = term_subquery(other, terms, &mut params);
-                        conditions.push(format!(
-                            "id IN ({own} UNION SELECT id FROM {table} WHERE {via} IN ({related}))"
-                        ));
-                    }
-                    None => conditions.push(format!("id IN ({own})")),
-                }
+                conditions.push(format!("id IN ({own})"));
+            }
+            Some(Matching::Via(other, via, terms, true)) => {
+                let linked = term_exists(other, terms, &format!("{table}.{via}"), &mut params);
+                conditions.push(format!("({linked})"));
+            }
+            Some(Matching::Via(other, via, terms, false)) => {
+                let linked = term_subquery(other, terms, &mut params);
+                conditions.push(format!("{via} IN ({linked})"));
             }
         }
         let direction = if query.sort.descending { "DESC" } else { "ASC" };
@@ -238,9 +273,8 @@ impl Db {
         }
         let limit = params.int(query.limit);
         let sql = format!(
-            "SELECT {} FROM {} WHERE {} ORDER BY {column} {direction}, id {direction} LIMIT {limit}",
+            "SELECT {} FROM {table} WHERE {} ORDER BY {column} {direction}, id {direction} LIMIT {limit}",
             rows::select_list(entity),
-            entity.plural(),
             conditions.join(" AND ")
         );
         let found = params
@@ -314,8 +348,9 @@ impl Db {
         limit: i64,
     ) -> anyhow::Result<Vec<Record>> {
         let sql = format!(
-            "SELECT {} FROM activities WHERE owner_id = $1 AND due_at < $2 AND done_at IS NULL AND +deleted_at IS NULL ORDER BY due_at, id LIMIT $3",
-            rows::select_list(Entity::Activity)
+            "SELECT {} FROM activities WHERE owner_id = $1 AND due_at < $2 AND done_at IS NULL AND {} ORDER BY due_at, id LIMIT $3",
+            rows::select_list(Entity::Activity),
+            self.live_condition()
         );
         let found = sqlx::query(&sql)
             .bind(owner_id)
@@ -796,6 +831,24 @@ impl Db {
 /// is checked per candidate through the `search_terms_by_record` index, so a common word costs
 /// a lookup per candidate instead of a scan of every record that has it. (No DISTINCT: `IN`
 /// does not need it, and with it SQLite walks the new index for the driving term too.)
+/// Which records of a search one query of [`Db::list_records`] looks for: those whose own terms
+/// match, or those whose linked record (via the named column) matches; walking the list's order
+/// (`true`) or collecting the matches.
+enum Matching<'a> {
+    Own(&'a [TermMatch], bool),
+    Via(Entity, &'static str, &'a [TermMatch], bool),
+}
+
+/// Orders sort values the way the database does (integers; text by code point).
+fn compare_sort(a: &SortValue, b: &SortValue) -> std::cmp::Ordering {
+    match (a, b) {
+        (SortValue::Int(a), SortValue::Int(b)) => a.cmp(b),
+        (SortValue::Text(a), SortValue::Text(b)) => a.cmp(b),
+        (SortValue::Int(_), SortValue::Text(_)) => std::cmp::Ordering::Less,
+        (SortValue::Text(_), SortValue::Int(_)) => std::cmp::Ordering::Greater,
+    }
+}
+
 /// Matches counted per search term at most: enough to choose a plan, bounded in cost.
 const COUNT_CAP: i64 = 20_000;
 
