@@ -176,10 +176,10 @@ impl Db {
         entity: Entity,
         query: &ListQuery,
     ) -> anyhow::Result<Vec<Record>> {
-        let Some(terms) = &query.search else {
+        let Some(search) = &query.search else {
             return self.list_page(entity, query, None).await;
         };
-        let (terms, matches) = self.most_selective_first(entity, terms).await?;
+        let (terms, matches) = self.most_selective_first(entity, search).await?;
         // A common term (every Smith): walking the list's own order and checking each row's
         // terms finds the first page after a few thousand probes, where collecting every match
         // and sorting them would touch them all.
@@ -188,9 +188,12 @@ impl Db {
             .list_page(entity, query, Some(Matching::Own(&terms, walk)))
             .await?;
         if let Some((other, via)) = also_found_via(entity) {
-            let linked = self
-                .list_page(entity, query, Some(Matching::Via(other, via, &terms, walk)))
-                .await?;
+            // The linked records' terms are counted on their own: walking every contact to find
+            // the few whose company matches would read them all.
+            let (other_terms, other_matches) = self.most_selective_first(other, search).await?;
+            let other_walk = other_matches >= self.walk_threshold(other).await?;
+            let via_match = Matching::Via(other, via, &other_terms, other_walk);
+            let linked = self.list_page(entity, query, Some(via_match)).await?;
             let seen: HashSet<i64> = found.iter().map(|r| r.id).collect();
             found.extend(linked.into_iter().filter(|r| !seen.contains(&r.id)));
             found.sort_by(|a, b| {
