@@ -183,7 +183,7 @@ impl Db {
         // A common term (every Smith): walking the list's own order and checking each row's
         // terms finds the first page after a few thousand probes, where collecting every match
         // and sorting them would touch them all.
-        let walk = matches >= self.walk_threshold(entity).await?;
+        let walk = self.walks(entity, matches).await?;
         let mut found = self
             .list_page(entity, query, Some(Matching::Own(&terms, walk)))
             .await?;
@@ -191,7 +191,7 @@ impl Db {
             // The linked records' terms are counted on their own: walking every contact to find
             // the few whose company matches would read them all.
             let (other_terms, other_matches) = self.most_selective_first(other, search).await?;
-            let other_walk = other_matches >= self.walk_threshold(other).await?;
+            let other_walk = self.walks(other, other_matches).await?;
             let via_match = Matching::Via(other, via, &other_terms, other_walk);
             let linked = self.list_page(entity, query, Some(via_match)).await?;
             let seen: HashSet<i64> = found.iter().map(|r| r.id).collect();
@@ -327,11 +327,15 @@ impl Db {
         Ok((counted.into_iter().map(|(_, term)| term).collect(), fewest))
     }
 
-    /// How many matches make walking the list's order cheaper than sorting the matches.
+    /// Whether `matches` make walking the list's order cheaper than sorting the matches.
     /// Measured on SQLite: collecting and sorting costs ~0.7 µs a match; walking costs ~3 µs a
     /// row and needs about 51 · N / matches rows for a page. They meet near sqrt(200 · N):
     /// ~14,000 matches at a million records (never below 2,000).
-    async fn walk_threshold(&self, entity: Entity) -> anyhow::Result<i64> {
+    async fn walks(&self, entity: Entity, matches: i64) -> anyhow::Result<bool> {
+        if matches < WALK_FLOOR {
+            // Below the floor no table size changes the answer; skip the size query.
+            return Ok(false);
+        }
         let sql = format!("SELECT MAX(id) FROM {}", entity.plural());
         let rows: i64 = sqlx::query(&sql)
             .fetch_one(self.read_pool())
@@ -339,7 +343,7 @@ impl Db {
             .try_get::<Option<i64>, _>(0)?
             .unwrap_or(0);
         let threshold = ((200 * rows) as f64).sqrt() as i64;
-        Ok(threshold.clamp(2_000, COUNT_CAP))
+        Ok(matches >= threshold.clamp(WALK_FLOOR, COUNT_CAP))
     }
 
     /// A user's open activities due before `before` (overdue and today's follow-ups), soonest
@@ -851,6 +855,9 @@ fn compare_sort(a: &SortValue, b: &SortValue) -> std::cmp::Ordering {
         (SortValue::Text(_), SortValue::Int(_)) => std::cmp::Ordering::Greater,
     }
 }
+
+/// Fewer matches than this are always collected and sorted, however large the table.
+const WALK_FLOOR: i64 = 2_000;
 
 /// Matches counted per search term at most: enough to choose a plan, bounded in cost.
 const COUNT_CAP: i64 = 20_000;

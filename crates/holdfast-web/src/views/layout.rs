@@ -5,7 +5,7 @@ use super::Page;
 use crate::i18n::{Locale, Tr};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use maud::{DOCTYPE, Markup, PreEscaped, html};
+use maud::{DOCTYPE, Markup, html};
 
 const CSS: &str = include_str!("../../assets/app.css");
 const JS: &str = include_str!("../../assets/app.js");
@@ -183,8 +183,4 @@ pub fn multiline(text: &str) -> Markup {
             (line)
         }
     }
-}
-
-pub fn raw(svg: &str) -> PreEscaped<&str> {
-    PreEscaped(svg)
 }

@@ -489,10 +489,9 @@ pub fn error_page(tr: &Tr, error: AppError) -> Response {
             error_page_status(tr, StatusCode::NOT_FOUND, "not_found", Some(&what))
         }
         AppError::InRecycleBin {
-            entity,
-            id,
             deleted_at,
             restorable_until,
+            ..
         } => {
             let detail = tr.f(
                 "error.in_recycle_bin_detail",
@@ -507,7 +506,6 @@ pub fn error_page(tr: &Tr, error: AppError) -> Response {
                 &detail,
                 Some(("/recycle-bin", tr.t("nav.bin"))),
             );
-            let _ = (entity, id);
             html_status(StatusCode::NOT_FOUND, body, "", false)
         }
         AppError::Forbidden(denial) => {

@@ -132,12 +132,12 @@ fn show_value(
             let currency = record.field_str("currency").unwrap_or("CNY");
             html! { (tr.money(value.as_i64().unwrap_or(0), currency)) }
         }
-        _ => plain_value(tr, record.entity, def, value),
+        _ => plain_value(tr, def, value),
     }
 }
 
 /// A value without links (history, conflicts): references show as `#id`.
-fn plain_value(tr: &Tr, entity: Entity, def: &FieldDef, value: &Value) -> Markup {
+fn plain_value(tr: &Tr, def: &FieldDef, value: &Value) -> Markup {
     let text = match value {
         Value::Null => return html! { span.none { "—" } },
         Value::String(text) => text.clone(),
@@ -159,10 +159,7 @@ fn plain_value(tr: &Tr, entity: Entity, def: &FieldDef, value: &Value) -> Markup
         FieldKind::Email => html! { a href=(format!("mailto:{text}")) { (text) } },
         FieldKind::Phone => html! { a href=(format!("tel:{}", text.replace(' ', ""))) { (text) } },
         _ if def.name == "stage" => html! { (stage_label(tr, &text)) },
-        _ => {
-            let _ = entity;
-            html! { (text) }
-        }
+        _ => html! { (text) },
     }
 }
 
@@ -200,7 +197,7 @@ pub async fn list_page(
     let entity = entity_of(&page.tr, &collection)?;
     Ok(match list_body(&state, &page, entity, &query).await {
         Ok(body) => html(
-            page_frame(
+            frame(
                 &page,
                 entity_label(&page.tr, entity, true),
                 entity.plural(),
@@ -211,10 +208,6 @@ pub async fn list_page(
         ),
         Err(error) => error_page(&page.tr, error),
     })
-}
-
-fn page_frame(page_ctx: &Page, title: &str, active: &str, body: Markup) -> Markup {
-    frame(page_ctx, title, active, body)
 }
 
 async fn list_body(
@@ -378,7 +371,7 @@ pub async fn detail_page(
     let (entity, id) = target(&page.tr, &collection, &id)?;
     Ok(match detail_body(&state, &page, entity, id).await {
         Ok((title, body)) => html(
-            page_frame(&page, &title, entity.plural(), body),
+            frame(&page, &title, entity.plural(), body),
             &page.csrf,
             page.new_csrf,
         ),
@@ -865,7 +858,7 @@ async fn render_form(
     let body = form_markup(tr, &page.csrf, &view, form, &pipelines);
     Ok(html_status(
         status,
-        page_frame(page, &title, entity.plural(), body),
+        frame(page, &title, entity.plural(), body),
         &page.csrf,
         page.new_csrf,
     ))
@@ -1122,7 +1115,7 @@ async fn conflict_page(
                     @for def in &differing {
                         tr {
                             th { (label(tr, entity, def.name)) }
-                            td { (plain_value(tr, entity, def, current.fields.get(def.name).unwrap_or(&Value::Null))) }
+                            td { (plain_value(tr, def, current.fields.get(def.name).unwrap_or(&Value::Null))) }
                             td { (form.get(def.name)) }
                         }
                     }
@@ -1136,7 +1129,7 @@ async fn conflict_page(
     };
     Ok(html_status(
         StatusCode::CONFLICT,
-        page_frame(page, tr.t("conflict.title"), entity.plural(), body),
+        frame(page, tr.t("conflict.title"), entity.plural(), body),
         &page.csrf,
         page.new_csrf,
     ))
@@ -1246,8 +1239,8 @@ pub async fn history_page(
                                     @let def = entity.field(&change.field);
                                     tr {
                                         th { (tr.or(&format!("meta.{}", change.field), label(tr, entity, &change.field))) }
-                                        td.before { @if let Some(def) = def { (plain_value(tr, entity, def, &change.before)) } @else { (meta_value(tr, &change.field, &change.before)) } }
-                                        td.after { @if let Some(def) = def { (plain_value(tr, entity, def, &change.after)) } @else { (meta_value(tr, &change.field, &change.after)) } }
+                                        td.before { @if let Some(def) = def { (plain_value(tr, def, &change.before)) } @else { (meta_value(tr, &change.field, &change.before)) } }
+                                        td.after { @if let Some(def) = def { (plain_value(tr, def, &change.after)) } @else { (meta_value(tr, &change.field, &change.after)) } }
                                     }
                                 }
                             }
@@ -1265,7 +1258,7 @@ pub async fn history_page(
         }
     };
     Ok(html(
-        page_frame(
+        frame(
             &page,
             &tr.f("history.title", &[("title", &title_now)]),
             entity.plural(),
