@@ -8,6 +8,7 @@
 //! is the injectable time source that lets tests move through a 90-day retention in one step.
 
 pub mod auth;
+pub mod backup;
 pub mod clock;
 pub mod error;
 pub mod home;
@@ -67,6 +68,9 @@ pub struct App {
     pub db: Db,
     pub config: Arc<AppConfig>,
     clock: Arc<dyn Clock>,
+    /// How this server takes backups; `None` when it takes none (tests, one-off commands).
+    pub backups: Option<Arc<backup::schedule::BackupConfig>>,
+    pub backup_jobs: Arc<backup::schedule::Jobs>,
 }
 
 impl App {
@@ -75,7 +79,15 @@ impl App {
             db,
             config: Arc::new(config),
             clock,
+            backups: None,
+            backup_jobs: Arc::default(),
         }
+    }
+
+    /// The same app, taking backups as `config` says.
+    pub fn with_backups(mut self, config: backup::schedule::BackupConfig) -> App {
+        self.backups = Some(Arc::new(config));
+        self
     }
 
     pub fn now(&self) -> Timestamp {

@@ -52,7 +52,21 @@ pub enum Change {
         expected_version: i64,
         reason: Option<String>,
     },
+    /// Sets a record to the state `snapshot` describes (`Record::to_json`: a backup's copy, or
+    /// its version at some earlier time), as a new version: out of the recycle bin if it is
+    /// there, and back under its old id if it was purged. `action` is one of
+    /// [`REVERT_ACTIONS`].
+    Revert {
+        entity: Entity,
+        id: i64,
+        snapshot: Value,
+        action: &'static str,
+        reason: String,
+    },
 }
+
+/// How a [`Change::Revert`] is recorded in the record's history.
+pub const REVERT_ACTIONS: &[&str] = &["restore_backup", "restore_to_time"];
 
 /// What a change did: the record it was about, and every other record it moved along.
 #[derive(Debug, Clone)]
@@ -100,6 +114,7 @@ pub async fn apply_changes(
             Change::Update { entity, .. } | Change::RestoreVersion { entity, .. } => {
                 Action::Update(*entity)
             }
+            Change::Revert { entity, .. } => Action::Restore(*entity),
             Change::Delete { entity, .. } => Action::Delete(*entity),
             Change::Restore { entity, .. } => Action::Restore(*entity),
         };
@@ -210,6 +225,44 @@ impl WriteContext<'_> {
                 let reason = reason.as_deref().unwrap_or(&default_reason);
                 let record = self
                     .commit(tx, Some(&before), record, "restore_version", Some(reason))
+                    .await?;
+                Outcome {
+                    record,
+                    related: Vec::new(),
+                }
+            }
+            Change::Revert {
+                entity,
+                id,
+                snapshot,
+                action,
+                reason,
+            } => {
+                if !REVERT_ACTIONS.contains(&action) {
+                    return Err(anyhow::anyhow!("unknown revert action {action}").into());
+                }
+                let before = tx.record(entity, id).await?;
+                let mut record = match &before {
+                    Some(before) => {
+                        let patch = Patch::from_snapshot(entity, &snapshot, before);
+                        patch.apply(entity, Some(before), actor.user_id, tx.now())
+                    }
+                    None => {
+                        // Purged since: the record comes back under its old id, its version
+                        // numbers continuing from the snapshot's.
+                        let blank = Patch::default().apply(entity, None, actor.user_id, tx.now());
+                        let patch = Patch::from_snapshot(entity, &snapshot, &blank);
+                        let mut record = patch.apply(entity, None, actor.user_id, tx.now());
+                        record.id = id;
+                        record.version = snapshot["version"].as_i64().unwrap_or(0) + 1;
+                        record
+                    }
+                };
+                record.deleted = None;
+                self.finish_and_check(tx, &mut record, before.as_ref().filter(|b| !b.is_deleted()))
+                    .await?;
+                let record = self
+                    .commit(tx, before.as_ref(), record, action, Some(&reason))
                     .await?;
                 Outcome {
                     record,

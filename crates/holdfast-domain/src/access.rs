@@ -81,6 +81,8 @@ pub enum Action {
     Purge,
     /// Users, custom fields, pipelines, the audit log.
     Administer,
+    /// Take, check and restore backups; bring records back from one.
+    Backups,
 }
 
 /// Why an action was refused, and which role could allow it.
@@ -102,6 +104,11 @@ pub fn authorize(actor: &Actor, action: Action) -> Result<(), Denial> {
         (Role::Member, Action::Purge) => Err(Denial {
             code: "admin_only",
             message: "Only administrators can purge records from the recycle bin before the retention period ends".into(),
+            grantable_by: Role::Admin,
+        }),
+        (Role::Member, Action::Backups) => Err(Denial {
+            code: "admin_only",
+            message: "Only administrators can take, check or restore backups".into(),
             grantable_by: Role::Admin,
         }),
         (Role::Member, Action::Administer) => Err(Denial {

@@ -9,16 +9,21 @@
 //! engine's speed for the benchmark, [`write`] the write
 //! transaction (the one write path), [`rows`] the mapping between rows and domain types.
 
+pub mod backup_runs;
 pub mod limits;
 pub mod read;
 mod rows;
+pub use rows::record_from_backup_row;
 pub mod schema;
+pub mod snapshot;
 pub mod write;
 
+pub use backup_runs::{BackupRunResult, BackupRunRow};
 pub use read::{
     AuditRow, BinEntry, ListQuery, SessionRow, Sort, SortValue, StageTotal, TokenRow, UserRow,
     VersionRow,
 };
+pub use snapshot::{ColumnSpec, Snapshot, TableSpec};
 pub use write::{AuditDraft, NewUser, RecordWrite, SessionScope, UserUpdate, WriteTx};
 
 use anyhow::Context as _;

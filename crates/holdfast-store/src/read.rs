@@ -453,6 +453,108 @@ impl Db {
         row.as_ref().map(version_from_row).transpose()
     }
 
+    /// The version a record had at `at`: the newest one written at or before it.
+    pub async fn version_at(
+        &self,
+        entity: Entity,
+        id: i64,
+        at: Timestamp,
+    ) -> anyhow::Result<Option<VersionRow>> {
+        let row = sqlx::query(&format!(
+            "{VERSION_SELECT} WHERE v.entity = $1 AND v.record_id = $2 AND v.at <= $3 ORDER BY v.version DESC LIMIT 1"
+        ))
+        .bind(entity.name())
+        .bind(id)
+        .bind(at.micros())
+        .fetch_optional(self.read_pool())
+        .await?;
+        row.as_ref().map(version_from_row).transpose()
+    }
+
+    /// Every record of a kind as it was at `at` (its newest version then, deleted ones
+    /// included), in id order after `after_id`. Purged records have no history and are absent.
+    pub async fn versions_as_of(
+        &self,
+        entity: Entity,
+        at: Timestamp,
+        after_id: i64,
+        limit: i64,
+    ) -> anyhow::Result<Vec<VersionRow>> {
+        let found = sqlx::query(&format!(
+            "{VERSION_SELECT} WHERE v.entity = $1 AND v.record_id > $2 AND v.at <= $3
+               AND v.version = (SELECT MAX(w.version) FROM record_versions w
+                                WHERE w.entity = v.entity AND w.record_id = v.record_id AND w.at <= $3)
+             ORDER BY v.record_id LIMIT $4"
+        ))
+        .bind(entity.name())
+        .bind(after_id)
+        .bind(at.micros())
+        .bind(limit)
+        .fetch_all(self.read_pool())
+        .await?;
+        found.iter().map(version_from_row).collect()
+    }
+
+    /// Records with versions written after `since`, by `actor_id` if given: what a rogue mass
+    /// change touched. At most `limit`, in (entity, id) order.
+    pub async fn changed_since(
+        &self,
+        since: Timestamp,
+        actor_id: Option<i64>,
+        limit: i64,
+    ) -> anyhow::Result<Vec<(Entity, i64)>> {
+        let found = sqlx::query(
+            "SELECT DISTINCT entity, record_id FROM record_versions
+             WHERE at > $1 AND ($2 = 0 OR actor_id = $2) ORDER BY entity, record_id LIMIT $3",
+        )
+        .bind(since.micros())
+        .bind(actor_id.unwrap_or(0))
+        .bind(limit)
+        .fetch_all(self.read_pool())
+        .await?;
+        found
+            .iter()
+            .map(|row| {
+                let name: String = row.try_get(0)?;
+                Ok((
+                    Entity::from_name(&name).context("unknown entity in history")?,
+                    row.try_get(1)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Records of a kind now in the recycle bin after being deleted at or after `since`, and
+    /// records purged since then (from the audit log, which outlives them).
+    pub async fn deleted_or_purged_since(
+        &self,
+        entity: Entity,
+        since: Timestamp,
+    ) -> anyhow::Result<Vec<i64>> {
+        let binned = sqlx::query(&format!(
+            "SELECT id FROM {} WHERE deleted_at >= $1 ORDER BY id",
+            entity.plural()
+        ))
+        .bind(since.micros())
+        .fetch_all(self.read_pool())
+        .await?;
+        let purged = sqlx::query(
+            "SELECT DISTINCT record_id FROM audit_log WHERE action = $1 AND at >= $2 AND record_id IS NOT NULL",
+        )
+        .bind(format!("{}.purge", entity.name()))
+        .bind(since.micros())
+        .fetch_all(self.read_pool())
+        .await?;
+        let mut ids = binned
+            .iter()
+            .chain(&purged)
+            .map(|row| row.try_get::<i64, _>(0))
+            .collect::<Result<Vec<_>, _>>()?;
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+
     /// Recycle-bin entries (deletion roots), newest first, with what went along with each.
     pub async fn recycle_bin(
         &self,

@@ -3,6 +3,7 @@
 //! Record tables are described by the entity field tables in `holdfast-domain`, so the same
 //! code reads and writes all four of them; the migration test checks the columns exist.
 
+use crate::snapshot::TableSpec;
 use anyhow::Context as _;
 use holdfast_domain::entity::FieldKind;
 use holdfast_domain::{Deletion, Entity, Record, Timestamp};
@@ -114,30 +115,96 @@ pub(crate) fn record_params(record: &Record) -> anyhow::Result<Vec<Param>> {
     Ok(params)
 }
 
+/// Column values by name, from a database row or from a backup's row.
+trait Cells {
+    fn int(&self, column: &str) -> anyhow::Result<Option<i64>>;
+    fn text(&self, column: &str) -> anyhow::Result<Option<String>>;
+}
+
+impl Cells for AnyRow {
+    fn int(&self, column: &str) -> anyhow::Result<Option<i64>> {
+        Ok(self.try_get::<Option<i64>, _>(column)?)
+    }
+
+    fn text(&self, column: &str) -> anyhow::Result<Option<String>> {
+        Ok(self.try_get::<Option<String>, _>(column)?)
+    }
+}
+
+/// A backup's row: values in the order of its table layout's columns.
+struct BackupCells<'a> {
+    table: &'a TableSpec,
+    row: &'a [Value],
+}
+
+impl BackupCells<'_> {
+    fn get(&self, column: &str) -> anyhow::Result<&Value> {
+        self.table
+            .columns
+            .iter()
+            .position(|c| c.name == column)
+            .and_then(|index| self.row.get(index))
+            .with_context(|| format!("the backup's {} rows have no {column}", self.table.name))
+    }
+}
+
+impl Cells for BackupCells<'_> {
+    fn int(&self, column: &str) -> anyhow::Result<Option<i64>> {
+        match self.get(column)? {
+            Value::Null => Ok(None),
+            value => Ok(Some(value.as_i64().with_context(|| {
+                format!("{}.{column} is not an integer", self.table.name)
+            })?)),
+        }
+    }
+
+    fn text(&self, column: &str) -> anyhow::Result<Option<String>> {
+        match self.get(column)? {
+            Value::Null => Ok(None),
+            value => Ok(Some(
+                value
+                    .as_str()
+                    .with_context(|| format!("{}.{column} is not text", self.table.name))?
+                    .to_owned(),
+            )),
+        }
+    }
+}
+
 pub(crate) fn record_from_row(entity: Entity, row: &AnyRow) -> anyhow::Result<Record> {
+    record_from_cells(entity, row)
+}
+
+/// A customer record from a row of a backup's record table.
+pub fn record_from_backup_row(
+    entity: Entity,
+    table: &TableSpec,
+    row: &[Value],
+) -> anyhow::Result<Record> {
+    record_from_cells(entity, &BackupCells { table, row })
+}
+
+fn record_from_cells(entity: Entity, row: &impl Cells) -> anyhow::Result<Record> {
     let mut fields = Map::new();
     for def in entity.fields() {
         let value = match def.kind {
             FieldKind::Timestamp => row
-                .try_get::<Option<i64>, _>(def.name)?
+                .int(def.name)?
                 .map(|micros| Value::String(Timestamp(micros).to_rfc3339()))
                 .unwrap_or(Value::Null),
-            kind if kind.is_integer() => row
-                .try_get::<Option<i64>, _>(def.name)?
-                .map(Value::from)
-                .unwrap_or(Value::Null),
+            kind if kind.is_integer() => row.int(def.name)?.map(Value::from).unwrap_or(Value::Null),
             _ => row
-                .try_get::<Option<String>, _>(def.name)?
+                .text(def.name)?
                 .map(Value::String)
                 .unwrap_or(Value::Null),
         };
         fields.insert(def.name.to_owned(), value);
     }
     let deleted = match (
-        row.try_get::<Option<i64>, _>("deleted_at")?,
-        row.try_get::<Option<i64>, _>("deleted_by")?,
-        row.try_get::<Option<String>, _>("deleted_root_entity")?,
-        row.try_get::<Option<i64>, _>("deleted_root_id")?,
+        row.int("deleted_at")?,
+        row.int("deleted_by")?,
+        row.text("deleted_root_entity")?,
+        row.int("deleted_root_id")?,
     ) {
         (Some(at), Some(by), Some(root_entity), Some(root_id)) => Some(Deletion {
             at: Timestamp(at),
@@ -148,19 +215,24 @@ pub(crate) fn record_from_row(entity: Entity, row: &AnyRow) -> anyhow::Result<Re
         }),
         _ => None,
     };
+    let required = |column: &str| -> anyhow::Result<i64> {
+        row.int(column)?
+            .with_context(|| format!("{column} is empty"))
+    };
     Ok(Record {
         entity,
-        id: row.try_get("id")?,
-        version: row.try_get("version")?,
-        owner_id: row.try_get("owner_id")?,
+        id: required("id")?,
+        version: required("version")?,
+        owner_id: required("owner_id")?,
         fields,
-        tags: serde_json::from_str(&row.try_get::<String, _>("tags")?).context("tags column")?,
-        custom: serde_json::from_str(&row.try_get::<String, _>("custom")?)
+        tags: serde_json::from_str(&row.text("tags")?.unwrap_or_default())
+            .context("tags column")?,
+        custom: serde_json::from_str(&row.text("custom")?.unwrap_or_default())
             .context("custom column")?,
-        created_at: Timestamp(row.try_get("created_at")?),
-        created_by: row.try_get("created_by")?,
-        updated_at: Timestamp(row.try_get("updated_at")?),
-        updated_by: row.try_get("updated_by")?,
+        created_at: Timestamp(required("created_at")?),
+        created_by: required("created_by")?,
+        updated_at: Timestamp(required("updated_at")?),
+        updated_by: required("updated_by")?,
         deleted,
     })
 }

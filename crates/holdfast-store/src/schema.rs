@@ -302,6 +302,29 @@ ALTER TABLE users ADD COLUMN locale TEXT;
 CREATE INDEX search_terms_by_record ON search_terms (entity, record_id, term);
 "#,
     },
+    Migration {
+        version: 6,
+        name: "backup runs and restore drills",
+        sql: r#"
+CREATE TABLE backup_runs (
+    id {pk},
+    reason TEXT NOT NULL,
+    started_at BIGINT NOT NULL,
+    finished_at BIGINT,
+    file TEXT,
+    bytes BIGINT,
+    sha256 TEXT,
+    rows_total BIGINT,
+    encrypted BIGINT NOT NULL,
+    error TEXT,
+    copied_to TEXT,
+    drill_at BIGINT,
+    drill_ms BIGINT,
+    drill_error TEXT
+);
+CREATE INDEX backup_runs_started ON backup_runs (started_at);
+"#,
+    },
 ];
 
 #[cfg(test)]

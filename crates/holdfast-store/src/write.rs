@@ -13,6 +13,7 @@
 //! in-process locks. The version predicate on every UPDATE is a second line of defence.
 
 use crate::rows::{self, Param, Params};
+use crate::snapshot::{self, BACKUP_TABLES, EPHEMERAL_TABLES, REBUILT_TABLES, TableSpec};
 use crate::{Backend, Db, StoreError};
 use anyhow::Context as _;
 use holdfast_domain::search::terms_for;
@@ -57,7 +58,8 @@ impl AuditDraft {
 pub struct RecordWrite<'a> {
     /// The row as read inside this transaction; `None` on create.
     pub before: Option<&'a Record>,
-    /// The complete new state. On create its `id` is ignored and assigned by the database.
+    /// The complete new state. On create an `id` of 0 asks the database for one; any other id
+    /// is kept (a purged record brought back from a backup under its old id).
     pub after: Record,
     /// `create`, `update`, `delete`, `restore` or `restore_version`; recorded in the version
     /// and, as `<entity>.<action>`, in the audit log.
@@ -460,14 +462,18 @@ impl WriteTx {
     async fn insert_row(&mut self, record: &Record) -> Result<i64, StoreError> {
         let columns = rows::columns(record.entity);
         let mut params = Params::default();
-        let placeholders: Vec<String> = rows::record_params(record)?
-            .into_iter()
-            .map(|p| params.push(p))
-            .collect();
+        let keep_id = record.id != 0;
+        let mut values = if keep_id {
+            vec![Param::Int(Some(record.id))]
+        } else {
+            Vec::new()
+        };
+        values.extend(rows::record_params(record)?);
+        let placeholders: Vec<String> = values.into_iter().map(|p| params.push(p)).collect();
         let sql = format!(
             "INSERT INTO {} ({}) VALUES ({}) RETURNING id",
             record.entity.plural(),
-            columns[1..].join(", "),
+            columns[usize::from(!keep_id)..].join(", "),
             placeholders.join(", ")
         );
         let row = params
@@ -916,6 +922,154 @@ impl WriteTx {
         .execute(&mut *self.tx)
         .await?;
         self.append_audit(audit).await
+    }
+}
+
+/// Whole-database restore from a backup. A restore is one write transaction like any other:
+/// it takes the audit head lock first, and if any step fails nothing of it remains.
+impl WriteTx {
+    /// Step 1: empties every table a backup holds, the indexes rebuilt from the records, and
+    /// the tables that must not come back from the past (sessions, login throttling).
+    pub async fn restore_clear(&mut self) -> Result<(), StoreError> {
+        self.flush().await?;
+        let tables = EPHEMERAL_TABLES
+            .iter()
+            .chain(REBUILT_TABLES)
+            .chain(BACKUP_TABLES.iter().rev().map(|(table, _)| table));
+        for table in tables {
+            sqlx::query(&format!("DELETE FROM {table}"))
+                .execute(&mut *self.tx)
+                .await
+                .with_context(|| format!("emptying {table}"))?;
+        }
+        self.known_live.clear();
+        self.known_active.clear();
+        Ok(())
+    }
+
+    /// Step 2: inserts rows as a backup holds them (see `snapshot`). A cell of the wrong type
+    /// is refused, naming the table and column.
+    pub async fn restore_rows(
+        &mut self,
+        table: &TableSpec,
+        rows: Vec<Vec<Value>>,
+    ) -> Result<(), StoreError> {
+        if !BACKUP_TABLES.iter().any(|(name, _)| *name == table.name) {
+            return Err(anyhow::anyhow!("{} is not a table backups hold", table.name).into());
+        }
+        let columns: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
+        let mut params = Vec::with_capacity(rows.len());
+        for row in rows {
+            if row.len() != columns.len() {
+                return Err(anyhow::anyhow!(
+                    "a row of {} has {} values for {} columns",
+                    table.name,
+                    row.len(),
+                    columns.len()
+                )
+                .into());
+            }
+            let mut cells = Vec::with_capacity(row.len());
+            for (value, column) in row.into_iter().zip(&table.columns) {
+                let int = column.kind == "int";
+                cells.push(match value {
+                    Value::Null if int => Param::Int(None),
+                    Value::Null => Param::Text(None),
+                    Value::Number(n) if int && n.is_i64() => Param::Int(n.as_i64()),
+                    Value::String(text) if !int => Param::Text(Some(text)),
+                    other => {
+                        return Err(anyhow::anyhow!(
+                            "{}.{} holds {other}, which is not {}",
+                            table.name,
+                            column.name,
+                            if int { "an integer" } else { "text" }
+                        )
+                        .into());
+                    }
+                });
+            }
+            params.push(cells);
+        }
+        self.insert_many(&table.name, &columns.join(", "), params)
+            .await
+    }
+
+    /// Step 3: rebuilds the search and tag indexes from the restored records, moves
+    /// PostgreSQL's id sequences past the restored ids, and continues the audit chain from the
+    /// restored head. `progress` is told how many records were indexed so far.
+    pub async fn restore_finish(
+        &mut self,
+        mut progress: impl FnMut(u64),
+    ) -> Result<(), StoreError> {
+        let mut indexed = 0u64;
+        for entity in Entity::ALL {
+            let mut after = 0i64;
+            loop {
+                let sql = format!(
+                    "SELECT {} FROM {} WHERE id > $1 ORDER BY id LIMIT 2000",
+                    rows::select_list(entity),
+                    entity.plural()
+                );
+                let page = sqlx::query(&sql)
+                    .bind(after)
+                    .fetch_all(&mut *self.tx)
+                    .await?;
+                if page.is_empty() {
+                    break;
+                }
+                for row in &page {
+                    let record = rows::record_from_row(entity, row)?;
+                    after = record.id;
+                    self.sync_tags(None, &record).await?;
+                    self.sync_search_terms(None, &record).await?;
+                }
+                indexed += page.len() as u64;
+                progress(indexed);
+            }
+        }
+        self.flush().await?;
+        if self.backend == Backend::Postgres {
+            for table in [
+                "users",
+                "api_tokens",
+                "custom_field_defs",
+                "companies",
+                "contacts",
+                "deals",
+                "activities",
+                "record_versions",
+            ] {
+                sqlx::query(&format!(
+                    "SELECT setval(pg_get_serial_sequence('{table}', 'id'), COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)"
+                ))
+                .execute(&mut *self.tx)
+                .await
+                .with_context(|| format!("moving the id sequence of {table}"))?;
+            }
+        }
+        let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_optional(&mut *self.tx)
+            .await?
+            .context("the backup has no audit head row")?;
+        self.head_seq = head.try_get("seq")?;
+        self.head_hash = head.try_get("hash")?;
+        Ok(())
+    }
+
+    /// Rows as the restore left them, to compare with the backup before committing.
+    pub async fn restore_read(
+        &mut self,
+        table: &TableSpec,
+        after: Option<&Value>,
+        limit: usize,
+    ) -> Result<Vec<Vec<Value>>, StoreError> {
+        self.flush().await?;
+        Ok(snapshot::read_rows(&mut self.tx, table, after, limit).await?)
+    }
+
+    pub async fn restore_count(&mut self, table: &TableSpec) -> Result<i64, StoreError> {
+        self.flush().await?;
+        Ok(snapshot::count_rows(&mut self.tx, table).await?)
     }
 }
 

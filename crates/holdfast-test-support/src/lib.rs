@@ -6,6 +6,8 @@
 //! server they skip with a printed reason, except under `CI=true`, where they fail.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use holdfast_app::backup::Key;
+use holdfast_app::backup::schedule::{BackupConfig, Retention};
 use holdfast_app::{App, AppConfig, ManualClock};
 use holdfast_domain::{Actor, ActorKind, Role, Timestamp};
 use reqwest::StatusCode;
@@ -129,11 +131,39 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
 }
 
 pub async fn spawn_app_with(backend: Backend, config: AppConfig) -> Option<TestApp> {
+    spawn(backend, config, false).await
+}
+
+/// The server taking backups: every 6 hours into `<test dir>/backups`, encrypted with a new
+/// key, copied to `<test dir>/offsite`, drilled after each backup.
+pub async fn spawn_app_with_backups(backend: Backend) -> Option<TestApp> {
+    spawn(backend, AppConfig::default(), true).await
+}
+
+/// The backup settings [`spawn_app_with_backups`] uses, for a test folder.
+pub fn backup_config(dir: &std::path::Path) -> BackupConfig {
+    let (key_text, _) = Key::generate();
+    BackupConfig {
+        dir: dir.join("backups"),
+        every_minutes: 360,
+        on_shutdown: true,
+        key: Some(Key::identity_from_text(&key_text).unwrap()),
+        copy_to: Some(dir.join("offsite")),
+        retention: Retention::default(),
+        drill: true,
+        scratch_dir: Some(dir.to_path_buf()),
+    }
+}
+
+async fn spawn(backend: Backend, config: AppConfig, backups: bool) -> Option<TestApp> {
     let db = TestDb::fresh(backend).await?;
     let clock = Arc::new(ManualClock::new(TEST_EPOCH));
-    let app = App::open(&db.url, config, clock.clone())
+    let mut app = App::open(&db.url, config, clock.clone())
         .await
         .expect("app opens");
+    if backups {
+        app = app.with_backups(backup_config(db.dir.path()));
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -332,19 +362,22 @@ impl Client {
 #[macro_export]
 macro_rules! on_both_backends {
     ($name:ident, |$app:ident| $body:block) => {
+        $crate::on_both_backends!($name, $crate::spawn_app, |$app| $body);
+    };
+    ($name:ident, $spawn:path, |$app:ident| $body:block) => {
         mod $name {
             #[allow(unused_imports)]
             use super::*;
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                let $app = $crate::spawn_app($crate::Backend::Sqlite)
+                let $app = $spawn($crate::Backend::Sqlite)
                     .await
                     .expect("sqlite is always available");
                 $body
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                let Some($app) = $crate::spawn_app($crate::Backend::Postgres).await else {
+                let Some($app) = $spawn($crate::Backend::Postgres).await else {
                     return;
                 };
                 $body
