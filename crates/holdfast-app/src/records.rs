@@ -982,3 +982,142 @@ pub async fn titles(
         .map(|(id, title, _)| (id, title))
         .collect())
 }
+
+/// A record as it was at `at`: its newest version then. `None` if it did not exist yet (or
+/// was purged since, which removes its history).
+pub async fn as_of(
+    app: &App,
+    actor: &Actor,
+    entity: Entity,
+    id: i64,
+    at: Timestamp,
+) -> Result<Option<VersionRow>, AppError> {
+    authorize(actor, Action::Read(entity))?;
+    Ok(app.db.version_at(entity, id, at).await?)
+}
+
+/// A page of a list as it was at `at`: records that existed then and were not in the recycle
+/// bin, as they were then, in id order after `after_id`.
+pub async fn list_as_of(
+    app: &App,
+    actor: &Actor,
+    entity: Entity,
+    at: Timestamp,
+    after_id: i64,
+    limit: i64,
+) -> Result<Vec<VersionRow>, AppError> {
+    authorize(actor, Action::Read(entity))?;
+    let limit = limit.clamp(1, MAX_PAGE_SIZE);
+    let mut out = Vec::new();
+    let mut after = after_id;
+    loop {
+        let page = app.db.versions_as_of(entity, at, after, limit).await?;
+        let Some(last) = page.last() else { break };
+        after = last.record_id;
+        let full = page.len() as i64 == limit;
+        out.extend(
+            page.into_iter()
+                .filter(|v| v.snapshot.get("deleted_at").is_none_or(Value::is_null)),
+        );
+        if out.len() as i64 >= limit || !full {
+            break;
+        }
+    }
+    out.truncate(usize::try_from(limit).unwrap_or(0));
+    Ok(out)
+}
+
+/// Puts one record back as it was at `at`, as a new version (`restore_to_time`).
+pub async fn restore_to_time(
+    app: &App,
+    actor: &Actor,
+    op_id: &str,
+    entity: Entity,
+    id: i64,
+    at: Timestamp,
+) -> Result<Outcome, AppError> {
+    let then = as_of(app, actor, entity, id, at).await?.ok_or_else(|| {
+        AppError::not_found(format!("{entity} {id} as it was at {}", at.to_rfc3339()))
+    })?;
+    apply_change(
+        app,
+        actor,
+        op_id,
+        Change::Revert {
+            entity,
+            id,
+            snapshot: then.snapshot,
+            action: "restore_to_time",
+            reason: format!("restored to how it was at {}", at.to_rfc3339()),
+        },
+    )
+    .await
+}
+
+/// Records changed after `to`, by `by` if given: what [`revert_to`] would put back. Reverting
+/// many records at once is for administrators.
+pub async fn revert_plan(
+    app: &App,
+    actor: &Actor,
+    to: Timestamp,
+    by: Option<i64>,
+) -> Result<Vec<(Entity, i64)>, AppError> {
+    authorize(actor, Action::Administer)?;
+    Ok(app.db.changed_since(to, by, 100_000).await?)
+}
+
+/// Puts each record back as it was at `to`, through the one write path: to its version then
+/// (out of the recycle bin if needed), or into the recycle bin if it did not exist yet. Runs in
+/// batches of [`MAX_BATCH`], each all or nothing.
+pub async fn revert_to(
+    app: &App,
+    actor: &Actor,
+    op_id: &str,
+    to: Timestamp,
+    records: &[(Entity, i64)],
+) -> Result<Vec<Outcome>, AppError> {
+    authorize(actor, Action::Administer)?;
+    let reason = format!("restored to how it was at {}", to.to_rfc3339());
+    let mut reverts = Vec::new();
+    let mut deletes = Vec::new();
+    for &(entity, id) in records {
+        let now = app.db.record(entity, id).await?;
+        let then = app.db.version_at(entity, id, to).await?;
+        let live_now = now.as_ref().is_some_and(|r| !r.is_deleted());
+        match then {
+            Some(then) if then.snapshot.get("deleted_at").is_none_or(Value::is_null) => reverts
+                .push(Change::Revert {
+                    entity,
+                    id,
+                    snapshot: then.snapshot,
+                    action: "restore_to_time",
+                    reason: reason.clone(),
+                }),
+            // Deleted then, or not created yet: it goes (back) to the recycle bin.
+            _ if live_now => deletes.push(Change::Delete {
+                entity,
+                id,
+                expected_version: None,
+                reason: Some(reason.clone()),
+            }),
+            _ => {}
+        }
+    }
+    let order = |entity: &Entity| Entity::ALL.iter().position(|e| e == entity);
+    reverts.sort_by_key(|c| match c {
+        Change::Revert { entity, id, .. } => (order(entity), *id),
+        _ => (None, 0),
+    });
+    // Dependents first, so a company's deletion does not take a contact that is queued too.
+    deletes.sort_by_key(|c| match c {
+        Change::Delete { entity, id, .. } => (std::cmp::Reverse(order(entity)), *id),
+        _ => (std::cmp::Reverse(None), 0),
+    });
+    let mut outcomes = Vec::new();
+    let mut changes = reverts.into_iter().chain(deletes).peekable();
+    while changes.peek().is_some() {
+        let batch: Vec<Change> = changes.by_ref().take(MAX_BATCH).collect();
+        outcomes.extend(apply_changes(app, actor, op_id, batch).await?);
+    }
+    Ok(outcomes)
+}

@@ -210,7 +210,11 @@ impl Server {
             .local_addr()?
             .port();
         let config = dir.join("bench-holdfast.toml");
-        std::fs::write(&config, "[log]\nlevel = \"warn\"\n")?;
+        // The bench measures backups itself; the server takes none of its own meanwhile.
+        std::fs::write(
+            &config,
+            "[log]\nlevel = \"warn\"\n[backup]\nevery_minutes = 0\non_shutdown = false\n",
+        )?;
         let child = Command::new(std::env::current_exe()?)
             .args([
                 "serve",

@@ -4,6 +4,8 @@
 
 use anyhow::Context as _;
 use holdfast_app::AppConfig;
+use holdfast_app::backup::Key;
+use holdfast_app::backup::schedule::{BackupConfig, Retention};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -25,6 +27,45 @@ pub struct Config {
     pub recycle_bin: RecycleBinConfig,
     pub sessions: SessionConfig,
     pub login: LoginConfig,
+    pub backup: BackupSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupSection {
+    /// Empty: `backups` in the data folder.
+    pub dir: PathBuf,
+    pub every_minutes: i64,
+    pub on_shutdown: bool,
+    pub key_file: PathBuf,
+    pub passphrase_file: PathBuf,
+    pub copy_to: PathBuf,
+    pub drill: bool,
+    pub scratch_dir: PathBuf,
+    pub keep_hourly: usize,
+    pub keep_daily: usize,
+    pub keep_weekly: usize,
+    pub keep_monthly: usize,
+}
+
+impl Default for BackupSection {
+    fn default() -> Self {
+        let keep = Retention::default();
+        BackupSection {
+            dir: PathBuf::new(),
+            every_minutes: 360,
+            on_shutdown: true,
+            key_file: PathBuf::new(),
+            passphrase_file: PathBuf::new(),
+            copy_to: PathBuf::new(),
+            drill: true,
+            scratch_dir: PathBuf::new(),
+            keep_hourly: keep.hourly,
+            keep_daily: keep.daily,
+            keep_weekly: keep.weekly,
+            keep_monthly: keep.monthly,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -68,6 +109,7 @@ impl Default for Config {
             recycle_bin: RecycleBinConfig::default(),
             sessions: SessionConfig::default(),
             login: LoginConfig::default(),
+            backup: BackupSection::default(),
         }
     }
 }
@@ -202,6 +244,18 @@ impl Config {
                 self.utc_offset
             )
         })?;
+        anyhow::ensure!(
+            self.backup.every_minutes >= 0,
+            "backup.every_minutes must be 0 (no schedule) or more"
+        );
+        anyhow::ensure!(
+            self.backup.keep_hourly
+                + self.backup.keep_daily
+                + self.backup.keep_weekly
+                + self.backup.keep_monthly
+                >= 1,
+            "backup.keep_* must keep at least one backup"
+        );
         if !self.database_url.is_empty() {
             anyhow::ensure!(
                 holdfast_app::Backend::of_url(&self.database_url).is_some(),
@@ -209,6 +263,72 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// The backup folder: `backup.dir`, or `backups` in the data folder.
+    pub fn backup_dir(&self) -> anyhow::Result<PathBuf> {
+        if self.backup.dir.as_os_str().is_empty() {
+            return Ok(self.absolute_data_dir()?.join("backups"));
+        }
+        Ok(self.backup.dir.clone())
+    }
+
+    /// The configured backup key: `--key-file`/`--passphrase-file` flags first, then
+    /// `backup.key_file`/`backup.passphrase_file`. `None` when backups are not encrypted.
+    pub fn backup_key(
+        &self,
+        key_file: Option<&Path>,
+        passphrase_file: Option<&Path>,
+    ) -> anyhow::Result<Option<Key>> {
+        let non_empty = |p: &Path| (!p.as_os_str().is_empty()).then(|| p.to_path_buf());
+        let key_file = key_file
+            .map(Path::to_path_buf)
+            .or_else(|| non_empty(&self.backup.key_file));
+        let passphrase_file = passphrase_file
+            .map(Path::to_path_buf)
+            .or_else(|| non_empty(&self.backup.passphrase_file));
+        match (key_file, passphrase_file) {
+            (Some(_), Some(_)) => {
+                anyhow::bail!("give a backup key file or a passphrase file, not both")
+            }
+            (Some(path), None) => {
+                let text = std::fs::read_to_string(&path).with_context(|| {
+                    format!("cannot read the backup key file {}", path.display())
+                })?;
+                Key::identity_from_text(&text)
+                    .map(Some)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+            }
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(&path).with_context(|| {
+                    format!("cannot read the backup passphrase file {}", path.display())
+                })?;
+                Key::passphrase(&text)
+                    .map(Some)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// How `serve` takes backups.
+    pub fn backup_config(&self) -> anyhow::Result<BackupConfig> {
+        let optional = |p: &Path| (!p.as_os_str().is_empty()).then(|| p.to_path_buf());
+        Ok(BackupConfig {
+            dir: self.backup_dir()?,
+            every_minutes: self.backup.every_minutes,
+            on_shutdown: self.backup.on_shutdown,
+            key: self.backup_key(None, None)?,
+            copy_to: optional(&self.backup.copy_to),
+            retention: Retention {
+                hourly: self.backup.keep_hourly,
+                daily: self.backup.keep_daily,
+                weekly: self.backup.keep_weekly,
+                monthly: self.backup.keep_monthly,
+            },
+            drill: self.backup.drill,
+            scratch_dir: optional(&self.backup.scratch_dir),
+        })
     }
 
     /// The database to use: the configured URL, or SQLite in the data folder.

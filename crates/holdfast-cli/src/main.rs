@@ -1,9 +1,10 @@
-//! The `holdfast` binary: `serve`, `admin create`, `upgrade`, `bench`, `config example`,
-//! `version`.
+//! The `holdfast` binary: `serve`, `admin create`, `backup …`, `revert`, `upgrade`, `bench`,
+//! `config example`, `version`.
 //!
 //! Commands parse flags, load the layered configuration ([`config`]) and call use cases in
 //! `holdfast-app`; they hold no rules of their own.
 
+mod backup_cmd;
 mod bench;
 mod config;
 
@@ -39,6 +40,13 @@ enum Command {
     },
     /// Upgrade the database schema to this version of Holdfast, backing it up first.
     Upgrade(UpgradeArgs),
+    /// Back up, verify and restore (the whole CRM, or chosen records).
+    Backup {
+        #[command(subcommand)]
+        command: backup_cmd::BackupCommand,
+    },
+    /// Put records back as they were at a time (for example after a mistaken mass change).
+    Revert(backup_cmd::RevertArgs),
     /// Measure Holdfast against this machine's own limits on a made-up data set.
     Bench(BenchCli),
     /// Configuration helpers.
@@ -177,6 +185,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             )?;
             upgrade(&config, args.check, args.yes).await
         }
+        Command::Backup { command } => backup_cmd::run(command).await,
+        Command::Revert(args) => backup_cmd::revert(args).await,
         Command::Bench(args) => {
             anyhow::ensure!(args.contacts >= 10, "--contacts must be at least 10");
             anyhow::ensure!(
@@ -252,7 +262,8 @@ fn prepare_data_dir(config: &Config) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let app = open_app(&config).await?;
+    let backups = config.backup_config()?;
+    let app = open_app(&config).await?.with_backups(backups.clone());
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
@@ -298,10 +309,45 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             }
         }
     });
+    if backups.key.is_none() {
+        tracing::warn!(
+            "backups are NOT encrypted: anyone who gets a backup file can read every customer. Set backup.key_file (see `holdfast backup keygen`)"
+        );
+    }
+    let backup_app = app.clone();
+    let backup_job = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            match holdfast_app::backup::schedule::tick(&backup_app).await {
+                Ok(Some(run)) => tracing::info!(
+                    file = run.file.as_deref().unwrap_or(""),
+                    drill_ms = run.drill_ms,
+                    drill_error = run.drill_error.as_deref().unwrap_or(""),
+                    "scheduled backup taken"
+                ),
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::error!(error = %format!("{error:#}"), "scheduled backup failed")
+                }
+            }
+        }
+    });
     holdfast_web::serve(listener, app.clone(), shutdown_signal())
         .await
         .context("serving")?;
     purge_job.abort();
+    backup_job.abort();
+    if backups.on_shutdown {
+        tracing::info!("taking the shutdown backup");
+        match holdfast_app::backup::schedule::run(&app, "shutdown").await {
+            Ok(run) => tracing::info!(
+                file = run.file.as_deref().unwrap_or(""),
+                "shutdown backup taken"
+            ),
+            Err(error) => tracing::error!(error = %format!("{error:#}"), "shutdown backup failed"),
+        }
+    }
     app.db.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -10,6 +10,7 @@ use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use holdfast_app::backup;
 use holdfast_app::records::{self, Change};
 use holdfast_app::{AppError, auth, settings, users};
 use holdfast_app::{SessionRow, TokenRow, UserRow, VersionRow};
@@ -94,6 +95,9 @@ pub async fn record_list(
     query: QueryPairs,
 ) -> ApiResult {
     let entity = entity_of(&collection)?;
+    if query.get("as_of").is_some() {
+        return record_list_as_of(&state, &actor, entity, &query).await;
+    }
     let page = records::list(&state.app, &actor, entity, &query.0).await?;
     ok(json!({
         "items": page.items.iter().map(|r| r.to_json()).collect::<Vec<_>>(),
@@ -825,4 +829,255 @@ pub async fn audit_list(
         "detail": e.detail,
         "hash": e.hash,
     })).collect::<Vec<_>>()}))
+}
+
+fn time_param(value: Option<&str>, field: &str) -> Result<Timestamp, ApiError> {
+    let text = value.ok_or_else(|| {
+        ApiError(AppError::invalid(
+            field,
+            "required",
+            "A time is required, e.g. 2026-12-01T09:00:00+08:00",
+        ))
+    })?;
+    Timestamp::parse_rfc3339(text).ok_or_else(|| {
+        ApiError(AppError::invalid(
+            field,
+            "invalid_time",
+            "Not a time such as 2026-12-01T09:00:00+08:00",
+        ))
+    })
+}
+
+/// `GET /api/v1/{collection}?as_of=…`: the list as it was then.
+async fn record_list_as_of(
+    state: &WebState,
+    actor: &holdfast_domain::Actor,
+    entity: Entity,
+    query: &QueryPairs,
+) -> ApiResult {
+    query.only(&["as_of", "after", "limit"])?;
+    let at = time_param(query.get("as_of"), "as_of")?;
+    let after = query.int("after")?.unwrap_or(0);
+    let limit = query.int("limit")?.unwrap_or(records::DEFAULT_PAGE_SIZE);
+    let items = records::list_as_of(&state.app, actor, entity, at, after, limit).await?;
+    let next = (items.len() as i64 == limit.clamp(1, records::MAX_PAGE_SIZE))
+        .then(|| items.last().map(|v| v.record_id))
+        .flatten();
+    ok(json!({
+        "as_of": at.to_rfc3339(),
+        "items": items.iter().map(|v| v.snapshot.clone()).collect::<Vec<_>>(),
+        "next_after": next,
+    }))
+}
+
+pub async fn record_as_of(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    ApiPath((collection, id)): ApiPath<(String, String)>,
+    query: QueryPairs,
+) -> ApiResult {
+    query.only(&["at"])?;
+    let (entity, id) = target(&collection, &id)?;
+    let at = time_param(query.get("at"), "at")?;
+    let version = records::as_of(&state.app, &actor, entity, id, at)
+        .await?
+        .ok_or_else(|| {
+            ApiError(AppError::not_found(format!(
+                "{entity} {id} as it was at {}",
+                at.to_rfc3339()
+            )))
+        })?;
+    ok(json!({"at": at.to_rfc3339(), "version": version_json(&version, true)}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AtBody {
+    at: String,
+}
+
+pub async fn record_restore_to_time(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    ApiPath((collection, id)): ApiPath<(String, String)>,
+    ApiJson(body): ApiJson<AtBody>,
+) -> ApiResult {
+    let (entity, id) = target(&collection, &id)?;
+    let at = time_param(Some(&body.at), "at")?;
+    let outcome =
+        records::restore_to_time(&state.app, &actor, &current_op_id(), entity, id, at).await?;
+    ok(outcome_json(&outcome))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevertBody {
+    to: String,
+    by_user_id: Option<i64>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+pub async fn revert(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    ApiJson(body): ApiJson<RevertBody>,
+) -> ApiResult {
+    let to = time_param(Some(&body.to), "to")?;
+    let plan = records::revert_plan(&state.app, &actor, to, body.by_user_id).await?;
+    let listed: Vec<Value> = plan
+        .iter()
+        .map(|(entity, id)| json!({"entity": entity.name(), "id": id}))
+        .collect();
+    if body.dry_run {
+        return ok(json!({"dry_run": true, "records": listed}));
+    }
+    let outcomes = records::revert_to(&state.app, &actor, &current_op_id(), to, &plan).await?;
+    ok(json!({"dry_run": false, "records": listed, "changed": outcomes.len()}))
+}
+
+fn run_json(run: &holdfast_app::backup::schedule::BackupRunRow) -> Value {
+    let at = |micros: Option<i64>| time(micros.map(Timestamp));
+    json!({
+        "id": run.id,
+        "reason": run.reason,
+        "started_at": at(Some(run.started_at)),
+        "finished_at": at(run.finished_at),
+        "file": run.file,
+        "bytes": run.bytes,
+        "sha256": run.sha256,
+        "rows": run.rows_total,
+        "encrypted": run.encrypted,
+        "error": run.error,
+        "copied_to": run.copied_to,
+        "drill_at": at(run.drill_at),
+        "drill_ms": run.drill_ms,
+        "drill_error": run.drill_error,
+    })
+}
+
+pub async fn backups_get(State(state): State<WebState>, Auth(actor): Auth) -> ApiResult {
+    let (status, runs) = backup::overview(&state.app, &actor).await?;
+    ok(json!({
+        "state": status.state,
+        "problems": status.problems,
+        "encrypted": status.encrypted,
+        "every_minutes": status.every_minutes,
+        "last_good": status.last_good.as_ref().map(run_json),
+        "last_drill": status.last_drill.as_ref().map(run_json),
+        "running": status.running,
+        "items": runs.iter().map(run_json).collect::<Vec<_>>(),
+    }))
+}
+
+pub async fn backups_post(State(state): State<WebState>, Auth(actor): Auth) -> ApiResult {
+    backup::start(&state.app, &actor, backup::Job::Backup)?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"started": "backup"}))).into_response())
+}
+
+pub async fn backup_drill_post(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult {
+    let id = id_of(&id, "backup")?;
+    backup::start(&state.app, &actor, backup::Job::Drill(id))?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"started": "drill"}))).into_response())
+}
+
+/// The selection a backup's record routes take: `ids` (`contact:12`), `deleted_since`, or
+/// `entity` with `matching`.
+fn selection(
+    ids: &[String],
+    deleted_since: Option<&str>,
+    entity: Option<&str>,
+    matching: Option<&str>,
+) -> Result<backup::Selection, ApiError> {
+    if !ids.is_empty() {
+        let parsed = ids
+            .iter()
+            .map(|key| {
+                let (kind, id) = key.split_once(':').unwrap_or(("", key));
+                let entity = Entity::from_name(kind).ok_or_else(|| {
+                    ApiError(AppError::invalid(
+                        "ids",
+                        "invalid_id",
+                        format!("{key:?} is not KIND:ID such as contact:12"),
+                    ))
+                })?;
+                Ok((entity, id_of(id, "ids")?))
+            })
+            .collect::<Result<Vec<_>, ApiError>>()?;
+        return Ok(backup::Selection::Ids(parsed));
+    }
+    if let (Some(entity), Some(text)) = (entity, matching) {
+        let entity = Entity::from_name(entity).ok_or_else(|| {
+            ApiError(AppError::invalid(
+                "entity",
+                "invalid_choice",
+                "One of company, contact, deal, activity",
+            ))
+        })?;
+        return Ok(backup::Selection::Matching(entity, text.to_owned()));
+    }
+    Ok(backup::Selection::DeletedSince(time_param(
+        deleted_since,
+        "deleted_since",
+    )?))
+}
+
+fn candidate_json(candidate: &backup::Candidate) -> Value {
+    json!({
+        "entity": candidate.entity.name(),
+        "id": candidate.id,
+        "title": candidate.title,
+        "now": candidate.now,
+        "snapshot": candidate.snapshot,
+    })
+}
+
+pub async fn backup_records_get(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    ApiPath(id): ApiPath<String>,
+    query: QueryPairs,
+) -> ApiResult {
+    query.only(&["deleted_since", "entity", "matching"])?;
+    let id = id_of(&id, "backup")?;
+    let selection = selection(
+        &[],
+        query.get("deleted_since"),
+        query.get("entity"),
+        query.get("matching"),
+    )?;
+    let found = backup::candidates_in_run(&state.app, &actor, id, &selection).await?;
+    ok(json!({"items": found.iter().map(candidate_json).collect::<Vec<_>>()}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRecordsBody {
+    #[serde(default)]
+    ids: Vec<String>,
+    deleted_since: Option<String>,
+    entity: Option<String>,
+    matching: Option<String>,
+}
+
+pub async fn backup_restore_post(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<RestoreRecordsBody>,
+) -> ApiResult {
+    let id = id_of(&id, "backup")?;
+    let selection = selection(
+        &body.ids,
+        body.deleted_since.as_deref(),
+        body.entity.as_deref(),
+        body.matching.as_deref(),
+    )?;
+    let outcomes =
+        backup::restore_from_run(&state.app, &actor, &current_op_id(), id, &selection).await?;
+    ok(json!({"items": outcomes.iter().map(|o| o.record.to_json()).collect::<Vec<_>>()}))
 }

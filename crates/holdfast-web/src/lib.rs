@@ -69,7 +69,7 @@ pub fn routes() -> Routes {
     use openapi::RouteDoc as D;
     Routes::new()
         .add("/healthz", get(healthz), D::public("GET", "Liveness: the process is up", Body::None, "Health"))
-        .add("/readyz", get(readyz), D::public("GET", "Readiness: the database answers and its schema is current", Body::None, "Health"))
+        .add("/readyz", get(readyz), D::public("GET", "Readiness: the database answers and its schema is current; also whether backups are healthy", Body::None, "Health"))
         .add("/api/v1/openapi.json", get(openapi_json), D::new("GET", "This document", Body::None, "Object"))
         .add("/api/v1/setup", post(api::setup), D::public("POST", "Create the first administrator with the setup token printed on the server console", Body::Named("Setup"), "User"))
         .add("/api/v1/auth/login", post(api::login), D::public("POST", "Log in; sets the session cookie", Body::Named("Login"), "Login"))
@@ -89,6 +89,11 @@ pub fn routes() -> Routes {
         .add("/api/v1/pipelines", get(api::pipeline_list), D::new("GET", "Deal pipelines and their stages", Body::None, "List"))
         .add("/api/v1/pipelines/{key}", put(api::pipeline_put), D::new("PUT", "Create or redefine a pipeline (administrators)", Body::Named("Pipeline"), "Object"))
         .add("/api/v1/audit", get(api::audit_list), D::new("GET", "The tamper-evident audit log (administrators)", Body::None, "List").params(&["entity", "record_id", "after", "limit"]))
+        .add("/api/v1/backups", get(api::backups_get).post(api::backups_post), D::new("GET", "Backup status (red when the newest verified backup is older than twice the schedule or a drill failed) and recent runs (administrators)", Body::None, "List").also("POST", "Take a backup now, in the background (administrators)", Body::None, "Object"))
+        .add("/api/v1/backups/{id}/drill", post(api::backup_drill_post), D::new("POST", "Restore-drill a backup again, in the background (administrators)", Body::None, "Object"))
+        .add("/api/v1/backups/{id}/records", get(api::backup_records_get), D::new("GET", "Customer records in a backup that a selective restore would bring back, with where each stands now (administrators)", Body::None, "List").params(&["deleted_since", "entity", "matching"]))
+        .add("/api/v1/backups/{id}/restore", post(api::backup_restore_post), D::new("POST", "Bring chosen records back from a backup as new versions (administrators)", Body::Named("RestoreRecords"), "List"))
+        .add("/api/v1/revert", post(api::revert), D::new("POST", "Put every record changed since a time (optionally by one user) back as it was then (administrators)", Body::Named("Revert"), "Object"))
         .add("/api/v1/recycle-bin", get(api::bin_list), D::new("GET", "Deletions in the recycle bin, newest first", Body::None, "List").params(&["entity", "limit"]))
         .add("/api/v1/recycle-bin/{collection}/{id}", delete(api::bin_purge), D::per_entity("DELETE", "Purge a deletion for good before its retention ends (administrators; reason required)", Body::None, "Object").params(&["reason"]))
         .add("/api/v1/{collection}", get(api::record_list).post(api::record_create), D::per_entity("GET", "List live records: filters, search (q), sort, cursor pagination", Body::None, "RecordList").also("POST", "Create a record", Body::EntityInput, "Record"))
@@ -99,6 +104,8 @@ pub fn routes() -> Routes {
         .add("/api/v1/{collection}/{id}/versions", get(api::record_versions), D::per_entity("GET", "Every version of the record, oldest first", Body::None, "List"))
         .add("/api/v1/{collection}/{id}/versions/{version}", get(api::record_version), D::per_entity("GET", "One version with its full snapshot", Body::None, "Object"))
         .add("/api/v1/{collection}/{id}/versions/{version}/restore", post(api::record_version_restore), D::per_entity("POST", "Make an earlier version current again (as a new version)", Body::Named("Reason"), "Record"))
+        .add("/api/v1/{collection}/{id}/as-of", get(api::record_as_of), D::per_entity("GET", "The record as it was at a time (its newest version then)", Body::None, "Object").params(&["at"]))
+        .add("/api/v1/{collection}/{id}/restore-to-time", post(api::record_restore_to_time), D::per_entity("POST", "Put the record back as it was at a time, as a new version", Body::Named("At"), "Outcome"))
         .add("/api/v1/{collection}/{id}/diff", get(api::record_diff), D::per_entity("GET", "Field-by-field difference between two versions", Body::None, "Object").params(&["from", "to"]))
 }
 
@@ -179,7 +186,17 @@ async fn readyz(State(state): State<WebState>) -> Response {
     let schema = state.app.db.schema_state().await;
     match (db, schema) {
         (Ok(()), Ok(holdfast_app::SchemaState::Current)) => {
-            axum::Json(json!({"status": "ready", "database": state.app.db.backend().name()}))
+            // Backups turn red here too, for monitoring; they do not make the instance unready.
+            let backups = match holdfast_app::backup::schedule::status(&state.app).await {
+                Ok(status) => json!({
+                    "state": status.state,
+                    "problems": status.problems,
+                    "last_good_at": status.last_good.map(|r| holdfast_domain::Timestamp(r.started_at).to_rfc3339()),
+                    "last_drill_at": status.last_drill.and_then(|r| r.drill_at).map(|t| holdfast_domain::Timestamp(t).to_rfc3339()),
+                }),
+                Err(error) => json!({"state": "unknown", "problems": [format!("{error:#}")]}),
+            };
+            axum::Json(json!({"status": "ready", "database": state.app.db.backend().name(), "backups": backups}))
                 .into_response()
         }
         (db, schema) => {

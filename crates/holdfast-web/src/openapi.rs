@@ -293,6 +293,15 @@ fn static_schemas(schemas: &mut Map<String, Value>) {
             json!({"username": string, "password": string}),
         ),
     );
+    schemas.insert(
+        "At".into(),
+        object(
+            &["at"],
+            json!({"at": {"type": "string", "format": "date-time"}}),
+        ),
+    );
+    schemas.insert("Revert".into(), object(&["to"], json!({"to": {"type": "string", "format": "date-time"}, "by_user_id": {"type": "integer"}, "dry_run": {"type": "boolean"}})));
+    schemas.insert("RestoreRecords".into(), object(&[], json!({"ids": {"type": "array", "items": {"type": "string", "description": "KIND:ID, e.g. contact:12"}}, "deleted_since": {"type": "string", "format": "date-time"}, "entity": string, "matching": string})));
     schemas.insert("Error".into(), json!({"type": "object", "properties": {"error": {"type": "object", "required": ["code", "message", "op_id"], "properties": {
         "code": string, "message": string, "op_id": string,
         "fields": {"type": "array", "items": {"type": "object", "properties": {"field": string, "code": string, "message": string}}},

@@ -834,3 +834,108 @@ pub async fn restore_records(
     }
     Ok(outcomes)
 }
+
+/// Refuses anyone who may not work with backups; for handlers that must check before they
+/// look at their input.
+pub fn require(actor: &Actor) -> Result<(), AppError> {
+    Ok(authorize(actor, Action::Backups)?)
+}
+
+/// The server's backups as the admin page and API show them: the status and recent runs.
+pub async fn overview(
+    app: &App,
+    actor: &Actor,
+) -> Result<(schedule::BackupStatus, Vec<holdfast_store::BackupRunRow>), AppError> {
+    authorize(actor, Action::Backups)?;
+    let status = schedule::status(app).await?;
+    let runs = app.db.backup_runs(50).await?;
+    Ok((status, runs))
+}
+
+/// What [`start`] starts in the background.
+#[derive(Debug, Clone, Copy)]
+pub enum Job {
+    Backup,
+    Drill(i64),
+}
+
+/// Starts a backup or a drill in the background (the admin page's buttons); its progress shows
+/// in [`schedule::BackupStatus::running`] and its result in the run's record.
+pub fn start(app: &App, actor: &Actor, job: Job) -> Result<(), AppError> {
+    authorize(actor, Action::Backups)?;
+    if app.backups.is_none() {
+        return Err(AppError::conflict(
+            "backups_off",
+            "This server takes no backups (see the [backup] settings)",
+        ));
+    }
+    if app.backup_jobs.running().is_some() {
+        return Err(AppError::conflict(
+            "backup_running",
+            "A backup or drill is already running; wait for it to finish",
+        ));
+    }
+    let app = app.clone();
+    tokio::spawn(async move {
+        let result = match job {
+            Job::Backup => schedule::run(&app, "manual").await.map(|_| ()),
+            Job::Drill(id) => schedule::drill(&app, id).await.map(|_| ()),
+        };
+        if let Err(error) = result {
+            tracing::error!(error = %format!("{error:#}"), ?job, "backup job failed");
+        }
+    });
+    Ok(())
+}
+
+/// The file of a recorded backup run, if it is still there.
+async fn run_file(app: &App, run_id: i64) -> Result<PathBuf, AppError> {
+    let run = app
+        .db
+        .backup_run(run_id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("backup {run_id}")))?;
+    let file = run
+        .file
+        .map(PathBuf::from)
+        .ok_or_else(|| AppError::not_found(format!("the file of backup {run_id}")))?;
+    if !file.exists() {
+        return Err(AppError::conflict(
+            "backup_file_gone",
+            format!(
+                "{} is no longer there (removed by the retention policy or by hand)",
+                file.display()
+            ),
+        ));
+    }
+    Ok(file)
+}
+
+fn server_key(app: &App) -> Option<&Key> {
+    app.backups.as_ref().and_then(|config| config.key.as_ref())
+}
+
+/// [`candidates`] in one of the server's recorded backups.
+pub async fn candidates_in_run(
+    app: &App,
+    actor: &Actor,
+    run_id: i64,
+    selection: &Selection,
+) -> Result<Vec<Candidate>, AppError> {
+    authorize(actor, Action::Backups)?;
+    let file = run_file(app, run_id).await?;
+    candidates(app, actor, &file, server_key(app), selection).await
+}
+
+/// [`restore_records`] from one of the server's recorded backups.
+pub async fn restore_from_run(
+    app: &App,
+    actor: &Actor,
+    op_id: &str,
+    run_id: i64,
+    selection: &Selection,
+) -> Result<Vec<Outcome>, AppError> {
+    authorize(actor, Action::Backups)?;
+    let file = run_file(app, run_id).await?;
+    restore_records(app, actor, op_id, &file, server_key(app), selection).await
+}

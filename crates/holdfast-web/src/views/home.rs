@@ -83,7 +83,9 @@ async fn body(state: &WebState, page: &Page) -> Result<Markup, AppError> {
             .collect();
         charts.push((super::pipeline_name(tr, key, name).to_owned(), rows));
     }
+    let alert = super::backups::alert(state, page).await;
     Ok(html! {
+        (alert)
         div.grid {
             section.card {
                 h2 { (tr.t("home.follow_ups")) }

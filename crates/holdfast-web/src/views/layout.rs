@@ -70,6 +70,7 @@ pub fn frame(page: &Page, title: &str, active: &str, body: Markup) -> Markup {
                             }
                             @if page.actor.is_admin() {
                                 li { a href="/admin/users" aria-current=[("admin" == active).then_some("page")] { (tr.t("nav.users")) } }
+                                li { a href="/admin/backups" aria-current=[("backups" == active).then_some("page")] { (tr.t("nav.backups")) } }
                             }
                         }
                     }

@@ -17,6 +17,7 @@
 
 pub mod account;
 pub mod admin;
+pub mod backups;
 pub mod bin;
 pub mod board;
 pub mod home;
@@ -87,6 +88,9 @@ pub const ERROR_CODES: &[&str] = &[
     "in_recycle_bin",
     "forgery",
     "internal_error",
+    "backups_off",
+    "backup_running",
+    "backup_file_gone",
 ];
 
 /// How a page route is reached, for the test that every page checks who is asking.
@@ -171,6 +175,35 @@ pub fn pages() -> (Router<WebState>, Vec<PageDoc>) {
         false,
         false,
     );
+    add("/admin/backups", get(backups::backups_page), G, false, true);
+    add(
+        "/admin/backups/run",
+        post(backups::run_post),
+        P,
+        false,
+        true,
+    );
+    add(
+        "/admin/backups/{id}",
+        get(backups::backup_page),
+        G,
+        false,
+        true,
+    );
+    add(
+        "/admin/backups/{id}/drill",
+        post(backups::drill_post),
+        P,
+        false,
+        true,
+    );
+    add(
+        "/admin/backups/{id}/restore",
+        post(backups::restore_post),
+        P,
+        false,
+        true,
+    );
     add(
         "/admin/users",
         get(admin::users_page).post(admin::user_create_post),
@@ -245,6 +278,13 @@ pub fn pages() -> (Router<WebState>, Vec<PageDoc>) {
     add(
         "/{collection}/{id}/history/{version}/restore",
         post(records::version_restore_post),
+        P,
+        false,
+        false,
+    );
+    add(
+        "/{collection}/{id}/restore-to-time",
+        post(records::restore_to_time_post),
         P,
         false,
         false,

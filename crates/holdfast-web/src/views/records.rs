@@ -1190,12 +1190,37 @@ pub async fn history_page(
     State(state): State<WebState>,
     page: Page,
     Path((collection, id)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
 ) -> PageResult {
     let tr = &page.tr;
     let (entity, id) = target(tr, &collection, &id)?;
     let versions = records::history(&state.app, &page.actor, entity, id)
         .await
         .or_page(tr)?;
+    // "As it was at": the version current at the chosen time, and putting it back.
+    let at = query
+        .get("at")
+        .filter(|text| !text.is_empty())
+        .map(|text| {
+            tr.parse_datetime_input(text)
+                .and_then(|rfc| Timestamp::parse_rfc3339(&rfc))
+                .ok_or_else(|| {
+                    error_page(
+                        tr,
+                        AppError::invalid("at", "invalid_time", "Not a date and time"),
+                    )
+                })
+        })
+        .transpose()?;
+    let then = match at {
+        Some(at) => Some((
+            at,
+            records::as_of(&state.app, &page.actor, entity, id, at)
+                .await
+                .or_page(tr)?,
+        )),
+        None => None,
+    };
     let Some(latest) = versions.last() else {
         return Err(error_page(
             tr,
@@ -1218,6 +1243,38 @@ pub async fn history_page(
         p {
             a href=(format!("/{}/{id}", entity.plural())) { (tr.t("history.back")) }
             @if deleted { " · " (tr.t("history.deleted_note")) " " a href="/recycle-bin" { (tr.t("nav.bin")) } }
+        }
+        section.card {
+            form.inline method="get" action=(format!("/{}/{id}/history", entity.plural())) {
+                label { (tr.t("history.as_of")) " "
+                    input type="datetime-local" name="at" required value=(at.map(|t| tr.datetime_input(t)).unwrap_or_default());
+                }
+                button type="submit" { (tr.t("action.show")) }
+            }
+            @if let Some((at, version)) = &then {
+                @match version {
+                    None => p { (tr.f("history.not_yet", &[("at", &tr.datetime(*at))])) },
+                    Some(version) => {
+                        h2 { (tr.f("history.as_of_title", &[("at", &tr.datetime(*at)), ("version", &version.version)])) }
+                        table.fields { tbody {
+                            @for def in entity.fields() {
+                                tr {
+                                    th { (label(tr, entity, def.name)) }
+                                    td { (plain_value(tr, def, version.snapshot.get(def.name).unwrap_or(&Value::Null))) }
+                                }
+                            }
+                            @if version.snapshot.get("deleted_at").is_some_and(|v| !v.is_null()) {
+                                tr { th { (tr.t("meta.deleted_at")) } td { (meta_value(tr, "deleted_at", &version.snapshot["deleted_at"])) } }
+                            }
+                        } }
+                        form method="post" action=(format!("/{}/{id}/restore-to-time", entity.plural())) {
+                            (csrf_field(&page.csrf))
+                            input type="hidden" name="at" value=(tr.datetime_input(*at));
+                            button type="submit" { (tr.t("history.restore_to_time")) }
+                        }
+                    }
+                }
+            }
         }
         ol.history reversed {
             @for (index, version) in versions.iter().enumerate().rev() {
@@ -1315,5 +1372,31 @@ pub async fn version_restore_post(
     Ok(redirect(
         &format!("/{}/{id}", entity.plural()),
         "version_restored",
+    ))
+}
+
+pub async fn restore_to_time_post(
+    State(state): State<WebState>,
+    page: Page,
+    Path((collection, id)): Path<(String, String)>,
+    form: Form,
+) -> PageResult {
+    let tr = &page.tr;
+    let (entity, id) = target(tr, &collection, &id)?;
+    let at = tr
+        .parse_datetime_input(form.get("at"))
+        .and_then(|rfc| Timestamp::parse_rfc3339(&rfc))
+        .ok_or_else(|| {
+            error_page(
+                tr,
+                AppError::invalid("at", "invalid_time", "Not a date and time"),
+            )
+        })?;
+    records::restore_to_time(&state.app, &page.actor, &current_op_id(), entity, id, at)
+        .await
+        .or_page(tr)?;
+    Ok(redirect(
+        &format!("/{}/{id}", entity.plural()),
+        "restored_to_time",
     ))
 }

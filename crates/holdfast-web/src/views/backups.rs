@@ -1,0 +1,275 @@
+//! The backup page: whether backups are healthy (and why not), the recent backups with their
+//! restore drills, "back up now", and bringing deleted customers back from a backup.
+//! Administrators only (the use cases check it).
+
+use super::layout::{bar_chart, csrf_field, empty, frame};
+use super::{Form, OrPage, Page, PageResult, error_page, html, redirect};
+use crate::WebState;
+use crate::error::current_op_id;
+use crate::i18n::Tr;
+use axum::extract::{Path, Query, State};
+use holdfast_app::AppError;
+use holdfast_app::backup::{self, Job, Selection};
+use holdfast_domain::{Entity, Timestamp};
+use maud::{Markup, html};
+use std::collections::HashMap;
+
+fn size(tr: &Tr, bytes: Option<i64>) -> String {
+    match bytes {
+        None => "—".into(),
+        Some(b) if b < 1 << 20 => format!("{} KB", tr.number((b + 1023) / 1024)),
+        Some(b) => format!("{:.1} MB", b as f64 / f64::from(1 << 20)),
+    }
+}
+
+fn seconds(ms: i64) -> String {
+    format!("{:.1} s", ms as f64 / 1000.0)
+}
+
+pub async fn backups_page(State(state): State<WebState>, page: Page) -> PageResult {
+    let tr = &page.tr;
+    let (status, runs) = backup::overview(&state.app, &page.actor)
+        .await
+        .or_page(tr)?;
+    let at = |micros: i64| tr.datetime(Timestamp(micros));
+    // Drill durations are the recovery time: how long bringing the whole CRM back takes.
+    let drills: Vec<(String, i64, String)> = runs
+        .iter()
+        .filter_map(|run| Some((run, run.drill_ms?)))
+        .take(10)
+        .map(|(run, ms)| (at(run.started_at), ms, seconds(ms)))
+        .collect();
+    let body = html! {
+        @if status.state == "off" {
+            section.card.alert role="alert" { p { (tr.t("backup.off")) } }
+        } @else {
+            section.card.status.(if status.state == "ok" { "good" } else { "bad" }) role=[(status.state != "ok").then_some("alert")] {
+                h2 { @if status.state == "ok" { (tr.t("backup.state_ok")) } @else { (tr.t("backup.state_red")) } }
+                @if !status.problems.is_empty() {
+                    ul { @for problem in &status.problems { li { (tr.f(&format!("backup.problem.{problem}"), &[("hours", &(status.every_minutes * 2 / 60))])) } } }
+                }
+                dl.facts {
+                    dt { (tr.t("backup.last_good")) }
+                    dd { @if let Some(run) = &status.last_good { (at(run.started_at)) } @else { "—" } }
+                    dt { (tr.t("backup.last_drill")) }
+                    dd { @if let Some(run) = &status.last_drill {
+                        (at(run.drill_at.unwrap_or(run.started_at)))
+                        " · " @if run.drill_error.is_some() { strong { (tr.t("backup.failed")) } } @else { (tr.t("backup.passed")) }
+                    } @else { "—" } }
+                    dt { (tr.t("backup.schedule")) }
+                    dd { @if status.every_minutes > 0 { (tr.f("backup.every", &[("hours", &(status.every_minutes as f64 / 60.0))])) } @else { (tr.t("backup.on_demand")) } }
+                }
+                @if !status.encrypted {
+                    p.warning role="alert" { strong { (tr.t("backup.unencrypted")) } }
+                }
+                @if let Some(running) = &status.running {
+                    div.progress {
+                        p { (tr.f("backup.running", &[("phase", &tr.or(&format!("backup.phase.{}", running.phase), &running.phase)), ("done", &tr.number(running.rows_done as i64)), ("total", &tr.number(running.rows_total as i64))])) }
+                        progress max=(running.rows_total.max(1)) value=(running.rows_done) {}
+                        meta http-equiv="refresh" content="2";
+                    }
+                } @else {
+                    form method="post" action="/admin/backups/run" {
+                        (csrf_field(&page.csrf))
+                        button.primary type="submit" { (tr.t("backup.run_now")) }
+                    }
+                }
+            }
+        }
+        @if !drills.is_empty() {
+            section.card {
+                h2 { (tr.t("backup.recovery_time")) }
+                (bar_chart(tr.t("backup.recovery_time"), &drills))
+            }
+        }
+        section.card {
+            h2 { (tr.t("backup.history")) }
+            @if runs.is_empty() { (empty(tr, "backup.none")) } @else {
+                div.table-wrap { table.list {
+                    thead { tr {
+                        th { (tr.t("backup.taken")) } th { (tr.t("backup.why")) } th.num { (tr.t("backup.rows")) }
+                        th.num { (tr.t("backup.size")) } th { (tr.t("backup.drill")) } th { (tr.t("table.actions")) }
+                    } }
+                    tbody {
+                        @for run in &runs {
+                            tr.failed[run.error.is_some() || run.drill_error.is_some()] {
+                                td { (at(run.started_at)) @if run.encrypted { " 🔒" } }
+                                td { (tr.or(&format!("backup.reason.{}", run.reason), &run.reason)) }
+                                td.num { (run.rows_total.map(|n| tr.number(n)).unwrap_or_else(|| "—".into())) }
+                                td.num { (size(tr, run.bytes)) }
+                                td {
+                                    @if let Some(error) = &run.error { strong { (tr.t("backup.failed")) } ": " (error) }
+                                    @else if let Some(error) = &run.drill_error { strong { (tr.t("backup.drill_failed")) } ": " (error) }
+                                    @else if let Some(ms) = run.drill_ms { (tr.t("backup.passed")) " · " (seconds(ms)) }
+                                    @else if run.finished_at.is_none() { (tr.t("backup.unfinished")) }
+                                    @else { (tr.t("backup.not_drilled")) }
+                                }
+                                td.actions {
+                                    @if run.file.is_some() && run.error.is_none() {
+                                        a href=(format!("/admin/backups/{}", run.id)) { (tr.t("backup.restore_from")) }
+                                        form.inline method="post" action=(format!("/admin/backups/{}/drill", run.id)) {
+                                            (csrf_field(&page.csrf))
+                                            button type="submit" { (tr.t("backup.drill_again")) }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                } }
+            }
+        }
+    };
+    Ok(html(
+        frame(&page, tr.t("backup.title"), "backups", body),
+        &page.csrf,
+        page.new_csrf,
+    ))
+}
+
+pub async fn run_post(State(state): State<WebState>, page: Page, _form: Form) -> PageResult {
+    backup::start(&state.app, &page.actor, Job::Backup).or_page(&page.tr)?;
+    Ok(redirect("/admin/backups", "backup_started"))
+}
+
+pub async fn drill_post(
+    State(state): State<WebState>,
+    page: Page,
+    Path(id): Path<String>,
+    _form: Form,
+) -> PageResult {
+    let id = run_id(&page.tr, &id)?;
+    backup::start(&state.app, &page.actor, Job::Drill(id)).or_page(&page.tr)?;
+    Ok(redirect("/admin/backups", "drill_started"))
+}
+
+fn run_id(tr: &Tr, text: &str) -> Result<i64, axum::response::Response> {
+    text.parse()
+        .map_err(|_| error_page(tr, AppError::not_found(format!("backup {text}"))))
+}
+
+/// One backup: the records in it that are in the recycle bin or gone now, to bring back.
+pub async fn backup_page(
+    State(state): State<WebState>,
+    page: Page,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> PageResult {
+    let tr = &page.tr;
+    let id = run_id(tr, &id)?;
+    let (_, runs) = backup::overview(&state.app, &page.actor)
+        .await
+        .or_page(tr)?;
+    let run = match runs.iter().find(|run| run.id == id) {
+        Some(run) => run.clone(),
+        None => match state.app.db.backup_run(id).await {
+            Ok(Some(run)) => run,
+            _ => return Err(error_page(tr, AppError::not_found(format!("backup {id}")))),
+        },
+    };
+    let taken = Timestamp(run.started_at);
+    let since = query
+        .get("deleted_since")
+        .and_then(|text| tr.parse_datetime_input(text))
+        .and_then(|text| Timestamp::parse_rfc3339(&text))
+        .unwrap_or(taken);
+    let found =
+        backup::candidates_in_run(&state.app, &page.actor, id, &Selection::DeletedSince(since))
+            .await
+            .or_page(tr)?;
+    let body = html! {
+        p { a href="/admin/backups" { (tr.t("backup.back")) } }
+        p { (tr.f("backup.explain_restore", &[("taken", &tr.datetime(taken))])) }
+        form.inline method="get" action=(format!("/admin/backups/{id}")) {
+            label { (tr.t("backup.deleted_since")) " "
+                input type="datetime-local" name="deleted_since" value=(tr.datetime_input(since));
+            }
+            button type="submit" { (tr.t("action.show")) }
+        }
+        @if found.is_empty() { (empty(tr, "backup.nothing_to_restore")) } @else {
+            form method="post" action=(format!("/admin/backups/{id}/restore")) {
+                (csrf_field(&page.csrf))
+                div.table-wrap { table.list {
+                    thead { tr { th { (tr.t("backup.pick")) } th { (tr.t("bin.kind")) } th { (tr.t("bin.what")) } th { (tr.t("backup.state_now")) } } }
+                    tbody {
+                        @for candidate in &found {
+                            @let key = format!("pick.{}.{}", candidate.entity.name(), candidate.id);
+                            tr {
+                                td { input type="checkbox" name=(key) id=(key) value="on" checked; }
+                                td { (tr.t(&format!("entity.{}.one", candidate.entity.name()))) }
+                                td { label for=(key) { (candidate.title) } }
+                                td { (tr.t(&format!("backup.now.{}", candidate.now))) }
+                            }
+                        }
+                    }
+                } }
+                button.primary type="submit" { (tr.t("backup.restore_selected")) }
+            }
+        }
+    };
+    Ok(html(
+        frame(
+            &page,
+            &tr.f("backup.title_one", &[("taken", &tr.datetime(taken))]),
+            "backups",
+            body,
+        ),
+        &page.csrf,
+        page.new_csrf,
+    ))
+}
+
+pub async fn restore_post(
+    State(state): State<WebState>,
+    page: Page,
+    Path(id): Path<String>,
+    form: Form,
+) -> PageResult {
+    let tr = &page.tr;
+    backup::require(&page.actor).or_page(tr)?;
+    let id = run_id(tr, &id)?;
+    let mut picked: Vec<(Entity, i64)> = form
+        .0
+        .keys()
+        .filter_map(|key| {
+            let rest = key.strip_prefix("pick.")?;
+            let (entity, record) = rest.split_once('.')?;
+            Some((Entity::from_name(entity)?, record.parse().ok()?))
+        })
+        .collect();
+    picked.sort_unstable();
+    if picked.is_empty() {
+        return Ok(redirect(&format!("/admin/backups/{id}"), "nothing_picked"));
+    }
+    backup::restore_from_run(
+        &state.app,
+        &page.actor,
+        &current_op_id(),
+        id,
+        &Selection::Ids(picked),
+    )
+    .await
+    .or_page(tr)?;
+    Ok(redirect(
+        &format!("/admin/backups/{id}"),
+        "records_restored",
+    ))
+}
+
+/// The banner on an administrator's home page when backups are red.
+pub async fn alert(state: &WebState, page: &Page) -> Markup {
+    let tr = &page.tr;
+    let Ok((status, _)) = backup::overview(&state.app, &page.actor).await else {
+        return html! {};
+    };
+    if status.state != "red" {
+        return html! {};
+    }
+    html! {
+        section.card.alert role="alert" {
+            h2 { (tr.t("backup.state_red")) }
+            ul { @for problem in &status.problems { li { (tr.f(&format!("backup.problem.{problem}"), &[("hours", &(status.every_minutes * 2 / 60))])) } } }
+            p { a href="/admin/backups" { (tr.t("backup.open_page")) } }
+        }
+    }
+}
