@@ -730,6 +730,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             .map(|b| format!("{:.1} MB", b as f64 / 1e6))
             .unwrap_or_else(|| "unknown".into())
     );
+    let backups = measure_backups(&app.db, &dir, size).await?;
+    report["backup"] = backups;
     report["reads"] = final_reads.iter().map(Measured::json).collect();
     report["writes"] = writes.iter().map(Measured::json).collect();
     report["growth"] = Value::Array(growth);
@@ -747,6 +749,80 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         println!("kept the data set in {}", dir.display());
     }
     Ok(())
+}
+
+/// Backup, verify and restore of the full data set: time and size, plain and encrypted.
+async fn measure_backups(
+    db: &holdfast_app::Db,
+    dir: &Path,
+    database_bytes: u64,
+) -> anyhow::Result<Value> {
+    use holdfast_app::backup::{self, Key, Progress};
+    let out = dir.join("bench-backups");
+    let progress = Progress::default();
+    let now = holdfast_app::Clock::now(&SystemClock);
+    let spinner = ProgressBar::new_spinner();
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    spinner.set_message("backup: creating");
+    let started = Instant::now();
+    let plain = backup::create(db, &out, None, now, &progress).await?;
+    let create_s = started.elapsed().as_secs_f64();
+    let (key_text, _) = Key::generate();
+    let key = Key::identity_from_text(&key_text).map_err(anyhow::Error::msg)?;
+    let started = Instant::now();
+    let sealed = backup::create(db, &out, Some(&key), now, &progress).await?;
+    let create_encrypted_s = started.elapsed().as_secs_f64();
+    spinner.set_message("backup: verifying (checksums, then a scratch restore)");
+    let started = Instant::now();
+    backup::check(&sealed.path, Some(&key), &progress)?;
+    let check_s = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    backup::verify(&sealed.path, Some(&key), Some(dir), &progress).await?;
+    let verify_s = started.elapsed().as_secs_f64();
+    spinner.set_message("backup: restoring into a new SQLite database");
+    let target_dir = dir.join("bench-restore");
+    std::fs::create_dir_all(&target_dir)?;
+    let target = holdfast_app::Db::connect(&format!(
+        "sqlite://{}?mode=rwc",
+        target_dir.join("holdfast.db").display()
+    ))
+    .await?;
+    let started = Instant::now();
+    backup::restore(
+        &target,
+        &backup::Restore {
+            path: &sealed.path,
+            key: Some(&key),
+            safety_dir: &target_dir,
+            by: &holdfast_domain::Actor::system(),
+            op_id: "bench",
+            now,
+        },
+        &progress,
+    )
+    .await?;
+    let restore_s = started.elapsed().as_secs_f64();
+    target.close().await;
+    spinner.finish_and_clear();
+    let rows = plain.manifest.rows_total();
+    println!(
+        "backup: {rows} rows; create {create_s:.1} s ({:.1} MB, {:.0}% of the database), encrypted {create_encrypted_s:.1} s ({:.1} MB); checksums {check_s:.1} s; verify by scratch restore {verify_s:.1} s; restore into a new SQLite database {restore_s:.1} s",
+        plain.bytes as f64 / 1e6,
+        100.0 * plain.bytes as f64 / (database_bytes.max(1)) as f64,
+        sealed.bytes as f64 / 1e6,
+    );
+    let _ = std::fs::remove_dir_all(&out);
+    let _ = std::fs::remove_dir_all(&target_dir);
+    Ok(json!({
+        "rows": rows,
+        "bytes": plain.bytes,
+        "bytes_encrypted": sealed.bytes,
+        "create_s": create_s,
+        "create_encrypted_s": create_encrypted_s,
+        "check_s": check_s,
+        "verify_s": verify_s,
+        "restore_s": restore_s,
+    }))
 }
 
 fn print_table(

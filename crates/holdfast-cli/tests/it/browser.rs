@@ -534,3 +534,131 @@ async fn a_days_work_in_the_browser_on_sqlite() {
 async fn a_days_work_in_the_browser_on_postgres() {
     run(Backend::Postgres).await;
 }
+
+/// An administrator takes a backup on the backup page, a customer is deleted and purged, and
+/// the administrator brings it back from the backup, in `lang`.
+async fn restore_from_backup(app: &TestApp, driver: &Driver, lang: &'static str) {
+    let zh = lang != "en";
+    let profile = tempfile::tempdir().unwrap();
+    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let admin = app.user("boss", holdfast_domain::Role::Admin).await;
+    let company = admin
+        .create(
+            "companies",
+            json!({"name": "远方物流有限公司", "phone": "+86 20 5555 0199"}),
+        )
+        .await;
+    admin
+        .create("contacts", json!({"name": "陈静", "company_id": company}))
+        .await;
+    let j = Journey {
+        browser: open_browser(driver, lang, profile.path()).await,
+        base: &app.base_url,
+        lang,
+        shots,
+    };
+    j.go("/login").await;
+    j.fill("input[name=username]", "boss").await;
+    j.fill("input[name=password]", "correct horse battery")
+        .await;
+    j.click("form.stack button[type=submit]").await;
+    // No backup yet: the home page says so.
+    assert!(j.body().await.contains(if zh {
+        "备份需要处理"
+    } else {
+        "Backups need attention"
+    }));
+
+    j.go("/admin/backups").await;
+    j.click("form[action='/admin/backups/run'] button").await;
+    let passed = if zh { "通过" } else { "passed" };
+    for _ in 0..100 {
+        if j.body().await.contains(passed) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        j.go("/admin/backups").await;
+    }
+    let page = j.body().await;
+    assert!(page.contains(passed), "the drill passed: {page}");
+    assert!(
+        page.contains(if zh {
+            "备份状态正常"
+        } else {
+            "Backups are healthy"
+        }),
+        "{page}"
+    );
+    j.shot("backups").await;
+
+    // The customer is deleted and purged for good.
+    admin
+        .delete(&format!("/api/v1/companies/{company}"))
+        .await
+        .expect(200);
+    admin
+        .delete(&format!(
+            "/api/v1/recycle-bin/companies/{company}?reason=mistake"
+        ))
+        .await
+        .expect(200);
+    j.go(&format!("/companies/{company}")).await;
+    assert!(!j.body().await.contains("远方物流有限公司"));
+
+    j.go("/admin/backups").await;
+    j.click("a[href^='/admin/backups/']").await;
+    let listed = j.body().await;
+    assert!(
+        listed.contains("远方物流有限公司") && listed.contains("陈静"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains(if zh { "已彻底清除" } else { "purged" }),
+        "{listed}"
+    );
+    j.shot("backup-restore").await;
+    j.click("form[action$='/restore'] button.primary").await;
+    assert!(j.body().await.contains(if zh {
+        "所选记录已恢复"
+    } else {
+        "The selected records are back"
+    }));
+    j.go(&format!("/companies/{company}")).await;
+    let detail = j.body().await;
+    assert!(
+        detail.contains("远方物流有限公司") && detail.contains("陈静"),
+        "{detail}"
+    );
+    j.go(&format!("/companies/{company}/history")).await;
+    assert!(j.body().await.contains(if zh {
+        "从备份恢复"
+    } else {
+        "Restored from a backup"
+    }));
+    j.shot("history-restored").await;
+    j.browser.close().await.unwrap();
+}
+
+async fn run_backups(backend: Backend) {
+    if !browser_available() {
+        return;
+    }
+    let driver = start_driver().await;
+    for lang in ["en", "zh-CN"] {
+        let Some(app) = holdfast_test_support::spawn_app_with_backups(backend).await else {
+            return;
+        };
+        restore_from_backup(&app, &driver, lang).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restoring_a_deleted_customer_from_a_backup_on_sqlite() {
+    run_backups(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restoring_a_deleted_customer_from_a_backup_on_postgres() {
+    run_backups(Backend::Postgres).await;
+}

@@ -421,3 +421,158 @@ async fn both_backends_build_the_same_tables_columns_and_indexes() {
         }
     }
 }
+
+fn run_ok(args: &[&str], dir: &std::path::Path) -> (String, String) {
+    let output = holdfast(args, dir).stdin(Stdio::null()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{args:?}: {stdout}{stderr}");
+    (stdout, stderr)
+}
+
+fn run_err(args: &[&str], dir: &std::path::Path) -> String {
+    let output = holdfast(args, dir).stdin(Stdio::null()).output().unwrap();
+    assert!(!output.status.success(), "{args:?} should fail");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn backup_create_verify_and_restore_from_the_command_line() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let db = runtime.block_on(TestDb::fresh(Backend::Sqlite)).unwrap();
+    admin_create(&db, "boss");
+    let dir = db.dir.path();
+    let key = dir.join("backup.key");
+    let key_arg = key.to_str().unwrap();
+    let (out, _) = run_ok(&["backup", "keygen", "--output", key_arg], dir);
+    assert!(out.contains("public key age1"), "{out}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the key is readable by its owner only");
+    }
+    assert!(run_err(&["backup", "keygen", "--output", key_arg], dir).contains("must not exist"));
+
+    let out_dir = dir.join("archives");
+    let (out, _) = run_ok(
+        &[
+            "backup",
+            "create",
+            "--database-url",
+            &db.url,
+            "--output",
+            out_dir.to_str().unwrap(),
+            "--key-file",
+            key_arg,
+        ],
+        dir,
+    );
+    assert!(out.contains("Backed up"), "{out}");
+    let archive = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".hfb.age"))
+        .expect("an encrypted archive");
+    let archive_arg = archive.to_str().unwrap();
+
+    let (out, _) = run_ok(
+        &["backup", "verify", archive_arg, "--key-file", key_arg],
+        dir,
+    );
+    assert!(out.starts_with("OK:"), "{out}");
+    assert!(out.contains("content hashes match"), "{out}");
+    let message = run_err(&["backup", "verify", archive_arg], dir);
+    assert!(message.contains("this backup is encrypted"), "{message}");
+
+    // Into a new data folder; then over it, which needs --yes and takes a safety backup.
+    let restored = dir.join("restored");
+    let restored_arg = restored.to_str().unwrap();
+    let (out, _) = run_ok(
+        &[
+            "backup",
+            "restore",
+            archive_arg,
+            "--data-dir",
+            restored_arg,
+            "--key-file",
+            key_arg,
+        ],
+        dir,
+    );
+    assert!(out.contains("Restored"), "{out}");
+    assert!(!out.contains("Safety backup"), "{out}");
+    let message = run_err(
+        &[
+            "backup",
+            "restore",
+            archive_arg,
+            "--data-dir",
+            restored_arg,
+            "--key-file",
+            key_arg,
+        ],
+        dir,
+    );
+    assert!(message.contains("--yes"), "{message}");
+    let (out, _) = run_ok(
+        &[
+            "backup",
+            "restore",
+            archive_arg,
+            "--data-dir",
+            restored_arg,
+            "--key-file",
+            key_arg,
+            "--yes",
+        ],
+        dir,
+    );
+    assert!(
+        out.contains("Safety backup of the data before the restore"),
+        "{out}"
+    );
+
+    // Without a key the archive is written in the clear, with a loud warning.
+    let (_, err) = run_ok(
+        &[
+            "backup",
+            "create",
+            "--database-url",
+            &db.url,
+            "--output",
+            out_dir.to_str().unwrap(),
+        ],
+        dir,
+    );
+    assert!(err.contains("NOT encrypted"), "{err}");
+    let message = run_err(
+        &[
+            "backup",
+            "restore-records",
+            archive_arg,
+            "--database-url",
+            &db.url,
+            "--key-file",
+            key_arg,
+        ],
+        dir,
+    );
+    assert!(message.contains("choose records one way"), "{message}");
+    let (out, _) = run_ok(
+        &[
+            "backup",
+            "restore-records",
+            archive_arg,
+            "--database-url",
+            &db.url,
+            "--key-file",
+            key_arg,
+            "--deleted-since",
+            "2020-01-01T00:00:00Z",
+            "--dry-run",
+        ],
+        dir,
+    );
+    assert!(out.contains("0 records would be restored"), "{out}");
+}

@@ -4,6 +4,7 @@
 
 mod auth;
 mod backup;
+mod backup_server;
 mod browser;
 mod cli;
 mod hostile;

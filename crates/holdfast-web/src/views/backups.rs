@@ -22,6 +22,12 @@ fn size(tr: &Tr, bytes: Option<i64>) -> String {
     }
 }
 
+/// `12-01 06:00`: short enough for a chart label in either language.
+fn short_time(tr: &Tr, micros: i64) -> String {
+    let full = tr.datetime_input(Timestamp(micros));
+    full.get(5..).unwrap_or(&full).replace('T', " ")
+}
+
 fn seconds(ms: i64) -> String {
     format!("{:.1} s", ms as f64 / 1000.0)
 }
@@ -37,7 +43,7 @@ pub async fn backups_page(State(state): State<WebState>, page: Page) -> PageResu
         .iter()
         .filter_map(|run| Some((run, run.drill_ms?)))
         .take(10)
-        .map(|(run, ms)| (at(run.started_at), ms, seconds(ms)))
+        .map(|(run, ms)| (short_time(tr, run.started_at), ms, seconds(ms)))
         .collect();
     let body = html! {
         @if status.state == "off" {
@@ -93,7 +99,7 @@ pub async fn backups_page(State(state): State<WebState>, page: Page) -> PageResu
                     tbody {
                         @for run in &runs {
                             tr.failed[run.error.is_some() || run.drill_error.is_some()] {
-                                td { (at(run.started_at)) @if run.encrypted { " 🔒" } }
+                                td { (at(run.started_at)) @if run.encrypted { " · " small { (tr.t("backup.encrypted")) } } }
                                 td { (tr.or(&format!("backup.reason.{}", run.reason), &run.reason)) }
                                 td.num { (run.rows_total.map(|n| tr.number(n)).unwrap_or_else(|| "—".into())) }
                                 td.num { (size(tr, run.bytes)) }
