@@ -226,6 +226,14 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
         Some(dir) => dir,
         None => config.backup_dir()?,
     };
+    if config.database_url.is_empty() {
+        let file = config.absolute_data_dir()?.join("holdfast.db");
+        anyhow::ensure!(
+            file.exists(),
+            "there is no Holdfast database at {}: nothing to back up (give --data-dir or --database-url)",
+            file.display()
+        );
+    }
     let db = open_db(&config).await?;
     anyhow::ensure!(
         db.schema_state().await? != holdfast_app::SchemaState::Empty,
@@ -273,7 +281,7 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     drop(bar);
     let (manifest, millis) =
         result.with_context(|| format!("{} failed verification", args.archive.display()))?;
-    let encrypted = backup::read_header(&args.archive, key.as_ref()).is_ok() && key.is_some();
+    let encrypted = backup::is_encrypted(&args.archive);
     println!(
         "OK: {} — backup {} taken {} by Holdfast {} on {} (schema version {})",
         args.archive.display(),

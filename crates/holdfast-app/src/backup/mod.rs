@@ -314,6 +314,15 @@ fn open_archive(path: &Path, key: Option<&Key>) -> anyhow::Result<ArchiveReader>
     )?)
 }
 
+/// Whether the file is age-encrypted (by its first bytes).
+pub fn is_encrypted(path: &Path) -> bool {
+    let mut start = [0u8; 21];
+    std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut start))
+        .is_ok()
+        && &start == b"age-encryption.org/v1"
+}
+
 /// Reads the archive's header only: what it holds and which schema it needs.
 pub fn read_header(path: &Path, key: Option<&Key>) -> anyhow::Result<Header> {
     Ok(open_archive(path, key)?.header()?)

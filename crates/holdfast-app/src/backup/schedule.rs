@@ -134,6 +134,7 @@ pub fn prune(dir: &Path, policy: Retention) -> anyhow::Result<Vec<PathBuf>> {
             files.push((at, entry.path()));
         }
     }
+    remove_stale_partials(dir);
     let times: Vec<Timestamp> = files.iter().map(|(at, _)| *at).collect();
     let keep = to_keep(&times, policy);
     let mut deleted = Vec::new();
@@ -146,6 +147,26 @@ pub fn prune(dir: &Path, policy: Retention) -> anyhow::Result<Vec<PathBuf>> {
         }
     }
     Ok(deleted)
+}
+
+/// Removes `.….partial` files a crash left behind, once they are a day old (a backup being
+/// written right now by another instance is younger than that).
+fn remove_stale_partials(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age.as_secs() > 24 * 3600);
+        if name.starts_with(".holdfast-") && name.ends_with(".partial") && old {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Whether a scheduled backup is due at `now`, given the newest run.
@@ -239,7 +260,9 @@ pub async fn run(app: &App, reason: &str) -> anyhow::Result<BackupRunRow> {
         }),
     )
     .await?;
-    if config.drill {
+    // At shutdown the drill is left for later: a service manager gives a stopping server only
+    // seconds, and the restore check takes about as long as the backup itself.
+    if config.drill && reason != "shutdown" {
         drill_file(app, &config, id, &created.path).await?;
     }
     for dir in std::iter::once(&config.dir).chain(config.copy_to.as_ref()) {

@@ -347,6 +347,26 @@ async fn every_mutilation_of_an_archive_is_detected_with_its_own_error() {
             "truncated to {len}: {code:?}"
         );
     }
+    // A passphrase instead of a key file: the right one opens it, a wrong one is told so.
+    let passphrase = Key::passphrase("correct horse battery staple").unwrap();
+    let by_passphrase = backup::create(
+        &app.app.db,
+        &dir,
+        Some(&passphrase),
+        app.app.now(),
+        &progress,
+    )
+    .await
+    .unwrap();
+    backup::check(&by_passphrase.path, Some(&passphrase), &progress).unwrap();
+    let wrong = Key::passphrase("incorrect horse battery staple").unwrap();
+    let error = backup::check(&by_passphrase.path, Some(&wrong), &progress).unwrap_err();
+    assert_eq!(archive_error(&error).code(), "wrong_key", "{error:#}");
+    assert!(
+        Key::passphrase("short").is_err(),
+        "passphrases need 12 characters"
+    );
+
     // Damage in the encryption header reads like a wrong key to age; the checksum file written
     // beside the archive tells them apart.
     let mut damaged = encrypted.clone();

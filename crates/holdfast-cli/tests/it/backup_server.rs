@@ -253,6 +253,24 @@ async fn a_full_disk_fails_cleanly_and_leaves_the_data_alone() {
             .await
             .unwrap();
     }
+    // A destination that cannot be created: the error names it.
+    let blocker = app.db.dir.path().join("not-a-folder");
+    std::fs::write(&blocker, "a file where the backup folder should be").unwrap();
+    let error = backup::create(
+        &app.app.db,
+        &blocker.join("backups"),
+        None,
+        app.app.now(),
+        &Progress::default(),
+    )
+    .await
+    .unwrap_err();
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("cannot create the backup folder") && message.contains("not-a-folder"),
+        "{message}"
+    );
+
     let mount = app.db.dir.path().join("small-disk");
     std::fs::create_dir_all(&mount).unwrap();
     let mounted = std::process::Command::new("mount")
