@@ -309,7 +309,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             }
         }
     });
-    if backups.key.is_none() {
+    if backups.key.is_none() && (backups.every_minutes > 0 || backups.on_shutdown) {
         tracing::warn!(
             "backups are NOT encrypted: anyone who gets a backup file can read every customer. Set backup.key_file (see `holdfast backup keygen`)"
         );

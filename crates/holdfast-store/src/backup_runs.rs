@@ -141,3 +141,57 @@ fn run_from_row(row: &sqlx::any::AnyRow) -> anyhow::Result<BackupRunRow> {
         drill_error: row.try_get(13)?,
     })
 }
+
+/// Held while one instance takes a scheduled backup; dropped (or [`BackupLock::release`]d)
+/// when it is done. On PostgreSQL it is an advisory lock on a connection of its own, so
+/// instances sharing the database take turns; an SQLite file has one server, whose in-process
+/// job lock is enough.
+pub struct BackupLock {
+    conn: Option<sqlx::pool::PoolConnection<sqlx::Any>>,
+}
+
+/// The advisory lock key for scheduled backups (migrations use another).
+const BACKUP_LOCK: i64 = 7_355_609;
+
+impl Db {
+    /// Takes the backup lock if no other instance holds it; `None` when one does.
+    pub async fn try_backup_lock(&self) -> anyhow::Result<Option<BackupLock>> {
+        if self.backend() != crate::Backend::Postgres {
+            return Ok(Some(BackupLock { conn: None }));
+        }
+        let mut conn = self
+            .read_pool()
+            .acquire()
+            .await
+            .context("a connection for the backup lock")?;
+        let got: bool = sqlx::query("SELECT pg_try_advisory_lock($1)")
+            .bind(BACKUP_LOCK)
+            .fetch_one(&mut *conn)
+            .await
+            .context("taking the backup lock")?
+            .try_get(0)?;
+        Ok(got.then_some(BackupLock { conn: Some(conn) }))
+    }
+}
+
+impl BackupLock {
+    pub async fn release(mut self) -> anyhow::Result<()> {
+        if let Some(mut conn) = self.conn.take() {
+            sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(BACKUP_LOCK)
+                .execute(&mut *conn)
+                .await
+                .context("releasing the backup lock")?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for BackupLock {
+    fn drop(&mut self) {
+        // A lock not released explicitly must not go back to the pool still held.
+        if let Some(conn) = self.conn.take() {
+            let _ = conn.detach();
+        }
+    }
+}

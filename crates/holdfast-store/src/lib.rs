@@ -18,7 +18,7 @@ pub mod schema;
 pub mod snapshot;
 pub mod write;
 
-pub use backup_runs::{BackupRunResult, BackupRunRow};
+pub use backup_runs::{BackupLock, BackupRunResult, BackupRunRow};
 pub use read::{
     AuditRow, BinEntry, ListQuery, SessionRow, Sort, SortValue, StageTotal, TokenRow, UserRow,
     VersionRow,

@@ -185,11 +185,26 @@ pub async fn tick(app: &App) -> anyhow::Result<Option<BackupRunRow>> {
     let Some(config) = app.backups.clone() else {
         return Ok(None);
     };
-    let newest = app.db.backup_runs(1).await?.into_iter().next();
-    if !due(app.now(), newest.as_ref(), config.every_minutes) {
+    if !due_now(app, config.every_minutes).await? {
         return Ok(None);
     }
-    Ok(Some(run(app, "scheduled").await?))
+    // Instances sharing a PostgreSQL database take turns; the one that gets the lock checks
+    // again, so a backup another instance just took is not taken twice.
+    let Some(lock) = app.db.try_backup_lock().await? else {
+        return Ok(None);
+    };
+    let result = if due_now(app, config.every_minutes).await? {
+        run(app, "scheduled").await.map(Some)
+    } else {
+        Ok(None)
+    };
+    lock.release().await?;
+    result
+}
+
+async fn due_now(app: &App, every_minutes: i64) -> anyhow::Result<bool> {
+    let newest = app.db.backup_runs(1).await?.into_iter().next();
+    Ok(due(app.now(), newest.as_ref(), every_minutes))
 }
 
 /// Takes a backup now (`reason`: scheduled, manual, shutdown), copies it, drills it and prunes

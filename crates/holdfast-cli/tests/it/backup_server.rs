@@ -11,6 +11,11 @@ use serde_json::json;
 
 /// The home page as a logged-in user with a session cookie.
 async fn home_page(app: &TestApp, username: &str) -> String {
+    page(app, username, "/").await
+}
+
+/// A page as a logged-in user with a session cookie, in English.
+async fn page(app: &TestApp, username: &str, path: &str) -> String {
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -24,7 +29,7 @@ async fn home_page(app: &TestApp, username: &str) -> String {
     assert_eq!(login.status(), 200);
     let cookie = login.headers()["set-cookie"].to_str().unwrap();
     let cookie = cookie.split(';').next().unwrap().to_owned();
-    http.get(format!("{}/", app.base_url))
+    http.get(format!("{}{path}", app.base_url))
         .header("Cookie", cookie)
         .header("Accept-Language", "en")
         .send()
@@ -407,6 +412,27 @@ on_both_backends!(
             .collect();
         assert_eq!(names, ["甲", "乙", "丙"]);
 
+        // The same on the pages: the list as it was, and one record's history at that time.
+        let minute = &before_rogue.to_rfc3339()[..16];
+        let then = page(&app, "admin", &format!("/contacts?as_of={minute}")).await;
+        assert!(
+            then.contains("甲") && then.contains("乙") && then.contains("丙"),
+            "{then}"
+        );
+        assert!(!then.contains("XXX"), "{then}");
+        let now = page(&app, "admin", "/contacts").await;
+        assert!(now.contains("XXX"));
+        let history = page(
+            &app,
+            "admin",
+            &format!("/contacts/{}/history?at={minute}", contacts[0]),
+        )
+        .await;
+        assert!(
+            history.contains("As it was at") && history.contains("甲"),
+            "{history}"
+        );
+
         // Members may not revert everyone's changes; administrators preview, then revert.
         assert_eq!(
             rogue
@@ -456,3 +482,24 @@ on_both_backends!(
         assert_eq!(restored["record"]["name"], "广州海鸥");
     }
 );
+
+/// Two instances behind a load balancer on one PostgreSQL: one scheduled backup, not two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_sharing_postgresql_take_one_scheduled_backup() {
+    let Some(app) = spawn_app_with_backups(Backend::Postgres).await else {
+        return;
+    };
+    let other = holdfast_app::App::open(
+        &app.db.url,
+        holdfast_app::AppConfig::default(),
+        app.clock.clone(),
+    )
+    .await
+    .unwrap()
+    .with_backups(backup_config(app.db.dir.path()));
+    let (a, b) = tokio::join!(schedule::tick(&app.app), schedule::tick(&other));
+    let taken = [a.unwrap(), b.unwrap()].into_iter().flatten().count();
+    assert_eq!(taken, 1, "exactly one instance backed up");
+    assert_eq!(app.app.db.backup_runs(10).await.unwrap().len(), 1);
+    other.db.close().await;
+}

@@ -195,7 +195,11 @@ pub async fn list_page(
     Query(query): Query<HashMap<String, String>>,
 ) -> PageResult {
     let entity = entity_of(&page.tr, &collection)?;
-    Ok(match list_body(&state, &page, entity, &query).await {
+    let body = match query.get("as_of").filter(|t| !t.is_empty()) {
+        Some(at) => as_of_body(&state, &page, entity, at, &query).await,
+        None => list_body(&state, &page, entity, &query).await,
+    };
+    Ok(match body {
         Ok(body) => html(
             frame(
                 &page,
@@ -356,6 +360,68 @@ async fn list_body(
             }
             @if let Some(href) = &next_href {
                 a rel="next" href=(href) { (tr.t("list.next_page")) }
+            }
+        }
+        details.as-of {
+            summary { (tr.t("list.as_of")) }
+            form.inline method="get" action=(format!("/{}", entity.plural())) {
+                label { span.sr { (tr.t("list.as_of")) } input type="datetime-local" name="as_of" required; }
+                button type="submit" { (tr.t("action.show")) }
+            }
+        }
+    })
+}
+
+/// The list as it was at a time: each record as its newest version then, from the history.
+async fn as_of_body(
+    state: &WebState,
+    page: &Page,
+    entity: Entity,
+    at_text: &str,
+    query: &HashMap<String, String>,
+) -> Result<Markup, AppError> {
+    let tr = &page.tr;
+    let at = tr
+        .parse_datetime_input(at_text)
+        .and_then(|rfc| Timestamp::parse_rfc3339(&rfc))
+        .ok_or_else(|| AppError::invalid("as_of", "invalid_time", "Not a date and time"))?;
+    let after = query.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
+    let items = records::list_as_of(
+        &state.app,
+        &page.actor,
+        entity,
+        at,
+        after,
+        records::DEFAULT_PAGE_SIZE,
+    )
+    .await?;
+    let full = items.len() as i64 == records::DEFAULT_PAGE_SIZE;
+    let at_input = tr.datetime_input(at);
+    Ok(html! {
+        p.notice { (tr.f("list.as_of_title", &[("at", &tr.datetime(at))])) " " a href=(format!("/{}", entity.plural())) { (tr.t("list.back_to_now")) } }
+        @if items.is_empty() { (empty(tr, "list.none_then")) } @else {
+            div.table-wrap { table.list {
+                thead { tr {
+                    th { (label(tr, entity, entity.title_field())) }
+                    th.num { (tr.t("list.version")) }
+                    th { (tr.t("table.updated")) }
+                } }
+                tbody {
+                    @for version in &items {
+                        tr {
+                            td { a href=(format!("/{}/{}/history?at={}", entity.plural(), version.record_id, at_input)) {
+                                (version.snapshot.get(entity.title_field()).and_then(Value::as_str).unwrap_or_default())
+                            } }
+                            td.num { (version.version) }
+                            td { (tr.datetime(version.at)) }
+                        }
+                    }
+                }
+            } }
+        }
+        @if full {
+            @if let Some(last) = items.last() {
+                nav.pager { a rel="next" href=(format!("/{}?as_of={at_input}&after={}", entity.plural(), last.record_id)) { (tr.t("list.next_page")) } }
             }
         }
     })
