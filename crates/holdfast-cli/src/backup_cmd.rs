@@ -177,7 +177,7 @@ impl Bar {
         };
         bar.set_style(
             ProgressStyle::with_template(
-                "{msg:<14} [{bar:30}] {human_pos}/{human_len} rows {per_sec} eta {eta}",
+                "{msg:<32} [{bar:30}] {human_pos}/{human_len} {per_sec} eta {eta}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
@@ -187,7 +187,17 @@ impl Bar {
                 let view = progress.view();
                 shown.set_length(view.rows_total.max(view.rows_done));
                 shown.set_position(view.rows_done);
-                shown.set_message(format!("{} {}", view.phase, human_bytes(view.bytes)));
+                // The checksum pass counts bytes; every other phase counts rows.
+                let unit = if view.phase == "check" {
+                    "bytes"
+                } else {
+                    "rows"
+                };
+                shown.set_message(format!(
+                    "{} ({unit}) {}",
+                    view.phase,
+                    human_bytes(view.bytes)
+                ));
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
         });

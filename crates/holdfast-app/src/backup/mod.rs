@@ -71,6 +71,10 @@ impl Progress {
         self.rows_done.fetch_add(rows, Ordering::Relaxed);
     }
 
+    fn set_rows(&self, rows: u64) {
+        self.rows_done.store(rows, Ordering::Relaxed);
+    }
+
     fn set_bytes(&self, bytes: u64) {
         self.bytes.store(bytes, Ordering::Relaxed);
     }
@@ -513,8 +517,15 @@ async fn load(
         tx.restore_rows(spec, rows).await?;
     }
     let manifest = reader.finish()?;
-    progress.start("index", 0);
-    tx.restore_finish(|_| {}).await?;
+    let records: i64 = manifest
+        .tables
+        .iter()
+        .filter(|t| Entity::ALL.iter().any(|e| e.plural() == t.name))
+        .map(|t| t.rows)
+        .sum();
+    progress.start("index", records.max(0) as u64);
+    tx.restore_finish(|indexed| progress.set_rows(indexed))
+        .await?;
     progress.start("compare", manifest.rows_total().max(0) as u64);
     for summary in &manifest.tables {
         let spec = specs

@@ -33,8 +33,10 @@ pub struct BackupConfig {
     pub scratch_dir: Option<PathBuf>,
 }
 
-/// Grandfather-father-son retention: the newest backup of each of the last `hourly` hours,
-/// `daily` days, `weekly` weeks and `monthly` months is kept; the newest backup always is.
+/// Retention: every backup from the last `hourly` hours is kept (so a backup taken by hand, or
+/// the safety backup before a restore, is never thinned away by the next scheduled one); older
+/// ones are thinned grandfather-father-son style to the newest of each of the last `daily`
+/// days, `weekly` weeks and `monthly` months. The newest backup is always kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
     pub hourly: usize,
@@ -79,8 +81,16 @@ pub fn to_keep(times: &[Timestamp], policy: Retention) -> BTreeSet<usize> {
         keep.insert(newest);
     }
     const HOUR: i64 = 3_600_000_000;
-    let buckets: [(usize, &dyn Fn(Timestamp) -> i64); 4] = [
-        (policy.hourly, &|t: Timestamp| t.micros().div_euclid(HOUR)),
+    if let Some(&newest) = order.first() {
+        let recent = times[newest].micros() - policy.hourly as i64 * HOUR;
+        keep.extend(
+            order
+                .iter()
+                .copied()
+                .filter(|&i| times[i].micros() > recent),
+        );
+    }
+    let buckets: [(usize, &dyn Fn(Timestamp) -> i64); 3] = [
         (policy.daily, &|t: Timestamp| {
             t.micros().div_euclid(24 * HOUR)
         }),
@@ -472,10 +482,16 @@ mod tests {
         let keep = to_keep(&times, policy);
         let newest = *times.last().unwrap();
         assert!(keep.contains(&(times.len() - 1)), "the newest is kept");
-        // Hourly buckets: at 6-hour spacing the last 24 kept hours are the last 24 backups.
-        for i in times.len() - 24..times.len() {
+        // Everything from the last 24 hours: at 6-hour spacing, the last four backups.
+        for i in times.len() - 4..times.len() {
             assert!(keep.contains(&i), "recent backup {i} kept");
         }
+        assert!(!keep.contains(&(times.len() - 6)), "older ones are thinned");
+        // Several backups within one hour (by hand, a safety backup) are all kept.
+        let burst: Vec<Timestamp> = (0..5)
+            .map(|i| Timestamp(newest.micros() + i * 60_000_000))
+            .collect();
+        assert_eq!(to_keep(&burst, policy).len(), 5);
         let kept: Vec<Timestamp> = keep.iter().map(|&i| times[i]).collect();
         let oldest_kept = kept.iter().min().unwrap();
         let days = (newest.micros() - oldest_kept.micros()) / (24 * 3_600_000_000);
@@ -484,8 +500,8 @@ mod tests {
             "monthly backups reach back about 12 months, got {days} days"
         );
         assert!(
-            kept.len() < 24 + 14 + 8 + 12 + 1,
-            "at most one per bucket: {}",
+            kept.len() < 5 + 14 + 8 + 12 + 1,
+            "at most one per older bucket: {}",
             kept.len()
         );
         let pruned = to_keep(&times[..1], policy);
