@@ -872,6 +872,19 @@ pub async fn overview(
     Ok((status, runs))
 }
 
+/// One recorded backup run.
+pub async fn recorded_run(
+    app: &App,
+    actor: &Actor,
+    run_id: i64,
+) -> Result<holdfast_store::BackupRunRow, AppError> {
+    authorize(actor, Action::Backups)?;
+    app.db
+        .backup_run(run_id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("backup {run_id}")))
+}
+
 /// What [`start`] starts in the background.
 #[derive(Debug, Clone, Copy)]
 pub enum Job {

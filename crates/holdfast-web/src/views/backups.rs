@@ -163,16 +163,9 @@ pub async fn backup_page(
 ) -> PageResult {
     let tr = &page.tr;
     let id = run_id(tr, &id)?;
-    let (_, runs) = backup::overview(&state.app, &page.actor)
+    let run = backup::recorded_run(&state.app, &page.actor, id)
         .await
         .or_page(tr)?;
-    let run = match runs.iter().find(|run| run.id == id) {
-        Some(run) => run.clone(),
-        None => match state.app.db.backup_run(id).await {
-            Ok(Some(run)) => run,
-            _ => return Err(error_page(tr, AppError::not_found(format!("backup {id}")))),
-        },
-    };
     let taken = Timestamp(run.started_at);
     let since = query
         .get("deleted_since")
