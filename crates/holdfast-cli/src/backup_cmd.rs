@@ -4,6 +4,7 @@
 //! Each command loads the configuration like `serve`, calls `holdfast_app::backup`, and draws
 //! a progress bar on a terminal while it runs.
 
+use crate::DbArgs;
 use crate::config::{Config, Overrides};
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
@@ -34,19 +35,6 @@ pub enum BackupCommand {
 }
 
 #[derive(Args, Clone)]
-pub struct Target {
-    /// Configuration file (default: ./holdfast.toml if present).
-    #[arg(long, env = "HOLDFAST_CONFIG")]
-    config: Option<PathBuf>,
-    /// Folder of the embedded database.
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// sqlite://PATH or postgres://USER@HOST/DB; overrides --data-dir.
-    #[arg(long)]
-    database_url: Option<String>,
-}
-
-#[derive(Args, Clone)]
 pub struct KeyArgs {
     /// Key file from `holdfast backup keygen` (default: backup.key_file).
     #[arg(long)]
@@ -59,7 +47,7 @@ pub struct KeyArgs {
 #[derive(Args)]
 pub struct CreateArgs {
     #[command(flatten)]
-    target: Target,
+    target: DbArgs,
     #[command(flatten)]
     key: KeyArgs,
     /// Folder for the archive (default: backup.dir, or `backups` in the data folder).
@@ -84,7 +72,7 @@ pub struct VerifyArgs {
 pub struct RestoreArgs {
     archive: PathBuf,
     #[command(flatten)]
-    target: Target,
+    target: DbArgs,
     #[command(flatten)]
     key: KeyArgs,
     /// Replace the data without asking (a safety backup is still taken first).
@@ -99,7 +87,7 @@ pub struct RestoreArgs {
 pub struct RestoreRecordsArgs {
     archive: PathBuf,
     #[command(flatten)]
-    target: Target,
+    target: DbArgs,
     #[command(flatten)]
     key: KeyArgs,
     /// A record as KIND:ID, e.g. contacts:12 (repeatable).
@@ -121,7 +109,7 @@ pub struct RestoreRecordsArgs {
 #[derive(Args)]
 pub struct RevertArgs {
     #[command(flatten)]
-    target: Target,
+    target: DbArgs,
     /// Put records back as they were at this time, e.g. 2026-12-01T09:00:00+08:00.
     #[arg(long)]
     to: String,
@@ -136,15 +124,11 @@ pub struct RevertArgs {
     yes: bool,
 }
 
-fn load(target: &Target) -> anyhow::Result<Config> {
+fn load(target: &DbArgs) -> anyhow::Result<Config> {
     Config::load(
         target.config.as_deref(),
         std::env::vars(),
-        &Overrides {
-            listen: None,
-            data_dir: target.data_dir.clone(),
-            database_url: target.database_url.clone(),
-        },
+        &crate::overrides(target),
     )
 }
 

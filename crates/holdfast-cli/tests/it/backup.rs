@@ -44,6 +44,24 @@ async fn seed(app: &TestApp) -> (i64, Client) {
     (company, admin)
 }
 
+/// A whole restore of a plain archive, recorded as the system.
+async fn restore_as_system(
+    db: &holdfast_app::Db,
+    path: &std::path::Path,
+    safety_dir: &std::path::Path,
+    now: holdfast_domain::Timestamp,
+) -> anyhow::Result<backup::Restored> {
+    let request = backup::Restore {
+        path,
+        key: None,
+        safety_dir,
+        by: &Actor::system(),
+        op_id: "test",
+        now,
+    };
+    backup::restore(db, &request, &Progress::default()).await
+}
+
 fn archive_error(error: &anyhow::Error) -> &ArchiveError {
     error
         .chain()
@@ -441,20 +459,9 @@ async fn round_trip(from: Backend, to: Backend) {
         .unwrap()
         .rows;
     let db = holdfast_app::Db::connect(&target.url).await.unwrap();
-    let restored = backup::restore(
-        &db,
-        &backup::Restore {
-            path: &created.path,
-            key: None,
-            safety_dir: target.dir.path(),
-            by: &Actor::system(),
-            op_id: "test",
-            now: source.app.now(),
-        },
-        &progress,
-    )
-    .await
-    .unwrap();
+    let restored = restore_as_system(&db, &created.path, target.dir.path(), source.app.now())
+        .await
+        .unwrap();
     assert!(
         restored.safety_backup.is_none(),
         "an empty target needs none"
@@ -572,20 +579,9 @@ on_both_backends!(
             .create("companies", json!({"name": "Created later"}))
             .await;
 
-        let restored = backup::restore(
-            &app.app.db,
-            &backup::Restore {
-                path: &taken.path,
-                key: None,
-                safety_dir: &dir,
-                by: &Actor::system(),
-                op_id: "test",
-                now: app.app.now(),
-            },
-            &progress,
-        )
-        .await
-        .unwrap();
+        let restored = restore_as_system(&app.app.db, &taken.path, &dir, app.app.now())
+            .await
+            .unwrap();
         let safety = restored
             .safety_backup
             .expect("a safety backup of the current data");
@@ -617,20 +613,9 @@ on_both_backends!(
 
         // The safety backup holds what was there before the restore.
         let header = backup::read_header(&safety, None).unwrap();
-        let back = backup::restore(
-            &app.app.db,
-            &backup::Restore {
-                path: &safety,
-                key: None,
-                safety_dir: &dir,
-                by: &Actor::system(),
-                op_id: "test",
-                now: app.app.now(),
-            },
-            &progress,
-        )
-        .await
-        .unwrap();
+        let back = restore_as_system(&app.app.db, &safety, &dir, app.app.now())
+            .await
+            .unwrap();
         assert_eq!(back.manifest.backup_id, header.backup_id);
         assert_eq!(
             admin
@@ -647,20 +632,9 @@ on_both_backends!(
         let damaged = dir.join("damaged.hfb");
         std::fs::write(&damaged, bytes).unwrap();
         let before = app.app.db.count_rows("companies").await.unwrap();
-        let error = backup::restore(
-            &app.app.db,
-            &backup::Restore {
-                path: &damaged,
-                key: None,
-                safety_dir: &dir,
-                by: &Actor::system(),
-                op_id: "test",
-                now: app.app.now(),
-            },
-            &progress,
-        )
-        .await
-        .unwrap_err();
+        let error = restore_as_system(&app.app.db, &damaged, &dir, app.app.now())
+            .await
+            .unwrap_err();
         assert_eq!(archive_error(&error).code(), "seal_mismatch", "{error:#}");
         assert_eq!(app.app.db.count_rows("companies").await.unwrap(), before);
         assert_eq!(
@@ -700,20 +674,9 @@ async fn an_older_schema_is_upgraded_and_a_newer_one_refused() {
     // Restored over a current database: upgraded on the way in.
     let app = spawn_app(Backend::Sqlite).await.unwrap();
     let _ = seed(&app).await;
-    backup::restore(
-        &app.app.db,
-        &backup::Restore {
-            path: &taken.path,
-            key: None,
-            safety_dir: &dir,
-            by: &Actor::system(),
-            op_id: "test",
-            now: app.app.now(),
-        },
-        &progress,
-    )
-    .await
-    .unwrap();
+    restore_as_system(&app.app.db, &taken.path, &dir, app.app.now())
+        .await
+        .unwrap();
     let users = app.app.db.users().await.unwrap();
     assert_eq!(users.len(), 1);
     assert_eq!(users[0].username, "old");
@@ -728,20 +691,9 @@ async fn an_older_schema_is_upgraded_and_a_newer_one_refused() {
     rebuilt[0].data = serde_json::to_vec(&header).unwrap();
     let newer = dir.join("newer.hfb");
     std::fs::write(&newer, reseal(&rebuilt)).unwrap();
-    let error = backup::restore(
-        &app.app.db,
-        &backup::Restore {
-            path: &newer,
-            key: None,
-            safety_dir: &dir,
-            by: &Actor::system(),
-            op_id: "test",
-            now: app.app.now(),
-        },
-        &progress,
-    )
-    .await
-    .unwrap_err();
+    let error = restore_as_system(&app.app.db, &newer, &dir, app.app.now())
+        .await
+        .unwrap_err();
     let message = format!("{error:#}");
     assert!(message.contains("schema version 99"), "{message}");
     assert!(message.contains("Holdfast 9.0.0 or newer"), "{message}");

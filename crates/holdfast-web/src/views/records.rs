@@ -163,6 +163,13 @@ fn plain_value(tr: &Tr, def: &FieldDef, value: &Value) -> Markup {
     }
 }
 
+/// A `datetime-local` value in the team's time zone, or the field error a page shows.
+fn parse_local_time(tr: &Tr, text: &str, field: &str) -> Result<Timestamp, AppError> {
+    tr.parse_datetime_input(text)
+        .and_then(|rfc| Timestamp::parse_rfc3339(&rfc))
+        .ok_or_else(|| AppError::invalid(field, "invalid_time", "Not a date and time"))
+}
+
 // ---- lists ------------------------------------------------------------------------------------
 
 /// Query parameters a list page passes on to the use case.
@@ -381,10 +388,7 @@ async fn as_of_body(
     query: &HashMap<String, String>,
 ) -> Result<Markup, AppError> {
     let tr = &page.tr;
-    let at = tr
-        .parse_datetime_input(at_text)
-        .and_then(|rfc| Timestamp::parse_rfc3339(&rfc))
-        .ok_or_else(|| AppError::invalid("as_of", "invalid_time", "Not a date and time"))?;
+    let at = parse_local_time(tr, at_text, "as_of")?;
     let after = query.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
     let items = records::list_as_of(
         &state.app,
@@ -1267,17 +1271,9 @@ pub async fn history_page(
     let at = query
         .get("at")
         .filter(|text| !text.is_empty())
-        .map(|text| {
-            tr.parse_datetime_input(text)
-                .and_then(|rfc| Timestamp::parse_rfc3339(&rfc))
-                .ok_or_else(|| {
-                    error_page(
-                        tr,
-                        AppError::invalid("at", "invalid_time", "Not a date and time"),
-                    )
-                })
-        })
-        .transpose()?;
+        .map(|text| parse_local_time(tr, text, "at"))
+        .transpose()
+        .or_page(tr)?;
     let then = match at {
         Some(at) => Some((
             at,
@@ -1449,15 +1445,7 @@ pub async fn restore_to_time_post(
 ) -> PageResult {
     let tr = &page.tr;
     let (entity, id) = target(tr, &collection, &id)?;
-    let at = tr
-        .parse_datetime_input(form.get("at"))
-        .and_then(|rfc| Timestamp::parse_rfc3339(&rfc))
-        .ok_or_else(|| {
-            error_page(
-                tr,
-                AppError::invalid("at", "invalid_time", "Not a date and time"),
-            )
-        })?;
+    let at = parse_local_time(tr, form.get("at"), "at").or_page(tr)?;
     records::restore_to_time(&state.app, &page.actor, &current_op_id(), entity, id, at)
         .await
         .or_page(tr)?;
