@@ -406,7 +406,9 @@ pub async fn verify(
 ) -> anyhow::Result<Verified> {
     let started = std::time::Instant::now();
     let manifest = check(path, key, progress)?;
-    refuse_newer(&read_header(path, key)?)?;
+    // The manifest just checked says all the rest needs; the archive is not opened (and, with
+    // a passphrase, its key not derived) again for it.
+    refuse_newer(manifest.schema_version, &manifest.holdfast_version)?;
     let scratch = match scratch_parent {
         Some(parent) => tempfile::Builder::new()
             .prefix("holdfast-verify-")
@@ -437,7 +439,7 @@ pub async fn verify(
         "the manifest read twice differs: the file changed while it was being verified"
     );
     Ok(Verified {
-        encrypted: open_archive(path, key)?.encrypted(),
+        encrypted: is_encrypted(path),
         manifest,
         millis: started.elapsed().as_millis() as u64,
     })
@@ -451,15 +453,13 @@ async fn scratch_db(dir: &Path) -> anyhow::Result<Db> {
     .await
 }
 
-fn refuse_newer(header: &Header) -> anyhow::Result<()> {
+/// Refuses a backup from a newer schema, naming the Holdfast that made it.
+fn refuse_newer(schema_version: i64, made_by: &str) -> anyhow::Result<()> {
     let supported = schema::current_version();
     anyhow::ensure!(
-        header.schema_version <= supported,
-        "this backup was made by Holdfast {} at database schema version {}; this Holdfast ({}) knows schema versions up to {supported}: restore it with Holdfast {} or newer",
-        header.holdfast_version,
-        header.schema_version,
+        schema_version <= supported,
+        "this backup was made by Holdfast {made_by} at database schema version {schema_version}; this Holdfast ({}) knows schema versions up to {supported}: restore it with Holdfast {made_by} or newer",
         env!("CARGO_PKG_VERSION"),
-        header.holdfast_version
     );
     Ok(())
 }
@@ -626,7 +626,7 @@ pub async fn restore(
         now,
     } = *request;
     let header = read_header(path, key)?;
-    refuse_newer(&header)?;
+    refuse_newer(header.schema_version, &header.holdfast_version)?;
     let current = schema::current_version();
     let restored_by = || RestoredBy {
         actor: by,
@@ -867,8 +867,9 @@ pub async fn overview(
     actor: &Actor,
 ) -> Result<(schedule::BackupStatus, Vec<holdfast_store::BackupRunRow>), AppError> {
     authorize(actor, Action::Backups)?;
-    let status = schedule::status(app).await?;
-    let runs = app.db.backup_runs(50).await?;
+    let mut runs = app.db.backup_runs(schedule::STATUS_RUNS).await?;
+    let status = schedule::status_of(app, &runs);
+    runs.truncate(50);
     Ok((status, runs))
 }
 

@@ -408,9 +408,18 @@ pub struct BackupStatus {
     pub running: Option<ProgressView>,
 }
 
+/// How many recent runs the status looks through for the last good backup and drill.
+pub const STATUS_RUNS: i64 = 200;
+
 pub async fn status(app: &App) -> anyhow::Result<BackupStatus> {
+    let runs = app.db.backup_runs(STATUS_RUNS).await?;
+    Ok(status_of(app, &runs))
+}
+
+/// The status from the newest runs (newest first), as [`status`] reads them.
+pub fn status_of(app: &App, runs: &[BackupRunRow]) -> BackupStatus {
     let Some(config) = app.backups.clone() else {
-        return Ok(BackupStatus {
+        return BackupStatus {
             state: "off",
             problems: Vec::new(),
             encrypted: false,
@@ -418,9 +427,8 @@ pub async fn status(app: &App) -> anyhow::Result<BackupStatus> {
             last_drill: None,
             every_minutes: 0,
             running: None,
-        });
+        };
     };
-    let runs = app.db.backup_runs(200).await?;
     let good = |run: &&BackupRunRow| {
         run.error.is_none()
             && run.file.is_some()
@@ -452,7 +460,7 @@ pub async fn status(app: &App) -> anyhow::Result<BackupStatus> {
     {
         problems.push("backup_failed");
     }
-    Ok(BackupStatus {
+    BackupStatus {
         state: if problems.is_empty() { "ok" } else { "red" },
         problems,
         encrypted: config.key.is_some(),
@@ -460,7 +468,7 @@ pub async fn status(app: &App) -> anyhow::Result<BackupStatus> {
         last_drill,
         every_minutes: config.every_minutes,
         running: app.backup_jobs.running(),
-    })
+    }
 }
 
 #[cfg(test)]
