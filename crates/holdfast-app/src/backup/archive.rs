@@ -254,8 +254,9 @@ impl<W: Write> HashingWriter<W> {
         self.bytes
     }
 
-    pub fn finish(self) -> (W, String, u64) {
-        (self.inner, hex(&self.hasher.finalize()), self.bytes)
+    /// The inner writer, the SHA-256 of everything written, and how many bytes that was.
+    pub fn finish(self) -> (W, [u8; 32], u64) {
+        (self.inner, self.hasher.finalize().into(), self.bytes)
     }
 }
 
@@ -343,25 +344,16 @@ impl<W: Write> ArchiveWriter<W> {
 
     /// Writes the seal and the end marker, finishes encryption and hands back the output.
     pub fn finish(self) -> io::Result<W> {
-        let before = self.out.bytes();
-        let (sink, whole, _) = self.out.finish();
-        let mut sink = sink;
+        let (mut sink, whole, before) = self.out.finish();
         sink.write_all(SEAL_TAG)?;
         sink.write_all(&before.to_le_bytes())?;
-        sink.write_all(&hex_decode(&whole))?;
+        sink.write_all(&whole)?;
         sink.write_all(END_MARKER)?;
         match sink {
             Sink::Plain(w) => Ok(w),
             Sink::Age(w) => w.finish(),
         }
     }
-}
-
-fn hex_decode(text: &str) -> Vec<u8> {
-    (0..text.len())
-        .step_by(2)
-        .filter_map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
-        .collect()
 }
 
 /// One frame as read; `ok` says whether its data matched the checksum stored with it.

@@ -264,7 +264,8 @@ async fn write_archive(
         .frame(b"MANI", "manifest.json", &serde_json::to_vec(&manifest)?)
         .with_context(io_context)?;
     let out = writer.finish().with_context(io_context)?;
-    let (buffered, sha256, bytes) = out.finish();
+    let (buffered, digest, bytes) = out.finish();
+    let sha256 = archive::hex(&digest);
     let file = buffered
         .into_inner()
         .map_err(|e| e.into_error())
