@@ -8,7 +8,7 @@
 use crate::{App, AppError, random_hex, sha256_hex};
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use holdfast_domain::{Actor, ActorKind, Role, Timestamp};
+use holdfast_domain::{Actor, ActorKind, Timestamp};
 use holdfast_store::{AuditDraft, SessionRow, SessionScope, TokenRow, UserRow};
 use serde_json::json;
 
@@ -156,7 +156,7 @@ pub async fn login(
         .await?;
     let token = random_hex(32)?;
     let expires_at = now.plus_seconds(app.config.session_absolute_hours * 3600);
-    let actor = actor_of(&user, ActorKind::System);
+    let actor = actor_of(app, &user, ActorKind::System).await?;
     let audit = AuditDraft::new(
         &actor,
         op_id,
@@ -183,13 +183,15 @@ pub async fn login(
     })
 }
 
-fn actor_of(user: &UserRow, kind: ActorKind) -> Actor {
-    Actor {
+/// The actor for a user, with the permission settings in force now.
+pub async fn actor_of(app: &App, user: &UserRow, kind: ActorKind) -> Result<Actor, AppError> {
+    Ok(Actor {
         user_id: user.id,
         username: user.username.clone(),
-        role: user.role,
         kind,
-    }
+        access: app.access_config().await?,
+        now: app.now(),
+    })
 }
 
 fn session_ended(message: &str) -> AppError {
@@ -237,11 +239,13 @@ pub async fn session_user(app: &App, token: &str) -> Result<(Actor, UserRow), Ap
         app.db.touch_session(session.id, now).await?;
     }
     let actor = actor_of(
+        app,
         &user,
         ActorKind::Session {
             session_id: session.id,
         },
-    );
+    )
+    .await?;
     Ok((actor, user))
 }
 
@@ -270,7 +274,7 @@ pub async fn authenticate_token(app: &App, token: &str) -> Result<Actor, AppErro
     {
         app.db.touch_token(row.id, now).await?;
     }
-    Ok(actor_of(&user, ActorKind::ApiToken { token_id: row.id }))
+    actor_of(app, &user, ActorKind::ApiToken { token_id: row.id }).await
 }
 
 async fn active_user(app: &App, user_id: i64) -> Result<UserRow, AppError> {
@@ -489,13 +493,11 @@ pub async fn complete_setup(
     let stored = app.db.meta("setup_token").await?;
     let matches = stored.is_some_and(|hash| hash == sha256_hex(token.trim()));
     if !matches || app.db.user_count().await? > 0 {
-        return Err(AppError::Forbidden(holdfast_domain::Denial {
-            code: "setup_closed",
-            message: "Setup is closed or the setup token is wrong. The token is printed on the server console at start-up \
-                      while no user exists; otherwise ask an administrator, or run `holdfast admin create` on the server"
-                .into(),
-            grantable_by: Role::Admin,
-        }));
+        return Err(AppError::Forbidden(holdfast_domain::Denial::simple(
+            "setup_closed",
+            "Setup is closed or the setup token is wrong. The token is printed on the server console at start-up \
+             while no user exists; otherwise ask an administrator, or run `holdfast admin create` on the server",
+        )));
     }
     let user = crate::users::create_user_unchecked(
         app,
@@ -504,7 +506,7 @@ pub async fn complete_setup(
         username,
         display_name,
         password,
-        Role::Admin,
+        holdfast_domain::access::ADMIN,
     )
     .await?;
     app.db.delete_meta("setup_token").await?;

@@ -7,6 +7,7 @@
 //! [`users`] is user administration; [`settings`] holds custom fields and pipelines; [`home`] gathers a user's day; [`clock`]
 //! is the injectable time source that lets tests move through a 90-day retention in one step.
 
+pub mod access;
 pub mod auth;
 pub mod backup;
 pub mod clock;
@@ -19,11 +20,11 @@ pub mod users;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::AppError;
 pub use holdfast_store::{
-    AuditRow, Backend, BinEntry, Db, SchemaState, SessionRow, StageTotal, TokenRow, UserRow,
-    VersionRow,
+    AccessRequestRow, AuditRow, Backend, BinEntry, Db, NotificationRow, RoleRow, SchemaState,
+    SessionRow, StageTotal, TokenRow, UserRow, VersionRow,
 };
 
-use holdfast_domain::Timestamp;
+use holdfast_domain::{AccessConfig, Timestamp};
 use std::sync::Arc;
 
 /// Settings the use cases need, already validated by whoever built them (the CLI's config).
@@ -71,7 +72,12 @@ pub struct App {
     /// How this server takes backups; `None` when it takes none (tests, one-off commands).
     pub backups: Option<Arc<backup::schedule::BackupConfig>>,
     pub backup_jobs: Arc<backup::schedule::Jobs>,
+    /// The permission settings last loaded, with their generation mark.
+    access: Arc<std::sync::Mutex<Option<CachedAccess>>>,
 }
+
+/// Permission settings with the generation mark they were loaded at.
+type CachedAccess = (String, Arc<AccessConfig>);
 
 impl App {
     pub fn new(db: Db, config: AppConfig, clock: Arc<dyn Clock>) -> App {
@@ -81,7 +87,26 @@ impl App {
             clock,
             backups: None,
             backup_jobs: Arc::default(),
+            access: Arc::default(),
         }
+    }
+
+    /// The permission settings in force: reused while the database's generation mark is the
+    /// one they were loaded at (one small read), reloaded when any instance changed them.
+    pub async fn access_config(&self) -> Result<Arc<AccessConfig>, AppError> {
+        let generation = self.db.access_generation().await?;
+        if let Ok(cached) = self.access.lock()
+            && let Some((mark, config)) = cached.as_ref()
+            && *mark == generation
+        {
+            return Ok(config.clone());
+        }
+        let (mark, config) = self.db.load_access().await?;
+        let config = Arc::new(config);
+        if let Ok(mut cached) = self.access.lock() {
+            *cached = Some((mark, config.clone()));
+        }
+        Ok(config)
     }
 
     /// The same app, taking backups as `config` says.

@@ -7,15 +7,18 @@
 //! restore that brings them back, is one transaction too: all of it lands, or none of it does.
 
 use crate::{App, AppError};
-use holdfast_domain::access::authorize;
+use holdfast_domain::access::{FieldRule, authorize, authorize_record};
 use holdfast_domain::change::validate_record;
 use holdfast_domain::entity::FieldKind;
 use holdfast_domain::record::diff;
 use holdfast_domain::search::parse_query;
 use holdfast_domain::{
-    Action, Actor, Deletion, Entity, FieldChange, FieldErrors, Patch, PatchMode, Record, Timestamp,
+    Action, Actor, Deletion, Entity, FieldChange, FieldErrors, Patch, PatchMode, Record, RecordRef,
+    Timestamp,
 };
-use holdfast_store::{BinEntry, ListQuery, RecordWrite, Sort, SortValue, VersionRow, WriteTx};
+use holdfast_store::{
+    BinEntry, ListQuery, Reach, RecordWrite, Sort, SortValue, VersionRow, WriteTx,
+};
 use serde_json::Value;
 use std::collections::BTreeSet;
 
@@ -166,6 +169,9 @@ impl WriteContext<'_> {
             Change::Create { entity, input } => {
                 let patch = Patch::parse(entity, &input, PatchMode::Create, custom_defs)?;
                 let mut record = patch.apply(entity, None, actor.user_id, tx.now());
+                check_fields(actor, None, &record)?;
+                // A new record must be one its creator reaches (their own, or their team's).
+                check_record(actor, Action::Create(entity), &record)?;
                 self.finish_and_check(tx, &mut record, None).await?;
                 let reason = patch.reason.as_deref();
                 let record = self.commit(tx, None, record, "create", reason).await?;
@@ -177,8 +183,14 @@ impl WriteContext<'_> {
             Change::Update { entity, id, input } => {
                 let patch = Patch::parse(entity, &input, PatchMode::Update, custom_defs)?;
                 let before = live_record(tx, entity, id, app).await?;
+                check_record(actor, Action::Update(entity), &before)?;
                 check_version(&before, patch.expected_version)?;
                 let mut record = patch.apply(entity, Some(&before), actor.user_id, tx.now());
+                check_fields(actor, Some(&before), &record)?;
+                if record.owner_id != before.owner_id {
+                    // Handing a record over: the new owner must be within the actor's reach.
+                    check_record(actor, Action::Update(entity), &record)?;
+                }
                 self.finish_and_check(tx, &mut record, Some(&before))
                     .await?;
                 let reason = patch.reason.as_deref();
@@ -197,6 +209,7 @@ impl WriteContext<'_> {
                 reason,
             } => {
                 let before = live_record(tx, entity, id, app).await?;
+                check_record(actor, Action::Delete(entity), &before)?;
                 if expected_version.is_some() {
                     check_version(&before, expected_version)?;
                 }
@@ -213,12 +226,17 @@ impl WriteContext<'_> {
                 reason,
             } => {
                 let before = live_record(tx, entity, id, app).await?;
+                check_record(actor, Action::Update(entity), &before)?;
                 check_version(&before, Some(expected_version))?;
                 let old = app.db.version(entity, id, version).await?.ok_or_else(|| {
                     AppError::not_found(format!("version {version} of {entity} {id}"))
                 })?;
                 let patch = Patch::from_snapshot(entity, &old.snapshot, &before);
                 let mut record = patch.apply(entity, Some(&before), actor.user_id, tx.now());
+                check_fields(actor, Some(&before), &record)?;
+                if record.owner_id != before.owner_id {
+                    check_record(actor, Action::Update(entity), &record)?;
+                }
                 self.finish_and_check(tx, &mut record, Some(&before))
                     .await?;
                 let default_reason = format!("restored version {version}");
@@ -242,6 +260,10 @@ impl WriteContext<'_> {
                     return Err(anyhow::anyhow!("unknown revert action {action}").into());
                 }
                 let before = tx.record(entity, id).await?;
+                match &before {
+                    Some(before) => check_record(actor, Action::Restore(entity), before)?,
+                    None => check_snapshot(actor, Action::Restore(entity), entity, id, &snapshot)?,
+                }
                 let mut record = match &before {
                     Some(before) => {
                         let patch = Patch::from_snapshot(entity, &snapshot, before);
@@ -259,6 +281,7 @@ impl WriteContext<'_> {
                     }
                 };
                 record.deleted = None;
+                check_fields(actor, before.as_ref(), &record)?;
                 self.finish_and_check(tx, &mut record, before.as_ref().filter(|b| !b.is_deleted()))
                     .await?;
                 let record = self
@@ -417,6 +440,24 @@ impl WriteContext<'_> {
                 }
             }
         }
+        // Records of others that would go along must be within the actor's reach too: otherwise
+        // they would vanish from their owners' lists into a deletion those owners cannot see.
+        let outside: Vec<String> = batch
+            .iter()
+            .filter(|r| check_record(self.actor, Action::Delete(r.entity), r).is_err())
+            .map(|r| format!("{} {} ({})", r.entity, r.id, r.title()))
+            .collect();
+        if !outside.is_empty() {
+            return Err(AppError::conflict(
+                "dependents_out_of_scope",
+                format!(
+                    "{} {} has records you do not reach that would be deleted with it: {}. Their owners or an administrator can delete it",
+                    root.entity,
+                    root.id,
+                    outside.join(", ")
+                ),
+            ));
+        }
         let root_reason = reason.map(str::to_owned);
         let related_reason = format!("deleted together with {} {}", root.entity, root.id);
         let mut related = Vec::with_capacity(batch.len());
@@ -448,6 +489,7 @@ impl WriteContext<'_> {
             .record(entity, id)
             .await?
             .ok_or_else(|| AppError::not_found(format!("{entity} {id}")))?;
+        check_record(self.actor, Action::Restore(entity), &record)?;
         let Some(deletion) = record.deleted else {
             return Err(AppError::conflict(
                 "not_deleted",
@@ -537,11 +579,13 @@ pub async fn get(
     include_deleted: bool,
 ) -> Result<Record, AppError> {
     authorize(actor, Action::Read(entity))?;
-    let record = app
+    let mut record = app
         .db
         .record(entity, id)
         .await?
         .ok_or_else(|| AppError::not_found(format!("{entity} {id}")))?;
+    check_record(actor, Action::Read(entity), &record)?;
+    redact(actor, &mut record);
     match record.deleted {
         Some(deletion) if !include_deleted => Err(in_bin(app, entity, id, deletion)),
         _ => Ok(record),
@@ -567,7 +611,8 @@ pub async fn list(
     params: &[(String, String)],
 ) -> Result<Page, AppError> {
     authorize(actor, Action::Read(entity))?;
-    let query = parse_list_query(entity, params)?;
+    let mut query = parse_list_query(entity, params)?;
+    query.reach = reach(actor, entity);
     let mut fetch = query.clone();
     fetch.limit = query.limit + 1;
     let mut items = app.db.list_records(entity, &fetch).await?;
@@ -579,6 +624,31 @@ pub async fn list(
     } else {
         None
     };
+    if let Some(terms) = &query.search {
+        // Search terms do not say which field they came from: a match found only through a
+        // field the actor's role hides would tell what that field holds. Such rows are left
+        // out (the cursor still continues after the last row read).
+        let hides = entity
+            .fields()
+            .iter()
+            .any(|d| actor.field_rule(entity, d.name) == Some(FieldRule::Hidden));
+        if hides {
+            let matches = |record: &Record| {
+                let found = holdfast_domain::search::terms_for(record);
+                terms.iter().all(|term| term.matches_any(&found))
+            };
+            items.retain(|record| {
+                let mut visible = record.clone();
+                redact(actor, &mut visible);
+                // Found through its visible fields, or not through its own fields at all (a
+                // contact found through its company's name).
+                matches(&visible) || !matches(record)
+            });
+        }
+    }
+    for item in &mut items {
+        redact(actor, item);
+    }
     Ok(Page { items, next_cursor })
 }
 
@@ -620,6 +690,7 @@ fn parse_list_query(entity: Entity, params: &[(String, String)]) -> Result<ListQ
         },
         after: None,
         limit: DEFAULT_PAGE_SIZE,
+        reach: None,
     };
     let filters = list_filters(entity);
     let mut cursor = None;
@@ -774,9 +845,13 @@ pub async fn history(
     id: i64,
 ) -> Result<Vec<VersionRow>, AppError> {
     authorize(actor, Action::Read(entity))?;
-    let versions = app.db.versions(entity, id).await?;
-    if versions.is_empty() {
+    let mut versions = app.db.versions(entity, id).await?;
+    let Some(last) = versions.last() else {
         return Err(AppError::not_found(format!("{entity} {id}")));
+    };
+    check_current_scope(app, actor, entity, id, &last.snapshot).await?;
+    for version in &mut versions {
+        redact_version(actor, version);
     }
     Ok(versions)
 }
@@ -789,10 +864,29 @@ pub async fn version(
     version: i64,
 ) -> Result<VersionRow, AppError> {
     authorize(actor, Action::Read(entity))?;
-    app.db
+    let mut row = app
+        .db
         .version(entity, id, version)
         .await?
-        .ok_or_else(|| AppError::not_found(format!("version {version} of {entity} {id}")))
+        .ok_or_else(|| AppError::not_found(format!("version {version} of {entity} {id}")))?;
+    check_current_scope(app, actor, entity, id, &row.snapshot).await?;
+    redact_version(actor, &mut row);
+    Ok(row)
+}
+
+/// A record's history is as visible as the record: by its current owner, or (purged) by its
+/// owner in `fallback`, a version's snapshot.
+async fn check_current_scope(
+    app: &App,
+    actor: &Actor,
+    entity: Entity,
+    id: i64,
+    fallback: &Value,
+) -> Result<(), AppError> {
+    match app.db.record(entity, id).await? {
+        Some(record) => check_record(actor, Action::Read(entity), &record),
+        None => check_snapshot(actor, Action::Read(entity), entity, id, fallback),
+    }
 }
 
 /// Field-by-field difference between two versions of a record.
@@ -816,18 +910,32 @@ pub async fn recycle_bin(
     entity: Option<Entity>,
     limit: i64,
 ) -> Result<Vec<BinEntry>, AppError> {
-    match entity {
-        Some(entity) => authorize(actor, Action::Read(entity))?,
-        None => {
-            for entity in Entity::ALL {
-                authorize(actor, Action::Read(entity))?;
-            }
-        }
+    authorize(actor, Action::SeeBin)?;
+    if let Some(entity) = entity {
+        authorize(actor, Action::Read(entity))?;
     }
-    Ok(app
+    // Each kind the actor can read, and of it the deletions whose record they reach.
+    let readable: Vec<Entity> = Entity::ALL
+        .into_iter()
+        .filter(|e| authorize(actor, Action::Read(*e)).is_ok())
+        .collect();
+    let entries = app
         .db
-        .recycle_bin(entity, limit.clamp(1, MAX_PAGE_SIZE))
-        .await?)
+        .recycle_bin(entity, limit.clamp(1, MAX_PAGE_SIZE), |kind| {
+            if readable.contains(&kind) {
+                reach(actor, kind)
+            } else {
+                Some(Reach::default())
+            }
+        })
+        .await?;
+    Ok(entries
+        .into_iter()
+        .map(|mut entry| {
+            redact(actor, &mut entry.root);
+            entry
+        })
+        .collect())
 }
 
 /// Removes a deletion from the recycle bin for good, before its retention period ends.
@@ -841,6 +949,9 @@ pub async fn purge(
     reason: Option<&str>,
 ) -> Result<usize, AppError> {
     authorize(actor, Action::Purge)?;
+    if let Some(record) = app.db.record(entity, id).await? {
+        check_record(actor, Action::Purge, &record)?;
+    }
     let reason = reason.map(str::trim).filter(|r| !r.is_empty()).ok_or_else(|| {
         AppError::invalid("reason", "required", "Say why this is purged before its retention period ends; it goes into the audit log")
     })?;
@@ -950,7 +1061,21 @@ pub async fn linked_titles(app: &App, actor: &Actor, record: &Record) -> Result<
         if authorize(actor, Action::Read(target)).is_err() {
             continue;
         }
-        if let Some((_, title, deleted)) = app.db.titles(target, &[id]).await?.into_iter().next() {
+        if let Some((_, title, deleted, owner_id)) =
+            app.db.titles(target, &[id]).await?.into_iter().next()
+        {
+            let linked = RecordRef {
+                entity: target,
+                id,
+                owner_id,
+            };
+            if authorize_record(actor, Action::Read(target), linked).is_err() {
+                out.insert(
+                    def.name.to_owned(),
+                    serde_json::json!({"id": id, "title": null, "out_of_scope": true}),
+                );
+                continue;
+            }
             out.insert(
                 def.name.to_owned(),
                 serde_json::json!({"id": id, "title": title, "in_recycle_bin": deleted}),
@@ -979,7 +1104,15 @@ pub async fn titles(
         .titles(entity, &ids)
         .await?
         .into_iter()
-        .map(|(id, title, _)| (id, title))
+        .filter(|(id, _, _, owner_id)| {
+            let linked = RecordRef {
+                entity,
+                id: *id,
+                owner_id: *owner_id,
+            };
+            authorize_record(actor, Action::Read(entity), linked).is_ok()
+        })
+        .map(|(id, title, _, _)| (id, title))
         .collect())
 }
 
@@ -993,7 +1126,12 @@ pub async fn as_of(
     at: Timestamp,
 ) -> Result<Option<VersionRow>, AppError> {
     authorize(actor, Action::Read(entity))?;
-    Ok(app.db.version_at(entity, id, at).await?)
+    let Some(mut row) = app.db.version_at(entity, id, at).await? else {
+        return Ok(None);
+    };
+    check_current_scope(app, actor, entity, id, &row.snapshot).await?;
+    redact_version(actor, &mut row);
+    Ok(Some(row))
 }
 
 /// A page of a list as it was at `at`: records that existed then and were not in the recycle
@@ -1017,7 +1155,21 @@ pub async fn list_as_of(
         let full = page.len() as i64 == limit;
         out.extend(
             page.into_iter()
-                .filter(|v| v.snapshot.get("deleted_at").is_none_or(Value::is_null)),
+                .filter(|v| v.snapshot.get("deleted_at").is_none_or(Value::is_null))
+                .filter(|v| {
+                    check_snapshot(
+                        actor,
+                        Action::Read(entity),
+                        entity,
+                        v.record_id,
+                        &v.snapshot,
+                    )
+                    .is_ok()
+                })
+                .map(|mut v| {
+                    redact_version(actor, &mut v);
+                    v
+                }),
         );
         if out.len() as i64 >= limit || !full {
             break;
@@ -1120,4 +1272,111 @@ pub async fn revert_to(
         outcomes.extend(apply_changes(app, actor, op_id, batch).await?);
     }
     Ok(outcomes)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Record scope and field rules
+
+/// The records of `entity` the actor reaches, as a list condition; `None` for all of them.
+pub fn reach(actor: &Actor, entity: Entity) -> Option<Reach> {
+    let owners = actor.scope_owners()?;
+    Some(Reach {
+        owners: owners.into_iter().collect(),
+        ids: actor.shared(entity).into_iter().collect(),
+    })
+}
+
+fn record_ref(record: &Record) -> RecordRef {
+    RecordRef {
+        entity: record.entity,
+        id: record.id,
+        owner_id: record.owner_id,
+    }
+}
+
+/// The right and the scope check for one record.
+fn check_record(actor: &Actor, action: Action, record: &Record) -> Result<(), AppError> {
+    Ok(authorize_record(actor, action, record_ref(record))?)
+}
+
+/// The scope check for a record known only by a version's snapshot (purged since, or as it
+/// was): its owner then.
+fn check_snapshot(
+    actor: &Actor,
+    action: Action,
+    entity: Entity,
+    id: i64,
+    snapshot: &Value,
+) -> Result<(), AppError> {
+    let owner_id = snapshot
+        .get("owner_id")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    Ok(authorize_record(
+        actor,
+        action,
+        RecordRef {
+            entity,
+            id,
+            owner_id,
+        },
+    )?)
+}
+
+/// Fields the actor's role hides, taken out of a record before it is shown.
+pub fn redact(actor: &Actor, record: &mut Record) {
+    for def in record.entity.fields() {
+        if actor.field_rule(record.entity, def.name) == Some(FieldRule::Hidden) {
+            record.fields.remove(def.name);
+        }
+    }
+}
+
+/// The same for a version: its snapshot and its list of changed fields.
+pub fn redact_version(actor: &Actor, version: &mut VersionRow) {
+    let entity = version.entity;
+    let hidden = |name: &str| actor.field_rule(entity, name) == Some(FieldRule::Hidden);
+    if let Some(map) = version.snapshot.as_object_mut() {
+        map.retain(|key, _| !hidden(key));
+    }
+    version.changed.retain(|name| !hidden(name));
+}
+
+/// A change may not touch a field the actor's role hides or makes read-only.
+fn check_fields(actor: &Actor, before: Option<&Record>, after: &Record) -> Result<(), AppError> {
+    let mut errors = FieldErrors::default();
+    for def in after.entity.fields() {
+        let Some(rule) = actor.field_rule(after.entity, def.name) else {
+            continue;
+        };
+        let old = before
+            .and_then(|b| b.fields.get(def.name))
+            .unwrap_or(&Value::Null);
+        let new = after.fields.get(def.name).unwrap_or(&Value::Null);
+        // A new record gets the field's default; only what the actor set counts as a change.
+        let default = before.is_none()
+            && holdfast_domain::Patch::default()
+                .apply(after.entity, None, 0, after.created_at)
+                .fields
+                .get(def.name)
+                .unwrap_or(&Value::Null)
+                == new;
+        if old != new && !default {
+            let (code, what) = match rule {
+                FieldRule::Hidden => ("field_hidden", "hidden"),
+                FieldRule::ReadOnly => ("read_only", "read-only"),
+            };
+            let role = actor.role().map_or("", |r| r.name.as_str());
+            errors.push(
+                def.name,
+                code,
+                format!(
+                    "This field is {what} for your role {role}; an administrator ({}) can change that",
+                    actor.access.admin_names().join(", ")
+                ),
+            );
+        }
+    }
+    errors.into_result()?;
+    Ok(())
 }

@@ -173,7 +173,7 @@ pub async fn audit_log(
     after_seq: Option<i64>,
     limit: i64,
 ) -> Result<Vec<holdfast_store::AuditRow>, AppError> {
-    authorize(actor, Action::Administer)?;
+    authorize(actor, Action::Audit)?;
     Ok(app
         .db
         .audit_entries(entity, record_id, after_seq, limit.clamp(1, 1000))

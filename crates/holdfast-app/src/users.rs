@@ -1,24 +1,29 @@
-//! User administration: create, change role, deactivate, reset password, revoke sessions.
+//! User administration: create, approve, change role and team, deactivate, reset password,
+//! revoke sessions.
 //!
+//! A user an administrator creates starts *pending*: they can log in and see only that their
+//! access awaits approval, and who will approve it, until an administrator approves it.
 //! Deactivating a user never touches their records: they stay owned by that user and visible to
-//! everyone who could see them, until reassigned. At least one active administrator always
-//! remains, so the installation can never lock itself out.
+//! everyone who could see them (their team's managers, administrators), until reassigned. At
+//! least one active administrator always remains, so the installation can never lock itself
+//! out, and every record stays visible to an administrator.
 
 use crate::auth::{check_password_policy, hash_password};
 use crate::{App, AppError};
+use holdfast_domain::access::ADMIN;
 use holdfast_domain::access::authorize;
-use holdfast_domain::{Action, Actor, Role};
+use holdfast_domain::{Action, Actor};
 use holdfast_store::{AuditDraft, NewUser, SessionScope, UserRow, UserUpdate};
 use serde_json::json;
 
 pub async fn list(app: &App, actor: &Actor) -> Result<Vec<UserRow>, AppError> {
-    authorize(actor, Action::Administer)?;
+    authorize(actor, Action::Audit)?;
     Ok(app.db.users().await?)
 }
 
 pub async fn get(app: &App, actor: &Actor, id: i64) -> Result<UserRow, AppError> {
     if actor.user_id != id {
-        authorize(actor, Action::Administer)?;
+        authorize(actor, Action::Audit)?;
     }
     app.db
         .user(id)
@@ -33,10 +38,41 @@ pub async fn create(
     username: &str,
     display_name: &str,
     password: &str,
-    role: Role,
+    role: &str,
 ) -> Result<UserRow, AppError> {
     authorize(actor, Action::Administer)?;
-    create_user_unchecked(app, actor, op_id, username, display_name, password, role).await
+    check_role(actor, role)?;
+    let user = NewAccount {
+        username,
+        display_name,
+        password,
+        role,
+        pending: true,
+    };
+    create_account(app, actor, op_id, user).await
+}
+
+/// A role key must name a role that exists.
+fn check_role(actor: &Actor, role: &str) -> Result<(), AppError> {
+    if actor.access.role(role).is_some() || actor.is_system() && role == ADMIN {
+        return Ok(());
+    }
+    let known: Vec<&str> = actor.access.roles.iter().map(|r| r.key.as_str()).collect();
+    Err(AppError::invalid(
+        "role",
+        "invalid_choice",
+        format!("No role '{role}'. Roles: {}", known.join(", ")),
+    ))
+}
+
+/// What a new account is made of.
+pub struct NewAccount<'a> {
+    pub username: &'a str,
+    pub display_name: &'a str,
+    pub password: &'a str,
+    pub role: &'a str,
+    /// Waits for an administrator's approval.
+    pub pending: bool,
 }
 
 /// Creates a user without a permission check: for first-run setup and the server-side
@@ -48,8 +84,31 @@ pub async fn create_user_unchecked(
     username: &str,
     display_name: &str,
     password: &str,
-    role: Role,
+    role: &str,
 ) -> Result<UserRow, AppError> {
+    let user = NewAccount {
+        username,
+        display_name,
+        password,
+        role,
+        pending: false,
+    };
+    create_account(app, actor, op_id, user).await
+}
+
+async fn create_account(
+    app: &App,
+    actor: &Actor,
+    op_id: &str,
+    account: NewAccount<'_>,
+) -> Result<UserRow, AppError> {
+    let NewAccount {
+        username,
+        display_name,
+        password,
+        role,
+        pending,
+    } = account;
     let username = check_username(username)?;
     let display_name = display_name.trim();
     let display_name = if display_name.is_empty() {
@@ -70,7 +129,7 @@ pub async fn create_user_unchecked(
         actor,
         op_id,
         "user.create",
-        json!({"username": username, "role": role.name()}),
+        json!({"username": username, "role": role, "pending": pending}),
     );
     let mut tx = app.db.begin_write(app.now()).await?;
     let user = NewUser {
@@ -78,6 +137,8 @@ pub async fn create_user_unchecked(
         display_name,
         password_hash: &hash,
         role,
+        team_id: None,
+        pending,
     };
     let id = tx.create_user(user, audit).await?;
     tx.commit().await?;
@@ -107,8 +168,12 @@ fn check_username(username: &str) -> Result<String, AppError> {
 #[derive(Debug, Default)]
 pub struct UserChange {
     pub display_name: Option<String>,
-    pub role: Option<Role>,
+    pub role: Option<String>,
+    /// `Some(None)` takes the user out of their team.
+    pub team_id: Option<Option<i64>>,
     pub active: Option<bool>,
+    /// `Some(false)` approves a pending user's access.
+    pub pending: Option<bool>,
 }
 
 pub async fn update(
@@ -133,16 +198,31 @@ pub async fn update(
             "1 to 100 characters",
         ));
     }
-    let loses_admin = user.role == Role::Admin
+    if let Some(role) = &change.role {
+        check_role(actor, role)?;
+    }
+    if let Some(Some(team)) = change.team_id
+        && actor.access.team(team).is_none()
+    {
+        return Err(AppError::invalid(
+            "team_id",
+            "not_found",
+            format!("There is no team with id {team}"),
+        ));
+    }
+    let loses_admin = user.role == ADMIN
         && user.active
-        && (change.role.is_some_and(|r| r != Role::Admin) || change.active == Some(false));
+        && !user.pending
+        && (change.role.as_deref().is_some_and(|r| r != ADMIN)
+            || change.active == Some(false)
+            || change.pending == Some(true));
     if loses_admin {
         let other_admins = app
             .db
             .users()
             .await?
             .iter()
-            .filter(|u| u.id != id && u.active && u.role == Role::Admin)
+            .filter(|u| u.id != id && u.active && !u.pending && u.role == ADMIN)
             .count();
         if other_admins == 0 {
             return Err(AppError::conflict(
@@ -155,14 +235,19 @@ pub async fn update(
     let detail = json!({
         "user_id": id,
         "display_name": change.display_name.is_some(),
-        "role": change.role.map(Role::name),
+        "before": {"role": user.role, "team_id": user.team_id, "active": user.active, "pending": user.pending},
+        "role": change.role,
+        "team_id": change.team_id,
         "active": change.active,
+        "pending": change.pending,
     });
     let mut tx = app.db.begin_write(app.now()).await?;
     let update = UserUpdate {
         display_name: change.display_name.map(|n| n.trim().to_owned()),
         role: change.role,
+        team_id: change.team_id,
         active: change.active,
+        pending: change.pending,
         password_hash: None,
         locale: None,
     };
@@ -262,7 +347,7 @@ pub async fn admin_names(app: &App) -> Result<Vec<String>, AppError> {
         .users()
         .await?
         .into_iter()
-        .filter(|u| u.active && u.role == Role::Admin)
+        .filter(|u| u.active && !u.pending && u.role == ADMIN)
         .map(|u| u.display_name)
         .collect())
 }
@@ -288,11 +373,8 @@ pub async fn set_my_locale(
     }
     let mut tx = app.db.begin_write(app.now()).await?;
     let update = UserUpdate {
-        display_name: None,
-        role: None,
-        active: None,
-        password_hash: None,
         locale: Some(locale.map(str::to_owned)),
+        ..Default::default()
     };
     let detail = json!({"user_id": actor.user_id, "locale": locale});
     tx.update_user(

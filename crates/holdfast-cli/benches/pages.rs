@@ -10,7 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use holdfast_app::records::{self, Change};
-use holdfast_domain::{Actor, Role};
+use holdfast_domain::Actor;
 use holdfast_test_support::{Backend, spawn_app};
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -43,16 +43,13 @@ async fn main() {
         "rep",
         "Rep",
         "correct horse battery",
-        Role::Member,
+        holdfast_domain::access::REP,
     )
     .await
     .unwrap();
-    let actor = Actor {
-        user_id: user.id,
-        username: user.username.clone(),
-        role: Role::Member,
-        kind: holdfast_domain::ActorKind::System,
-    };
+    let actor = holdfast_app::auth::actor_of(&app.app, &user, holdfast_domain::ActorKind::System)
+        .await
+        .unwrap();
     let started = Instant::now();
     let mut last = 0;
     for i in 0..contacts {

@@ -9,7 +9,7 @@
 use anyhow::{Context as _, bail};
 use holdfast_app::records::{self, Change, MAX_BATCH};
 use holdfast_app::{App, AppConfig, SystemClock};
-use holdfast_domain::{Actor, ActorKind, Entity, Role};
+use holdfast_domain::{Actor, ActorKind, Entity};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -394,15 +394,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "bench",
         "Bench",
         "bench password 1",
-        Role::Admin,
+        holdfast_domain::access::ADMIN,
     )
     .await?;
-    let actor = Actor {
-        user_id: admin.id,
-        username: admin.username.clone(),
-        role: Role::Admin,
-        kind: ActorKind::System,
-    };
+    let actor = holdfast_app::auth::actor_of(&app, &admin, ActorKind::System).await?;
     let token = holdfast_app::auth::create_token(&app, &actor, "bench", "bench", None).await?;
     let bearer = ("authorization", format!("Bearer {}", token.secret));
 

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use config::{Config, Overrides};
 use holdfast_app::{App, Backend, Db, SchemaState, SystemClock};
-use holdfast_domain::{Actor, Role};
+use holdfast_domain::Actor;
 use std::io::BufRead as _;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -82,8 +82,9 @@ struct ServeArgs {
 
 #[derive(Subcommand)]
 enum AdminCommand {
-    /// Create a user (an administrator unless --role member). Reads the password from the
-    /// first line of standard input, so it never appears in the shell history.
+    /// Create a user (an administrator unless --role manager, rep, auditor or a custom role).
+    /// Reads the password from the first line of standard input, so it never appears in the
+    /// shell history.
     Create {
         #[command(flatten)]
         db: DbArgs,
@@ -383,7 +384,6 @@ async fn admin_create(
     display_name: &str,
     role: &str,
 ) -> anyhow::Result<()> {
-    let role = Role::parse(role).context("--role must be admin or member")?;
     let mut password = String::new();
     std::io::stdin()
         .lock()
@@ -391,6 +391,11 @@ async fn admin_create(
         .context("reading the password from standard input")?;
     let password = password.trim_end_matches(['\r', '\n']);
     let app = open_app(config).await?;
+    let roles = app.access_config().await?;
+    if roles.role(role).is_none() {
+        let known: Vec<&str> = roles.roles.iter().map(|r| r.key.as_str()).collect();
+        anyhow::bail!("--role must be one of: {}", known.join(", "));
+    }
     let op_id = holdfast_app::random_hex(8)?;
     let user = holdfast_app::users::create_user_unchecked(
         &app,
@@ -405,9 +410,7 @@ async fn admin_create(
     .map_err(describe)?;
     println!(
         "Created {} '{}' (id {}). Log in with POST /api/v1/auth/login.",
-        role.name(),
-        user.username,
-        user.id
+        role, user.username, user.id
     );
     app.db.close().await;
     Ok(())

@@ -15,7 +15,10 @@ pub mod record;
 pub mod search;
 pub mod time;
 
-pub use access::{Action, Actor, ActorKind, Denial, Role};
+pub use access::{
+    AccessConfig, Action, Actor, ActorKind, Denial, Explanation, Module, RecordRef, Right, RoleDef,
+    Scope, Target,
+};
 pub use change::{CustomFieldDef, CustomFieldKind, Patch, PatchMode};
 pub use entity::{Entity, FieldDef, FieldKind};
 pub use error::{FieldError, FieldErrors};

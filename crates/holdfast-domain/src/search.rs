@@ -29,6 +29,19 @@ pub enum TermMatch {
     Prefix(String),
 }
 
+impl TermMatch {
+    /// Whether one of a record's `terms` (see [`terms_for`]) matches.
+    pub fn matches_any(&self, terms: &BTreeSet<String>) -> bool {
+        match self {
+            TermMatch::Exact(term) => terms.contains(term),
+            TermMatch::Prefix(prefix) => terms
+                .range(prefix.clone()..)
+                .next()
+                .is_some_and(|t| t.starts_with(prefix.as_str())),
+        }
+    }
+}
+
 /// Every search term of a record; empty for a record in the recycle bin, which no search finds.
 pub fn terms_for(record: &Record) -> BTreeSet<String> {
     let mut terms = BTreeSet::new();

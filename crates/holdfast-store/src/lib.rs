@@ -9,6 +9,7 @@
 //! engine's speed for the benchmark, [`write`] the write
 //! transaction (the one write path), [`rows`] the mapping between rows and domain types.
 
+pub mod access;
 pub mod backup_runs;
 pub mod limits;
 pub mod read;
@@ -18,10 +19,11 @@ pub mod schema;
 pub mod snapshot;
 pub mod write;
 
+pub use access::{AccessRequestRow, NotificationRow, RoleRow};
 pub use backup_runs::{BackupLock, BackupRunResult, BackupRunRow};
 pub use read::{
-    AuditRow, BinEntry, ListQuery, SessionRow, Sort, SortValue, StageTotal, TokenRow, UserRow,
-    VersionRow,
+    AuditRow, BinEntry, ListQuery, Reach, SessionRow, Sort, SortValue, StageTotal, TokenRow,
+    UserRow, VersionRow,
 };
 pub use snapshot::{ColumnSpec, Snapshot, TableSpec};
 pub use write::{AuditDraft, NewUser, RecordWrite, SessionScope, UserUpdate, WriteTx};

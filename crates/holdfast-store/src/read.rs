@@ -5,7 +5,7 @@ use crate::rows::{self, Params};
 use crate::write::audit_hash_parts;
 use anyhow::Context as _;
 use holdfast_domain::search::{TermMatch, also_found_via};
-use holdfast_domain::{CustomFieldDef, CustomFieldKind, Entity, Record, Role, Timestamp};
+use holdfast_domain::{CustomFieldDef, CustomFieldKind, Entity, Record, Timestamp};
 use serde_json::Value;
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
@@ -26,6 +26,39 @@ pub struct ListQuery {
     /// Keyset cursor: the sort value and id of the last row of the previous page.
     pub after: Option<(SortValue, i64)>,
     pub limit: i64,
+    /// The records the asking user reaches; `None` for all.
+    pub reach: Option<Reach>,
+}
+
+/// Records a user reaches under their record scope: owned by one of `owners`, or one of `ids`
+/// (shared with them one by one).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reach {
+    pub owners: Vec<i64>,
+    pub ids: Vec<i64>,
+}
+
+impl Reach {
+    /// The SQL condition, with its values bound into `params`.
+    pub(crate) fn condition(&self, params: &mut Params) -> String {
+        let list = |values: &[i64], params: &mut Params| -> String {
+            values
+                .iter()
+                .map(|v| params.int(*v))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match (self.owners.is_empty(), self.ids.is_empty()) {
+            (true, true) => "1 = 0".to_owned(),
+            (false, true) => format!("owner_id IN ({})", list(&self.owners, params)),
+            (true, false) => format!("id IN ({})", list(&self.ids, params)),
+            (false, false) => format!(
+                "(owner_id IN ({}) OR id IN ({}))",
+                list(&self.owners, params),
+                list(&self.ids, params)
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,8 +133,12 @@ pub struct UserRow {
     pub username: String,
     pub display_name: String,
     pub password_hash: String,
-    pub role: Role,
+    /// The key of the user's role (`admin`, `manager`, `rep`, `auditor` or a custom role).
+    pub role: String,
+    pub team_id: Option<i64>,
     pub active: bool,
+    /// Created, but not yet approved by an administrator: can log in, sees nothing.
+    pub pending: bool,
     pub created_at: Timestamp,
     pub last_login_at: Option<Timestamp>,
     /// Interface language the user chose (`en`, `zh-CN`); `None` follows the browser.
@@ -141,8 +178,7 @@ pub struct StageTotal {
     pub amount_minor: i64,
 }
 
-const USER_COLUMNS: &str =
-    "id, username, display_name, password_hash, role, active, created_at, last_login_at, locale";
+const USER_COLUMNS: &str = "id, username, display_name, password_hash, role, active, created_at, last_login_at, locale, team_id, pending";
 const SESSION_COLUMNS: &str =
     "id, user_id, created_at, last_seen_at, expires_at, revoked_at, address, user_agent";
 const TOKEN_COLUMNS: &str = "id, user_id, name, created_at, last_used_at, expires_at, revoked_at";
@@ -227,6 +263,9 @@ impl Db {
     ) -> anyhow::Result<Vec<Record>> {
         let mut params = Params::default();
         let mut conditions = vec![self.live_condition().to_owned()];
+        if let Some(reach) = &query.reach {
+            conditions.push(reach.condition(&mut params));
+        }
         for (column, value) in &query.int_filters {
             conditions.push(format!("{column} = {}", params.int(*value)));
         }
@@ -372,12 +411,16 @@ impl Db {
     }
 
     /// Open deals per pipeline, stage and currency: how many and their total amount.
-    pub async fn pipeline_totals(&self) -> anyhow::Result<Vec<StageTotal>> {
-        let found = sqlx::query(
-            "SELECT pipeline, stage, currency, COUNT(*), CAST(SUM(amount_minor) AS BIGINT) FROM deals WHERE status = 'open' AND deleted_at IS NULL GROUP BY pipeline, stage, currency",
-        )
-        .fetch_all(self.read_pool())
-        .await?;
+    pub async fn pipeline_totals(&self, reach: Option<&Reach>) -> anyhow::Result<Vec<StageTotal>> {
+        let mut params = Params::default();
+        let scope = reach.map_or_else(|| "1 = 1".to_owned(), |r| r.condition(&mut params));
+        let sql = format!(
+            "SELECT pipeline, stage, currency, COUNT(*), CAST(SUM(amount_minor) AS BIGINT) FROM deals WHERE status = 'open' AND deleted_at IS NULL AND {scope} GROUP BY pipeline, stage, currency"
+        );
+        let found = params
+            .bind(sqlx::query(&sql))
+            .fetch_all(self.read_pool())
+            .await?;
         found
             .iter()
             .map(|row| {
@@ -397,14 +440,14 @@ impl Db {
         &self,
         entity: Entity,
         ids: &[i64],
-    ) -> anyhow::Result<Vec<(i64, String, bool)>> {
+    ) -> anyhow::Result<Vec<(i64, String, bool, i64)>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let mut params = Params::default();
         let list: Vec<String> = ids.iter().map(|id| params.int(*id)).collect();
         let sql = format!(
-            "SELECT id, {}, deleted_at FROM {} WHERE id IN ({})",
+            "SELECT id, {}, deleted_at, owner_id FROM {} WHERE id IN ({})",
             entity.title_field(),
             entity.plural(),
             list.join(", ")
@@ -420,6 +463,7 @@ impl Db {
                     row.try_get::<i64, _>(0)?,
                     row.try_get::<String, _>(1)?,
                     row.try_get::<Option<i64>, _>(2)?.is_some(),
+                    row.try_get::<i64, _>(3)?,
                 ))
             })
             .collect()
@@ -556,25 +600,32 @@ impl Db {
     }
 
     /// Recycle-bin entries (deletion roots), newest first, with what went along with each.
+    /// Deletions in the recycle bin, newest first; with `reach`, only those whose deleted
+    /// record (the root) the asking user reaches.
     pub async fn recycle_bin(
         &self,
         entity: Option<Entity>,
         limit: i64,
+        reach: impl Fn(Entity) -> Option<Reach>,
     ) -> anyhow::Result<Vec<BinEntry>> {
         let mut roots = Vec::new();
         for kind in Entity::ALL
             .into_iter()
             .filter(|k| entity.is_none_or(|e| e == *k))
         {
+            let mut params = Params::default();
+            let root = params.text(kind.name());
+            let scope =
+                reach(kind).map_or_else(|| "1 = 1".to_owned(), |r| r.condition(&mut params));
+            let limit = params.int(limit);
             let sql = format!(
-                "SELECT {} FROM {} WHERE deleted_at IS NOT NULL AND deleted_root_entity = $1 AND deleted_root_id = id
-                 ORDER BY deleted_at DESC, id DESC LIMIT $2",
+                "SELECT {} FROM {} WHERE deleted_at IS NOT NULL AND deleted_root_entity = {root} AND deleted_root_id = id AND {scope}
+                 ORDER BY deleted_at DESC, id DESC LIMIT {limit}",
                 rows::select_list(kind),
                 kind.plural()
             );
-            let found = sqlx::query(&sql)
-                .bind(kind.name())
-                .bind(limit)
+            let found = params
+                .bind(sqlx::query(&sql))
                 .fetch_all(self.read_pool())
                 .await?;
             for row in &found {
@@ -1064,17 +1115,18 @@ fn user_from_row(row: &AnyRow) -> anyhow::Result<UserRow> {
 
 /// A user whose [`USER_COLUMNS`] start at column `at` (after a joined table's columns).
 fn user_from_row_at(row: &AnyRow, at: usize) -> anyhow::Result<UserRow> {
-    let role: String = row.try_get(at + 4)?;
     Ok(UserRow {
         id: row.try_get(at)?,
         username: row.try_get(at + 1)?,
         display_name: row.try_get(at + 2)?,
         password_hash: row.try_get(at + 3)?,
-        role: Role::parse(&role).context("user with unknown role")?,
+        role: row.try_get(at + 4)?,
         active: row.try_get::<i64, _>(at + 5)? == 1,
         created_at: Timestamp(row.try_get(at + 6)?),
         last_login_at: row.try_get::<Option<i64>, _>(at + 7)?.map(Timestamp),
         locale: row.try_get(at + 8)?,
+        team_id: row.try_get(at + 9)?,
+        pending: row.try_get::<i64, _>(at + 10)? == 1,
     })
 }
 

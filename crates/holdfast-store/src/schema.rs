@@ -325,6 +325,63 @@ CREATE TABLE backup_runs (
 CREATE INDEX backup_runs_started ON backup_runs (started_at);
 "#,
     },
+    Migration {
+        version: 7,
+        name: "roles, teams, module switches, access requests and notifications",
+        sql: r#"
+CREATE TABLE roles (
+    key TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    rights TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    fields TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+INSERT INTO roles (key, name, rights, scope, fields, created_at, updated_at)
+    SELECT 'member', 'Member (as before roles existed)',
+        '["companies.view","companies.create","companies.edit","companies.delete","companies.restore","contacts.view","contacts.create","contacts.edit","contacts.delete","contacts.restore","deals.view","deals.create","deals.edit","deals.delete","deals.restore","activities.view","activities.create","activities.edit","activities.delete","activities.restore","reports.view","recycle_bin.view","recycle_bin.restore"]',
+        'all', '{}', 0, 0
+    WHERE EXISTS (SELECT 1 FROM users WHERE role = 'member');
+CREATE TABLE teams (
+    id {pk},
+    name TEXT NOT NULL UNIQUE,
+    parent_id BIGINT,
+    manager_id BIGINT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+ALTER TABLE users ADD COLUMN team_id BIGINT;
+ALTER TABLE users ADD COLUMN pending BIGINT NOT NULL DEFAULT 0;
+CREATE TABLE access_requests (
+    id {pk},
+    user_id BIGINT NOT NULL,
+    permission TEXT NOT NULL,
+    entity TEXT,
+    record_id BIGINT,
+    reason TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    decided_by BIGINT,
+    decided_at BIGINT,
+    decision_note TEXT,
+    expires_at BIGINT
+);
+CREATE INDEX access_requests_status ON access_requests (status, created_at);
+CREATE INDEX access_requests_user ON access_requests (user_id, created_at);
+CREATE TABLE notifications (
+    id {pk},
+    user_id BIGINT NOT NULL,
+    at BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    read_at BIGINT
+);
+CREATE INDEX notifications_user ON notifications (user_id, at);
+INSERT INTO meta (key, value) VALUES ('modules_off', '[]');
+INSERT INTO meta (key, value) VALUES ('access_generation', '0');
+"#,
+    },
 ];
 
 #[cfg(test)]
@@ -343,7 +400,9 @@ mod tests {
         for migration in MIGRATIONS {
             for backend in [Backend::Sqlite, Backend::Postgres] {
                 let sql = render(migration.sql, backend);
-                assert!(!sql.contains('{'), "{}: {sql}", migration.name);
+                for placeholder in ["{pk}", "{ctext}", "{without_rowid}"] {
+                    assert!(!sql.contains(placeholder), "{}: {sql}", migration.name);
+                }
             }
         }
     }

@@ -16,6 +16,8 @@ use sqlx::{Any, AnyConnection, Row as _, Transaction};
 /// The tables a backup holds, parents before children, each with its primary key.
 pub const BACKUP_TABLES: &[(&str, &str)] = &[
     ("meta", "key"),
+    ("roles", "key"),
+    ("teams", "id"),
     ("users", "id"),
     ("api_tokens", "id"),
     ("custom_field_defs", "id"),
@@ -27,6 +29,8 @@ pub const BACKUP_TABLES: &[(&str, &str)] = &[
     ("record_versions", "id"),
     ("audit_log", "seq"),
     ("audit_head", "id"),
+    ("access_requests", "id"),
+    ("notifications", "id"),
 ];
 
 /// Tables a restore rebuilds from the records (the search and tag indexes) or empties because
@@ -100,7 +104,14 @@ impl Db {
     }
 
     /// The backed-up tables of this database as a backup describes them.
+    /// A database at an older schema lacks the tables later migrations add; those are left out
+    /// (a restore migrates the archive's rows up, creating them). At the current schema every
+    /// table must be there.
     pub async fn backup_tables(&self) -> anyhow::Result<Vec<TableSpec>> {
+        let older = self
+            .schema_version()
+            .await?
+            .is_some_and(|v| v < crate::schema::current_version());
         let mut specs = Vec::new();
         for (name, key) in BACKUP_TABLES {
             let columns = self
@@ -119,6 +130,9 @@ impl Db {
                     })
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
+            if columns.is_empty() && older {
+                continue;
+            }
             anyhow::ensure!(!columns.is_empty(), "table {name} is missing");
             specs.push(TableSpec {
                 name: (*name).to_owned(),

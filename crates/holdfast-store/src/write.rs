@@ -17,7 +17,7 @@ use crate::snapshot::{self, BACKUP_TABLES, EPHEMERAL_TABLES, REBUILT_TABLES, Tab
 use crate::{Backend, Db, StoreError};
 use anyhow::Context as _;
 use holdfast_domain::search::terms_for;
-use holdfast_domain::{Actor, CustomFieldDef, Entity, Record, Role, Timestamp};
+use holdfast_domain::{Actor, CustomFieldDef, Entity, Record, Timestamp};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use sqlx::{Any, Row as _, Transaction};
@@ -70,10 +70,10 @@ pub struct RecordWrite<'a> {
 }
 
 pub struct WriteTx {
-    tx: Transaction<'static, Any>,
+    pub(crate) tx: Transaction<'static, Any>,
     backend: Backend,
-    now: Timestamp,
-    head_seq: i64,
+    pub(crate) now: Timestamp,
+    pub(crate) head_seq: i64,
     head_hash: String,
     /// Whether audit entries were appended: the head row is written once, at commit.
     head_moved: bool,
@@ -219,15 +219,21 @@ pub struct NewUser<'a> {
     pub username: &'a str,
     pub display_name: &'a str,
     pub password_hash: &'a str,
-    pub role: Role,
+    pub role: &'a str,
+    pub team_id: Option<i64>,
+    /// Waits for an administrator's approval before it sees anything.
+    pub pending: bool,
 }
 
 /// Changes to a user; `None` leaves a column alone.
 #[derive(Default)]
 pub struct UserUpdate {
     pub display_name: Option<String>,
-    pub role: Option<Role>,
+    pub role: Option<String>,
+    /// `Some(None)` takes the user out of their team.
+    pub team_id: Option<Option<i64>>,
     pub active: Option<bool>,
+    pub pending: Option<bool>,
     pub password_hash: Option<String>,
     /// `Some(None)` clears the choice (back to the browser's language).
     pub locale: Option<Option<String>>,
@@ -667,7 +673,7 @@ impl WriteTx {
 
     /// Chains and stores an audit entry: its hash covers the previous entry's hash and all of
     /// its own fields, so editing or removing any entry breaks every hash after it.
-    async fn append_audit(&mut self, draft: AuditDraft) -> Result<(), StoreError> {
+    pub(crate) async fn append_audit(&mut self, draft: AuditDraft) -> Result<(), StoreError> {
         let seq = self.head_seq + 1;
         let detail = serde_json::to_string(&draft.detail).context("encoding audit detail")?;
         let hash = audit_hash(&self.head_hash, seq, self.now.micros(), &draft, &detail);
@@ -703,14 +709,16 @@ impl WriteTx {
         audit: AuditDraft,
     ) -> Result<i64, StoreError> {
         let row = sqlx::query(
-            "INSERT INTO users (username, display_name, password_hash, role, active, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, 1, $5, $5) RETURNING id",
+            "INSERT INTO users (username, display_name, password_hash, role, active, created_at, updated_at, team_id, pending)
+             VALUES ($1, $2, $3, $4, 1, $5, $5, $6, $7) RETURNING id",
         )
         .bind(user.username.to_owned())
         .bind(user.display_name.to_owned())
         .bind(user.password_hash.to_owned())
-        .bind(user.role.name())
+        .bind(user.role.to_owned())
         .bind(self.now.micros())
+        .bind(user.team_id)
+        .bind(i64::from(user.pending))
         .fetch_one(&mut *self.tx)
         .await
         .map_err(|error| unique_violation(error, "username"))?;
@@ -718,6 +726,7 @@ impl WriteTx {
         let mut audit = audit;
         audit.detail["user_id"] = id.into();
         self.append_audit(audit).await?;
+        self.access_changed().await?;
         Ok(id)
     }
 
@@ -728,15 +737,26 @@ impl WriteTx {
         audit: AuditDraft,
     ) -> Result<(), StoreError> {
         let mut params = Params::default();
+        let access = update.role.is_some()
+            || update.team_id.is_some()
+            || update.active.is_some()
+            || update.pending.is_some()
+            || update.display_name.is_some();
         let mut sets = vec![format!("updated_at = {}", params.int(self.now.micros()))];
         if let Some(name) = update.display_name {
             sets.push(format!("display_name = {}", params.text(name)));
         }
         if let Some(role) = update.role {
-            sets.push(format!("role = {}", params.text(role.name())));
+            sets.push(format!("role = {}", params.text(role)));
+        }
+        if let Some(team) = update.team_id {
+            sets.push(format!("team_id = {}", params.push(Param::Int(team))));
         }
         if let Some(active) = update.active {
             sets.push(format!("active = {}", params.int(i64::from(active))));
+        }
+        if let Some(pending) = update.pending {
+            sets.push(format!("pending = {}", params.int(i64::from(pending))));
         }
         if let Some(hash) = update.password_hash {
             sets.push(format!("password_hash = {}", params.text(hash)));
@@ -750,6 +770,9 @@ impl WriteTx {
             .bind(sqlx::query(&sql))
             .execute(&mut *self.tx)
             .await?;
+        if access {
+            self.access_changed().await?;
+        }
         self.append_audit(audit).await
     }
 
@@ -930,12 +953,15 @@ impl WriteTx {
 impl WriteTx {
     /// Step 1: empties every table a backup holds, the indexes rebuilt from the records, and
     /// the tables that must not come back from the past (sessions, login throttling).
-    pub async fn restore_clear(&mut self) -> Result<(), StoreError> {
+    /// `tables` are this database's backed-up tables (`Db::backup_tables`: at an older schema,
+    /// only those it has).
+    pub async fn restore_clear(&mut self, tables: &[TableSpec]) -> Result<(), StoreError> {
         self.flush().await?;
         let tables = EPHEMERAL_TABLES
             .iter()
-            .chain(REBUILT_TABLES)
-            .chain(BACKUP_TABLES.iter().rev().map(|(table, _)| table));
+            .copied()
+            .chain(REBUILT_TABLES.iter().copied())
+            .chain(tables.iter().rev().map(|t| t.name.as_str()));
         for table in tables {
             sqlx::query(&format!("DELETE FROM {table}"))
                 .execute(&mut *self.tx)
@@ -1073,7 +1099,7 @@ impl WriteTx {
     }
 }
 
-fn unique_violation(error: sqlx::Error, column: &'static str) -> StoreError {
+pub(crate) fn unique_violation(error: sqlx::Error, column: &'static str) -> StoreError {
     match &error {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Duplicate(column),
         _ => error.into(),

@@ -9,7 +9,7 @@
 use holdfast_app::backup::Key;
 use holdfast_app::backup::schedule::{BackupConfig, Retention};
 use holdfast_app::{App, AppConfig, ManualClock};
-use holdfast_domain::{Actor, ActorKind, Role, Timestamp};
+use holdfast_domain::{Actor, ActorKind, Timestamp};
 use reqwest::StatusCode;
 use serde_json::Value;
 use sqlx::Connection as _;
@@ -194,9 +194,18 @@ impl Drop for TestApp {
     }
 }
 
+/// The actor for an existing user, with the permission settings in force.
+pub async fn actor(app: &App, user_id: i64) -> Actor {
+    let user = app.db.user(user_id).await.unwrap().expect("user exists");
+    holdfast_app::auth::actor_of(app, &user, ActorKind::System)
+        .await
+        .expect("actor")
+}
+
 impl TestApp {
-    /// A user with an API token; usernames must be unique per test.
-    pub async fn user(&self, username: &str, role: Role) -> Client {
+    /// An approved user with the role `role` (`admin`, `manager`, `rep`, `auditor` or a custom
+    /// role's key) and an API token; usernames must be unique per test.
+    pub async fn user(&self, username: &str, role: &str) -> Client {
         let system = Actor::system();
         let user = holdfast_app::users::create_user_unchecked(
             &self.app,
@@ -209,12 +218,9 @@ impl TestApp {
         )
         .await
         .expect("create user");
-        let actor = Actor {
-            user_id: user.id,
-            username: user.username.clone(),
-            role,
-            kind: ActorKind::System,
-        };
+        let actor = holdfast_app::auth::actor_of(&self.app, &user, ActorKind::System)
+            .await
+            .expect("actor");
         let token = holdfast_app::auth::create_token(&self.app, &actor, "test", "tests", None)
             .await
             .expect("token");
@@ -227,7 +233,7 @@ impl TestApp {
     }
 
     pub async fn admin(&self) -> Client {
-        self.user("admin", Role::Admin).await
+        self.user("admin", holdfast_domain::access::ADMIN).await
     }
 
     /// A client without credentials.

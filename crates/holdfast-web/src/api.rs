@@ -12,14 +12,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use holdfast_app::backup;
 use holdfast_app::records::{self, Change};
-use holdfast_app::{AppError, auth, settings, users};
+use holdfast_app::{AppError, access, auth, settings, users};
 use holdfast_app::{SessionRow, TokenRow, UserRow, VersionRow};
-use holdfast_domain::{CustomFieldDef, CustomFieldKind, Entity, Role, Timestamp};
+use holdfast_domain::{CustomFieldDef, CustomFieldKind, Entity, Timestamp};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 
-type ApiResult = Result<Response, ApiError>;
+pub(crate) type ApiResult = Result<Response, ApiError>;
 
 /// Path segments, with rejections in our error format.
 pub struct ApiPath<T>(pub T);
@@ -47,7 +47,7 @@ fn path_rejection(rejection: PathRejection) -> Response {
     )
 }
 
-fn entity_of(collection: &str) -> Result<Entity, ApiError> {
+pub(crate) fn entity_of(collection: &str) -> Result<Entity, ApiError> {
     Entity::from_plural(collection).ok_or_else(|| {
         let known: Vec<&str> = Entity::ALL.iter().map(|e| e.plural()).collect();
         ApiError(AppError::not_found(format!(
@@ -58,7 +58,7 @@ fn entity_of(collection: &str) -> Result<Entity, ApiError> {
     })
 }
 
-fn id_of(text: &str, what: &str) -> Result<i64, ApiError> {
+pub(crate) fn id_of(text: &str, what: &str) -> Result<i64, ApiError> {
     match text.parse::<i64>() {
         Ok(id) if id > 0 => Ok(id),
         _ => Err(ApiError(AppError::not_found(format!(
@@ -73,15 +73,15 @@ fn target(collection: &str, id: &str) -> Result<(Entity, i64), ApiError> {
     Ok((entity, id_of(id, entity.name())?))
 }
 
-fn ok(value: Value) -> ApiResult {
+pub(crate) fn ok(value: Value) -> ApiResult {
     Ok(Json(value).into_response())
 }
 
-fn created(value: Value) -> ApiResult {
+pub(crate) fn created(value: Value) -> ApiResult {
     Ok((StatusCode::CREATED, Json(value)).into_response())
 }
 
-fn time(t: Option<Timestamp>) -> Value {
+pub(crate) fn time(t: Option<Timestamp>) -> Value {
     t.map(|t| Value::String(t.to_rfc3339()))
         .unwrap_or(Value::Null)
 }
@@ -459,8 +459,10 @@ fn user_json(user: &UserRow) -> Value {
         "id": user.id,
         "username": user.username,
         "display_name": user.display_name,
-        "role": user.role.name(),
+        "role": user.role,
+        "team_id": user.team_id,
         "active": user.active,
+        "pending": user.pending,
         "created_at": user.created_at.to_rfc3339(),
         "last_login_at": time(user.last_login_at),
     })
@@ -586,16 +588,6 @@ pub async fn user_list(State(state): State<WebState>, Auth(actor): Auth) -> ApiR
     ok(json!({"items": found.iter().map(user_json).collect::<Vec<_>>()}))
 }
 
-fn parse_role(text: &str) -> Result<Role, ApiError> {
-    Role::parse(text).ok_or_else(|| {
-        ApiError(AppError::invalid(
-            "role",
-            "invalid_choice",
-            "Must be admin or member",
-        ))
-    })
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserCreateBody {
@@ -603,12 +595,12 @@ pub struct UserCreateBody {
     #[serde(default)]
     display_name: String,
     password: String,
-    #[serde(default = "member")]
+    #[serde(default = "rep")]
     role: String,
 }
 
-fn member() -> String {
-    "member".into()
+fn rep() -> String {
+    holdfast_domain::access::REP.into()
 }
 
 pub async fn user_create(
@@ -616,7 +608,6 @@ pub async fn user_create(
     Auth(actor): Auth,
     ApiJson(body): ApiJson<UserCreateBody>,
 ) -> ApiResult {
-    let role = parse_role(&body.role)?;
     let user = users::create(
         &state.app,
         &actor,
@@ -624,7 +615,7 @@ pub async fn user_create(
         &body.username,
         &body.display_name,
         &body.password,
-        role,
+        &body.role,
     )
     .await?;
     created(user_json(&user))
@@ -646,8 +637,25 @@ pub struct UserUpdateBody {
     display_name: Option<String>,
     #[serde(default)]
     role: Option<String>,
+    /// A team id, or null to take the user out of their team.
+    #[serde(default, with = "serde_with_double_option")]
+    team_id: Option<Option<i64>>,
     #[serde(default)]
     active: Option<bool>,
+    /// `true` approves a pending user's access.
+    #[serde(default)]
+    approve: bool,
+    /// With `true`, nothing changes: the answer is the preview of a role or team change.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// `"team_id": null` (take out of the team) differs from no `team_id` (leave it).
+mod serde_with_double_option {
+    use serde::{Deserialize, Deserializer};
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
+        Ok(Some(Option::deserialize(d)?))
+    }
 }
 
 pub async fn user_update(
@@ -657,15 +665,30 @@ pub async fn user_update(
     ApiJson(body): ApiJson<UserUpdateBody>,
 ) -> ApiResult {
     let id = id_of(&id, "user")?;
-    let role = body.role.as_deref().map(parse_role).transpose()?;
-    let change = users::UserChange {
-        display_name: body.display_name,
-        role,
-        active: body.active,
-    };
-    ok(user_json(
-        &users::update(&state.app, &actor, &current_op_id(), id, change).await?,
-    ))
+    let access = body.role.is_some() || body.team_id.is_some() || body.approve;
+    if access {
+        // Role, team and approval change who sees what: previewed and audited with before/after.
+        let change = access::AccessChange::SetUser {
+            user_id: id,
+            role: body.role,
+            team_id: body.team_id,
+            pending: body.approve.then_some(false),
+        };
+        let outcome =
+            access::change(&state.app, &actor, &current_op_id(), change, body.dry_run).await?;
+        if body.dry_run {
+            return ok(json!({"applied": false, "preview": outcome.preview}));
+        }
+    }
+    if body.display_name.is_some() || body.active.is_some() {
+        let change = users::UserChange {
+            display_name: body.display_name,
+            active: body.active,
+            ..Default::default()
+        };
+        users::update(&state.app, &actor, &current_op_id(), id, change).await?;
+    }
+    ok(user_json(&users::get(&state.app, &actor, id).await?))
 }
 
 #[derive(Deserialize)]

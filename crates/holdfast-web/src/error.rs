@@ -76,7 +76,7 @@ impl IntoResponse for ApiError {
                 StatusCode::FORBIDDEN,
                 denial.code,
                 &denial.message,
-                json!({"grantable_by": {"role": denial.grantable_by.name()}}),
+                denial_json(&denial),
             ),
             AppError::Unauthenticated { code, message } => {
                 body_response(StatusCode::UNAUTHORIZED, code, &message, json!({}))
@@ -122,4 +122,18 @@ impl IntoResponse for ApiError {
             }
         }
     }
+}
+
+/// What a refusal carries besides its message: who can change it, the whole chain of checks
+/// ("why can't I see this?"), and how to ask for access.
+pub fn denial_json(denial: &holdfast_domain::Denial) -> Value {
+    let reasons = denial
+        .explanation
+        .as_ref()
+        .map(|e| serde_json::to_value(&e.steps).unwrap_or(Value::Null));
+    json!({
+        "grantable_by": denial.grantable_by,
+        "reasons": reasons,
+        "request_access": denial.explanation.is_some().then_some("POST /api/v1/access/requests"),
+    })
 }

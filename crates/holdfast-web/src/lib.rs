@@ -10,6 +10,7 @@
 //! adds the handler, so the OpenAPI document is generated from the very table that builds the
 //! router and cannot list a route that does not exist or miss one that does.
 
+pub mod access_api;
 pub mod api;
 pub mod error;
 pub mod extract;
@@ -84,6 +85,19 @@ pub fn routes() -> Routes {
         .add("/api/v1/users/{id}", get(api::user_get).patch(api::user_update), D::new("GET", "One user", Body::None, "User").also("PATCH", "Change a user's name, role or active state (administrators)", Body::Named("UserUpdate"), "User"))
         .add("/api/v1/users/{id}/password", post(api::user_password_reset), D::new("POST", "Set a new password for a user and end their sessions (administrators)", Body::Named("PasswordReset"), "Object"))
         .add("/api/v1/users/{id}/revoke-sessions", post(api::user_sessions_revoke), D::new("POST", "End all of a user's sessions (administrators)", Body::None, "Object"))
+        .add("/api/v1/access/explain", get(access_api::explain), D::new("GET", "Why a user can or cannot do something: the chain of checks (account, module, right, scope, field) and who can change each; about yourself, or anyone for auditors and administrators", Body::None, "Explanation").params(&["user_id", "permission", "record", "field"]))
+        .add("/api/v1/access/summary/{id}", get(access_api::summary), D::new("GET", "A user's access: each right and what gives it (role or grant), scope, hidden fields, shared records (`me` for yourself)", Body::None, "Object"))
+        .add("/api/v1/access/roles", get(access_api::roles), D::new("GET", "Roles, built in and custom (auditors and administrators)", Body::None, "List"))
+        .add("/api/v1/access/roles/{key}", put(access_api::role_put).delete(access_api::role_delete), D::new("PUT", "Create or change a custom role; dry_run previews who gains or loses what (administrators)", Body::Named("Role"), "AccessChange").also("DELETE", "Delete an unused custom role (administrators)", Body::None, "AccessChange").params(&["dry_run"]))
+        .add("/api/v1/access/teams", get(access_api::teams).post(access_api::team_create), D::new("GET", "Teams (auditors and administrators)", Body::None, "List").also("POST", "Create a team; dry_run previews (administrators)", Body::Named("Team"), "AccessChange"))
+        .add("/api/v1/access/teams/{id}", put(access_api::team_put).delete(access_api::team_delete), D::new("PUT", "Change a team's name, parent or manager; dry_run previews (administrators)", Body::Named("Team"), "AccessChange").also("DELETE", "Remove a team; its members keep their records (administrators)", Body::None, "AccessChange").params(&["dry_run"]))
+        .add("/api/v1/access/modules", get(access_api::modules), D::new("GET", "Which modules are switched on for the organisation", Body::None, "List"))
+        .add("/api/v1/access/modules/{module}", put(access_api::module_put), D::new("PUT", "Switch a module on or off for everyone but administrators; dry_run previews (administrators)", Body::Named("ModuleSwitch"), "AccessChange"))
+        .add("/api/v1/access/requests", get(access_api::requests).post(access_api::request_create), D::new("GET", "Access requests you can decide, and your own", Body::None, "Object").also("POST", "Ask for a right or for one record to be shared, with a reason", Body::Named("AccessRequest"), "Object"))
+        .add("/api/v1/access/requests/{id}", get(access_api::request_get), D::new("GET", "One access request (yours, or one you can decide)", Body::None, "Object"))
+        .add("/api/v1/access/requests/{id}/{decision}", post(access_api::request_decide), D::new("POST", "approve (optional expires_at), decline or revoke (note required) an access request (administrators; the owner for a share of their record)", Body::Named("Decision"), "Object"))
+        .add("/api/v1/me/notifications", get(access_api::notifications), D::new("GET", "Your notifications, newest first", Body::None, "List"))
+        .add("/api/v1/me/notifications/read", post(access_api::notifications_read), D::new("POST", "Mark your notifications read", Body::None, "Object"))
         .add("/api/v1/custom-fields", get(api::custom_field_list).post(api::custom_field_create), D::new("GET", "Custom field definitions", Body::None, "List").also("POST", "Define a custom field (administrators)", Body::Named("CustomFieldCreate"), "Object"))
         .add("/api/v1/custom-fields/{id}", delete(api::custom_field_archive), D::new("DELETE", "Archive a custom field; stored values are kept (administrators)", Body::None, "Object"))
         .add("/api/v1/pipelines", get(api::pipeline_list), D::new("GET", "Deal pipelines and their stages", Body::None, "List"))

@@ -268,9 +268,37 @@ fn static_schemas(schemas: &mut Map<String, Value>) {
     );
     schemas.insert("TokenCreate".into(), object(&["name"], json!({"name": string, "expires_in_days": {"type": "integer", "minimum": 1, "maximum": 3650}})));
     schemas.insert("Token".into(), json!({"type": "object", "properties": {"id": {"type": "integer"}, "name": string, "secret": string}}));
-    schemas.insert("User".into(), json!({"type": "object", "properties": {"id": {"type": "integer"}, "username": string, "display_name": string, "role": {"type": "string", "enum": ["admin", "member"]}, "active": {"type": "boolean"}}}));
-    schemas.insert("UserCreate".into(), object(&["username", "password"], json!({"username": string, "display_name": string, "password": {"type": "string", "minLength": 10}, "role": {"type": "string", "enum": ["admin", "member"]}})));
-    schemas.insert("UserUpdate".into(), object(&[], json!({"display_name": string, "role": {"type": "string", "enum": ["admin", "member"]}, "active": {"type": "boolean"}})));
+    let role_key = json!({"type": "string", "description": "admin, manager, rep, auditor or a custom role's key"});
+    schemas.insert("User".into(), json!({"type": "object", "properties": {"id": {"type": "integer"}, "username": string, "display_name": string, "role": role_key, "team_id": {"type": ["integer", "null"]}, "active": {"type": "boolean"}, "pending": {"type": "boolean"}}}));
+    schemas.insert("UserCreate".into(), object(&["username", "password"], json!({"username": string, "display_name": string, "password": {"type": "string", "minLength": 10}, "role": role_key})));
+    schemas.insert("UserUpdate".into(), object(&[], json!({"display_name": string, "role": role_key, "team_id": {"type": ["integer", "null"]}, "active": {"type": "boolean"}, "approve": {"type": "boolean"}, "dry_run": {"type": "boolean"}})));
+    let permissions: Vec<String> = holdfast_domain::Module::ALL
+        .iter()
+        .flat_map(|m| {
+            m.rights()
+                .iter()
+                .map(move |r| holdfast_domain::access::permission_key((*m, *r)))
+        })
+        .collect();
+    schemas.insert("Role".into(), object(&["name", "scope"], json!({"name": string, "rights": {"type": "array", "items": {"type": "string", "enum": permissions}}, "scope": {"type": "string", "enum": ["own", "team", "subteams", "all"]}, "fields": {"type": "object", "description": "entity.field → hidden or read_only", "additionalProperties": {"type": "string", "enum": ["hidden", "read_only"]}}, "dry_run": {"type": "boolean"}})));
+    schemas.insert("Team".into(), object(&["name"], json!({"name": string, "parent_id": {"type": ["integer", "null"]}, "manager_id": {"type": ["integer", "null"]}, "dry_run": {"type": "boolean"}})));
+    schemas.insert(
+        "ModuleSwitch".into(),
+        object(
+            &["on"],
+            json!({"on": {"type": "boolean"}, "dry_run": {"type": "boolean"}}),
+        ),
+    );
+    schemas.insert("AccessRequest".into(), object(&["reason"], json!({"permission": {"type": "string", "enum": permissions}, "record": {"type": "string", "description": "KIND:ID of one record to have shared"}, "reason": string})));
+    schemas.insert(
+        "Decision".into(),
+        object(
+            &[],
+            json!({"expires_at": {"type": "string", "format": "date-time"}, "note": string}),
+        ),
+    );
+    schemas.insert("AccessChange".into(), json!({"type": "object", "properties": {"applied": {"type": "boolean"}, "team_id": {"type": ["integer", "null"]}, "preview": {"type": "object", "properties": {"users_affected": {"type": "integer"}, "records_hidden_from_someone": {"type": "integer"}, "records_shown_to_someone": {"type": "integer"}, "users": {"type": "array", "items": {"type": "object"}}}}}}));
+    schemas.insert("Explanation".into(), json!({"type": "object", "properties": {"allowed": {"type": "boolean"}, "steps": {"type": "array", "items": {"type": "object", "properties": {"check": string, "ok": {"type": "boolean"}, "code": string, "message": string, "can_change": {"type": "array", "items": string}}}}}}));
     schemas.insert("CustomFieldCreate".into(), object(&["entity", "key", "label", "kind"], json!({"entity": {"type": "string", "enum": ["company", "contact", "deal", "activity"]}, "key": string, "label": string, "kind": {"type": "string", "enum": ["text", "number", "date", "select"]}, "options": {"type": "array", "items": string}})));
     schemas.insert(
         "Pipeline".into(),

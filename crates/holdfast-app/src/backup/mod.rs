@@ -506,7 +506,7 @@ async fn load(
     }
     progress.start("restore", 0);
     let mut tx = db.begin_write(now).await?;
-    tx.restore_clear().await?;
+    tx.restore_clear(&expected).await?;
     while let Some(part) = reader.next_part()? {
         let spec = specs
             .get(&part.table)

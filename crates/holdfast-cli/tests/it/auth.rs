@@ -1,6 +1,5 @@
 //! Login, sessions, API tokens, throttling, first-run setup, and deny-by-default.
 
-use holdfast_domain::Role;
 use holdfast_test_support::{Client, TestApp, on_both_backends};
 use serde_json::json;
 
@@ -27,7 +26,7 @@ async fn login(
 on_both_backends!(
     login_sets_a_strict_http_only_cookie_and_logout_revokes_it,
     |app| {
-        app.user("meimei", Role::Member).await;
+        app.user("meimei", "rep").await;
         let (reply, cookie) = login(&app, "MeiMei", "correct horse battery").await;
         assert_eq!(reply.status, 200);
         let set_cookie = reply
@@ -58,7 +57,7 @@ on_both_backends!(
 );
 
 on_both_backends!(sessions_end_after_idle_and_absolute_timeouts, |app| {
-    app.user("sleepy", Role::Member).await;
+    app.user("sleepy", "rep").await;
     let (_, cookie) = login(&app, "sleepy", "correct horse battery").await;
     let session = app.anonymous().with_cookie(&cookie.unwrap());
     app.clock.advance_seconds(11 * 3600);
@@ -88,7 +87,7 @@ on_both_backends!(sessions_end_after_idle_and_absolute_timeouts, |app| {
 on_both_backends!(
     failed_logins_are_throttled_per_account_and_per_address,
     |app| {
-        app.user("target", Role::Member).await;
+        app.user("target", "rep").await;
         for _ in 0..5 {
             assert_eq!(login(&app, "target", "wrong password!").await.0.status, 401);
         }
@@ -116,7 +115,7 @@ on_both_backends!(
 );
 
 on_both_backends!(revoked_api_tokens_stop_working_at_once, |app| {
-    let rep = app.user("scripter", Role::Member).await;
+    let rep = app.user("scripter", "rep").await;
     let created = rep
         .post("/api/v1/me/tokens", json!({"name": "import script"}))
         .await
@@ -153,7 +152,7 @@ on_both_backends!(
     deactivating_a_user_logs_them_out_and_keeps_their_records,
     |app| {
         let admin = app.admin().await;
-        let rep = app.user("leaver", Role::Member).await;
+        let rep = app.user("leaver", "rep").await;
         let id = rep
             .create("companies", json!({"name": "Their customer"}))
             .await;
@@ -176,7 +175,7 @@ on_both_backends!(
         let last_admin = admin
             .patch(
                 &format!("/api/v1/users/{}", admin.user_id),
-                json!({"role": "member"}),
+                json!({"role": "rep"}),
             )
             .await;
         assert_eq!(last_admin.error_code(), "last_admin");
@@ -252,7 +251,8 @@ on_both_backends!(
 );
 
 on_both_backends!(members_are_refused_administration_with_a_reason, |app| {
-    let rep = app.user("member", Role::Member).await;
+    app.admin().await;
+    let rep = app.user("member", "rep").await;
     for (method, path) in [
         ("GET", "/api/v1/users"),
         ("GET", "/api/v1/audit"),
@@ -267,14 +267,25 @@ on_both_backends!(members_are_refused_administration_with_a_reason, |app| {
             .await;
         assert_eq!(
             (reply.status.as_u16(), reply.error_code()),
-            (403, "admin_only"),
+            (403, "no_right"),
             "{method} {path}"
         );
         assert!(
             reply.body["error"]["message"]
                 .as_str()
                 .unwrap()
-                .contains("administrators")
+                .contains("The role Sales rep does not give administration.")
+        );
+        // Who can change it, and the whole chain of checks.
+        assert_eq!(reply.body["error"]["grantable_by"], json!(["admin"]));
+        let reasons = reply.body["error"]["reasons"].as_array().unwrap();
+        let checks: Vec<(&str, bool)> = reasons
+            .iter()
+            .map(|r| (r["check"].as_str().unwrap(), r["ok"].as_bool().unwrap()))
+            .collect();
+        assert_eq!(
+            checks,
+            [("account", true), ("module", true), ("right", false)]
         );
     }
 });

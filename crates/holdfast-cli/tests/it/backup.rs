@@ -3,7 +3,7 @@
 
 use holdfast_app::backup::archive::{ArchiveReader, ArchiveWriter, MAGIC};
 use holdfast_app::backup::{self, ArchiveError, Key, Manifest, Progress, Selection};
-use holdfast_domain::{Actor, Entity, Role};
+use holdfast_domain::{Actor, Entity};
 use holdfast_test_support::{Backend, Client, TestApp, TestDb, on_both_backends, spawn_app};
 use serde_json::json;
 use sha2::Digest as _;
@@ -506,12 +506,7 @@ async fn round_trip(from: Backend, to: Backend) {
         holdfast_app::AppConfig::default(),
         source.clock.clone(),
     );
-    let owner = Actor {
-        user_id: 1,
-        username: "admin".into(),
-        role: Role::Admin,
-        kind: holdfast_domain::ActorKind::System,
-    };
+    let owner = holdfast_test_support::actor(&app, 1).await;
     let found = holdfast_app::records::list(
         &app,
         &owner,
@@ -832,13 +827,8 @@ on_both_backends!(selected_records_come_back_through_the_write_path, |app| {
     .unwrap_err();
     assert!(format!("{error}").contains("999999"), "{error}");
     // Members may not restore from backups.
-    let member = app.user("li.na", Role::Member).await;
-    let member_actor = Actor {
-        user_id: member.user_id,
-        username: "li.na".into(),
-        role: Role::Member,
-        kind: holdfast_domain::ActorKind::System,
-    };
+    let member = app.user("li.na", "rep").await;
+    let member_actor = holdfast_test_support::actor(&app.app, member.user_id).await;
     let refused = backup::restore_records(
         &app.app,
         &member_actor,

@@ -3,7 +3,6 @@
 
 use holdfast_app::backup::schedule::{self, Retention};
 use holdfast_app::backup::{self, Progress};
-use holdfast_domain::Role;
 use holdfast_test_support::{
     Backend, TestApp, backup_config, on_both_backends, spawn_app, spawn_app_with_backups,
 };
@@ -110,14 +109,14 @@ on_both_backends!(
                 .await
                 .contains("Backups need attention")
         );
-        app.user("rep", Role::Member).await;
+        app.user("rep", "rep").await;
         assert!(
             !home_page(&app, "rep")
                 .await
                 .contains("Backups need attention")
         );
         assert_eq!(
-            app.user("rep2", Role::Member)
+            app.user("rep2", "rep")
                 .await
                 .get("/api/v1/backups")
                 .await
@@ -231,7 +230,7 @@ on_both_backends!(
             .collect();
         assert_eq!(audit.len(), 2, "both drills are in the audit log");
         // A backup is refused while one runs; members may not start one.
-        let member = app.user("rep", Role::Member).await;
+        let member = app.user("rep", "rep").await;
         assert_eq!(member.post("/api/v1/backups", json!({})).await.status, 403);
     }
 );
@@ -248,12 +247,7 @@ async fn a_full_disk_fails_cleanly_and_leaves_the_data_alone() {
                 input: json!({"name": format!("公司 {batch}-{i}"), "notes": holdfast_app::random_hex(1000).unwrap()}),
             })
             .collect();
-        let actor = holdfast_domain::Actor {
-            user_id: admin.user_id,
-            username: "admin".into(),
-            role: Role::Admin,
-            kind: holdfast_domain::ActorKind::System,
-        };
+        let actor = holdfast_test_support::actor(&app.app, admin.user_id).await;
         holdfast_app::records::apply_changes(&app.app, &actor, "test", changes)
             .await
             .unwrap();
@@ -369,13 +363,16 @@ on_both_backends!(
         assert_eq!(bad.body["error"]["fields"][0]["field"], "at");
 
         // A rogue user renames and deletes; the list as it was shows the old state.
-        let rogue = app.user("rogue", Role::Member).await;
+        let rogue = app.user("rogue", "rep").await;
         let contacts: Vec<i64> = {
             let mut ids = Vec::new();
             for name in ["甲", "乙", "丙"] {
                 ids.push(
                     admin
-                        .create("contacts", json!({"name": name, "company_id": company}))
+                        .create(
+                            "contacts",
+                            json!({"name": name, "company_id": company, "owner_id": rogue.user_id}),
+                        )
                         .await,
                 );
             }

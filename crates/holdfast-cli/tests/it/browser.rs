@@ -542,7 +542,7 @@ async fn restore_from_backup(app: &TestApp, driver: &Driver, lang: &'static str)
     let profile = tempfile::tempdir().unwrap();
     let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
     std::fs::create_dir_all(&shots).unwrap();
-    let admin = app.user("boss", holdfast_domain::Role::Admin).await;
+    let admin = app.user("boss", "admin").await;
     let company = admin
         .create(
             "companies",

@@ -1,12 +1,11 @@
 //! The one write path: a failed audit insert rolls the whole change back, and no code outside
 //! the write transaction writes customer records, versions or the audit log.
 
-use holdfast_domain::Role;
 use holdfast_test_support::on_both_backends;
 use serde_json::json;
 
 on_both_backends!(a_failing_audit_insert_leaves_the_record_unchanged, |app| {
-    let rep = app.user("careful", Role::Member).await;
+    let rep = app.user("careful", "rep").await;
     let id = rep
         .create("contacts", json!({"name": "Before", "tags": ["x"]}))
         .await;
@@ -151,14 +150,9 @@ on_both_backends!(
     a_batch_is_all_or_nothing_with_a_version_and_audit_entry_each,
     |app| {
         use holdfast_app::records::{Change, apply_changes};
-        use holdfast_domain::{Actor, ActorKind, Entity};
-        let importer = app.user("importer", Role::Admin).await;
-        let actor = Actor {
-            user_id: importer.user_id,
-            username: "importer".into(),
-            role: Role::Admin,
-            kind: ActorKind::System,
-        };
+        use holdfast_domain::Entity;
+        let importer = app.user("importer", "admin").await;
+        let actor = holdfast_test_support::actor(&app.app, importer.user_id).await;
         let create = |input| Change::Create {
             entity: Entity::Contact,
             input,

@@ -1,4 +1,5 @@
-//! User administration: create users, deactivate and reactivate them, reset a forgotten
+//! User administration: create users, approve pending ones, change a user's role or team (after
+//! a preview of who gains or loses what), deactivate and reactivate them, reset a forgotten
 //! password, end someone's sessions. Administrators only (the use cases check it).
 
 use super::layout::{csrf_field, frame};
@@ -8,8 +9,9 @@ use crate::error::current_op_id;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use holdfast_app::access::{self, AccessChange};
 use holdfast_app::{AppError, users};
-use holdfast_domain::{FieldErrors, Role};
+use holdfast_domain::{FieldErrors, RoleDef};
 use maud::html;
 
 pub async fn users_page(State(state): State<WebState>, page: Page) -> PageResult {
@@ -26,7 +28,8 @@ async fn render(
     let tr = &page.tr;
     let list = users::list(&state.app, &page.actor).await.or_page(tr)?;
     let value = |key: &str| form.map(|f| f.get(key).to_owned()).unwrap_or_default();
-    let role_label = |role: Role| tr.t(&format!("role.{}", role.name())).to_owned();
+    let roles = page.actor.access.roles.clone();
+    let teams = page.actor.access.teams.clone();
     let body = html! {
         div.table-wrap {
             table.list {
@@ -39,8 +42,40 @@ async fn render(
                         tr.inactive[!user.active] {
                             td { (user.username) }
                             td { (user.display_name) }
-                            td { (role_label(user.role)) }
-                            td { @if user.active { (tr.t("state.active")) } @else { (tr.t("state.deactivated")) } }
+                            td {
+                                form.inline method="post" action=(format!("/admin/users/{}/access", user.id)) {
+                                    (csrf_field(&page.csrf))
+                                    label { span.sr { (tr.t("form.role")) }
+                                        select name="role" {
+                                            @for role in &roles {
+                                                option value=(role.key) selected[user.role == role.key] { (role_label(tr, role)) }
+                                            }
+                                        }
+                                    }
+                                    label { span.sr { (tr.t("access.team")) }
+                                        select name="team_id" {
+                                            option value="" selected[user.team_id.is_none()] { (tr.t("access.no_team")) }
+                                            @for team in &teams {
+                                                option value=(team.id) selected[user.team_id == Some(team.id)] { (team.name) }
+                                            }
+                                        }
+                                    }
+                                    button type="submit" { (tr.t("access.preview_change")) }
+                                }
+                            }
+                            td {
+                                @if !user.active { (tr.t("state.deactivated")) }
+                                @else if user.pending {
+                                    strong { (tr.t("state.pending")) }
+                                    form.inline method="post" action=(format!("/admin/users/{}/access", user.id)) {
+                                        (csrf_field(&page.csrf))
+                                        input type="hidden" name="approve" value="true";
+                                        input type="hidden" name="role" value=(user.role);
+                                        button.primary type="submit" { (tr.t("access.approve")) }
+                                    }
+                                }
+                                @else { (tr.t("state.active")) }
+                            }
                             td { (user.last_login_at.map(|t| tr.datetime(t)).unwrap_or_else(|| "—".into())) }
                             td.actions {
                                 form.inline method="post" action=(format!("/admin/users/{}/active", user.id)) {
@@ -83,12 +118,13 @@ async fn render(
                 label { (tr.t("form.display_name")) input name="display_name" value=(value("display_name")) required; }
                 label { (tr.t("form.role"))
                     select name="role" {
-                        @for role in [Role::Member, Role::Admin] {
-                            option value=(role.name()) selected[value("role") == role.name()] { (role_label(role)) }
+                        @for role in &roles {
+                            option value=(role.key) selected[value("role") == role.key || (value("role").is_empty() && role.key == "rep")] { (role_label(tr, role)) }
                         }
                     }
                 }
                 label { (tr.t("form.password")) input type="password" name="password" required autocomplete="new-password"; small { (tr.t("admin.password_help")) } }
+                p.hint { (tr.t("access.created_pending")) }
                 button.primary type="submit" { (tr.t("admin.create")) }
             }
         }
@@ -102,7 +138,6 @@ async fn render(
 }
 
 pub async fn user_create_post(State(state): State<WebState>, page: Page, form: Form) -> PageResult {
-    let role = Role::parse(form.get("role")).unwrap_or(Role::Member);
     let result = users::create(
         &state.app,
         &page.actor,
@@ -110,7 +145,7 @@ pub async fn user_create_post(State(state): State<WebState>, page: Page, form: F
         form.get("username"),
         form.get("display_name"),
         form.get("password"),
-        role,
+        form.get("role"),
     )
     .await;
     match result {
@@ -146,9 +181,8 @@ pub async fn user_active_post(
 ) -> PageResult {
     let id = user_id(&page, &id)?;
     let change = users::UserChange {
-        display_name: None,
-        role: None,
         active: Some(form.get("active") == "true"),
+        ..Default::default()
     };
     users::update(&state.app, &page.actor, &current_op_id(), id, change)
         .await
@@ -198,4 +232,91 @@ pub async fn user_revoke_post(
         .await
         .or_page(&page.tr)?;
     Ok(redirect("/admin/users", "sessions_revoked"))
+}
+
+/// A role's name in the reader's language: built-in roles are translated, custom ones are shown
+/// as their administrator named them.
+pub fn role_label(tr: &crate::i18n::Tr, role: &RoleDef) -> String {
+    if role.built_in {
+        tr.or(&format!("role.{}", role.key), &role.name).to_owned()
+    } else {
+        role.name.clone()
+    }
+}
+
+/// A role, team or approval change: first a preview of who gains or loses what, then (with
+/// `confirm`) the change itself.
+pub async fn user_access_post(
+    State(state): State<WebState>,
+    page: Page,
+    Path(id): Path<String>,
+    form: Form,
+) -> PageResult {
+    let tr = &page.tr;
+    let id = user_id(&page, &id)?;
+    let team_id = match form.get("team_id") {
+        "" => None,
+        text => Some(text.parse::<i64>().map_err(|_| {
+            error_page(tr, AppError::invalid("team_id", "invalid_id", "Not a team"))
+        })?),
+    };
+    let approve = form.get("approve") == "true";
+    let role = Some(form.get("role").to_owned()).filter(|r| !r.is_empty());
+    let change = AccessChange::SetUser {
+        user_id: id,
+        role: role.clone(),
+        team_id: (!approve).then_some(team_id),
+        pending: approve.then_some(false),
+    };
+    let confirm = form.get("confirm") == "yes";
+    let outcome = access::change(&state.app, &page.actor, &current_op_id(), change, !confirm)
+        .await
+        .or_page(tr)?;
+    if confirm {
+        return Ok(redirect("/admin/users", "user_updated"));
+    }
+    let name = page
+        .actor
+        .access
+        .user(id)
+        .map(|u| u.display_name.clone())
+        .unwrap_or_default();
+    let preview = &outcome.preview;
+    let body = html! {
+        section.card {
+            h2 { (tr.f("access.preview_title", &[("user", &name)])) }
+            p { (tr.f("access.preview_summary", &[
+                ("users", &preview.users_affected),
+                ("hidden", &preview.records_hidden_from_someone),
+                ("shown", &preview.records_shown_to_someone),
+            ])) }
+            @if !preview.users.is_empty() {
+                div.table-wrap { table.list {
+                    thead { tr { th { (tr.t("form.display_name")) } th { (tr.t("access.gains")) } th { (tr.t("access.loses")) } th { (tr.t("access.records_gained")) } th { (tr.t("access.records_lost")) } } }
+                    tbody { @for effect in &preview.users { tr {
+                        td { (effect.display_name) }
+                        td { (effect.gains.join(", ")) }
+                        td { (effect.loses.join(", ")) }
+                        td.num { (effect.records_gained) }
+                        td.num { (effect.records_lost) }
+                    } } }
+                } }
+            }
+            form.inline method="post" action=(format!("/admin/users/{id}/access")) {
+                (csrf_field(&page.csrf))
+                input type="hidden" name="role" value=(role.unwrap_or_default());
+                input type="hidden" name="team_id" value=(team_id.map(|t| t.to_string()).unwrap_or_default());
+                @if approve { input type="hidden" name="approve" value="true"; }
+                input type="hidden" name="confirm" value="yes";
+                button.primary type="submit" { (tr.t("access.apply_change")) }
+                " "
+                a href="/admin/users" { (tr.t("action.cancel")) }
+            }
+        }
+    };
+    Ok(super::html(
+        frame(&page, tr.t("admin.title"), "admin", body),
+        &page.csrf,
+        page.new_csrf,
+    ))
 }

@@ -11,6 +11,22 @@ use holdfast_domain::{Record, Timestamp};
 use maud::{Markup, html};
 
 pub async fn home(State(state): State<WebState>, page: Page) -> Response {
+    if page.user.pending {
+        // A pending account sees only that it waits, and for whom.
+        let tr = &page.tr;
+        let names = page.actor.access.admin_names().join(", ");
+        let body = html! {
+            section.card.alert id="pending" {
+                h2 { (tr.t("access.pending_title")) }
+                p { (tr.f("access.pending_detail", &[("names", &names)])) }
+            }
+        };
+        return html(
+            super::layout::frame(&page, tr.t("home.title"), "home", body),
+            &page.csrf,
+            page.new_csrf,
+        );
+    }
     match body(&state, &page).await {
         Ok(body) => html(
             super::layout::frame(&page, page.tr.t("home.title"), "home", body),

@@ -30,7 +30,7 @@ fn asset(body: &'static str, kind: &'static str) -> Response {
     response
 }
 
-fn head(tr: &Tr, title: &str) -> Markup {
+pub fn head(tr: &Tr, title: &str) -> Markup {
     html! {
         head {
             meta charset="utf-8";
@@ -46,15 +46,37 @@ fn head(tr: &Tr, title: &str) -> Markup {
 /// A page for a logged-in user: navigation, the notice from the last step, then `body`.
 pub fn frame(page: &Page, title: &str, active: &str, body: Markup) -> Markup {
     let tr = &page.tr;
+    use holdfast_domain::{Module, Right};
+    // A module the user cannot view (switched off, or not in their role) is not offered.
     let nav = [
-        ("home", "/", "nav.home"),
-        ("companies", "/companies", "nav.companies"),
-        ("contacts", "/contacts", "nav.contacts"),
-        ("deals", "/deals", "nav.deals"),
-        ("board", "/board", "nav.board"),
-        ("activities", "/activities", "nav.activities"),
-        ("bin", "/recycle-bin", "nav.bin"),
+        ("home", "/", "nav.home", None),
+        (
+            "companies",
+            "/companies",
+            "nav.companies",
+            Some(Module::Companies),
+        ),
+        (
+            "contacts",
+            "/contacts",
+            "nav.contacts",
+            Some(Module::Contacts),
+        ),
+        ("deals", "/deals", "nav.deals", Some(Module::Deals)),
+        ("board", "/board", "nav.board", Some(Module::Deals)),
+        (
+            "activities",
+            "/activities",
+            "nav.activities",
+            Some(Module::Activities),
+        ),
+        ("bin", "/recycle-bin", "nav.bin", Some(Module::RecycleBin)),
+        ("access", "/access", "nav.access", None),
     ];
+    let nav = nav
+        .into_iter()
+        .filter(|(.., module)| module.is_none_or(|m| page.actor.can((m, Right::View))))
+        .map(|(key, href, label, _)| (key, href, label));
     html! {
         (DOCTYPE)
         html lang=(tr.locale.tag()) {

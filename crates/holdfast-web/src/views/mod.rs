@@ -15,6 +15,7 @@
 // boxed response would only add an allocation on the error path.
 #![allow(clippy::result_large_err)]
 
+pub mod access;
 pub mod account;
 pub mod admin;
 pub mod backups;
@@ -91,6 +92,21 @@ pub const ERROR_CODES: &[&str] = &[
     "backups_off",
     "backup_running",
     "backup_file_gone",
+    "no_right",
+    "out_of_scope",
+    "module_off",
+    "account_pending",
+    "account_deactivated",
+    "no_account",
+    "field_hidden",
+    "dependents_out_of_scope",
+    "built_in_role",
+    "role_in_use",
+    "already_decided",
+    "cycle",
+    "invalid_key",
+    "in_the_past",
+    "invalid_record",
 ];
 
 /// How a page route is reached, for the test that every page checks who is asking.
@@ -165,6 +181,35 @@ pub fn pages() -> (Router<WebState>, Vec<PageDoc>) {
         false,
         false,
     );
+    add("/access", get(access::access_page), G, false, false);
+    add(
+        "/access/request",
+        get(access::request_page),
+        G,
+        false,
+        false,
+    );
+    add(
+        "/access/requests",
+        post(access::request_post),
+        P,
+        false,
+        false,
+    );
+    add(
+        "/access/requests/{id}/{decision}",
+        post(access::decide_post),
+        P,
+        false,
+        false,
+    );
+    add(
+        "/access/notifications/read",
+        post(access::notifications_read_post),
+        P,
+        false,
+        false,
+    );
     add("/board", get(board::board), G, false, false);
     add("/board/{id}/move", post(board::move_post), P, false, false);
     add("/recycle-bin", get(bin::bin_page), G, false, false);
@@ -208,6 +253,13 @@ pub fn pages() -> (Router<WebState>, Vec<PageDoc>) {
         "/admin/users",
         get(admin::users_page).post(admin::user_create_post),
         GP,
+        false,
+        true,
+    );
+    add(
+        "/admin/users/{id}/access",
+        post(admin::user_access_post),
+        P,
         false,
         true,
     );
@@ -548,22 +600,7 @@ pub fn error_page(tr: &Tr, error: AppError) -> Response {
             );
             html_status(StatusCode::NOT_FOUND, body, "", false)
         }
-        AppError::Forbidden(denial) => {
-            let detail = tr.f(
-                "error.denied_detail",
-                &[(
-                    "role",
-                    &tr.t(&format!("role.{}", denial.grantable_by.name())),
-                )],
-            );
-            let body = layout::error_body(
-                tr,
-                &error_message(tr, denial.code, &denial.message),
-                &detail,
-                Some(("/", tr.t("nav.home"))),
-            );
-            html_status(StatusCode::FORBIDDEN, body, "", false)
-        }
+        AppError::Forbidden(denial) => access::denial_page(tr, &denial),
         AppError::Unauthenticated { .. } => Redirect::to("/login").into_response(),
         AppError::Conflict { code, message, .. } => {
             let body = layout::error_body(

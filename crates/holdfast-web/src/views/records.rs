@@ -164,7 +164,7 @@ fn plain_value(tr: &Tr, def: &FieldDef, value: &Value) -> Markup {
 }
 
 /// A `datetime-local` value in the team's time zone, or the field error a page shows.
-fn parse_local_time(tr: &Tr, text: &str, field: &str) -> Result<Timestamp, AppError> {
+pub fn parse_local_time(tr: &Tr, text: &str, field: &str) -> Result<Timestamp, AppError> {
     tr.parse_datetime_input(text)
         .and_then(|rfc| Timestamp::parse_rfc3339(&rfc))
         .ok_or_else(|| AppError::invalid(field, "invalid_time", "Not a date and time"))
