@@ -1149,3 +1149,272 @@ mod tests {
         ));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Access reviews and the permission report
+
+/// Where one user's periodic access review stands.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReviewStatus {
+    pub user_id: i64,
+    pub display_name: String,
+    pub role: String,
+    pub last_reviewed_at: Option<Timestamp>,
+    pub last_reviewed_by: Option<String>,
+    pub last_outcome: Option<String>,
+    /// When the next review is due: the last one (or the account's creation) plus the period.
+    pub due_at: Timestamp,
+    pub overdue: bool,
+}
+
+/// Every active, approved user's review state, overdue first.
+pub async fn reviews(app: &App, actor: &Actor) -> Result<Vec<ReviewStatus>, AppError> {
+    authorize(actor, Action::Audit)?;
+    review_states(app).await
+}
+
+async fn review_states(app: &App) -> Result<Vec<ReviewStatus>, AppError> {
+    let config = app.access_config().await?;
+    let latest = app.db.latest_reviews().await?;
+    let users = app.db.users().await?;
+    let now = app.now();
+    let mut out: Vec<ReviewStatus> = users
+        .iter()
+        .filter(|u| u.active && !u.pending)
+        .map(|u| {
+            let last = latest.get(&u.id);
+            let since = last.map_or(u.created_at, |r| r.at);
+            let due_at = since.plus_days(app.config.access_review_days);
+            ReviewStatus {
+                user_id: u.id,
+                display_name: u.display_name.clone(),
+                role: u.role.clone(),
+                last_reviewed_at: last.map(|r| r.at),
+                last_reviewed_by: last
+                    .and_then(|r| config.user(r.reviewed_by))
+                    .map(|r| r.display_name.clone()),
+                last_outcome: last.map(|r| r.outcome.clone()),
+                due_at,
+                overdue: due_at <= now,
+            }
+        })
+        .collect();
+    out.sort_by_key(|r| (!r.overdue, r.due_at, r.user_id));
+    Ok(out)
+}
+
+/// How many access reviews are overdue, for administrators' home page; `None` for anyone else.
+pub async fn overdue_reviews(app: &App, actor: &Actor) -> Result<Option<usize>, AppError> {
+    if authorize(actor, Action::Administer).is_err() {
+        return Ok(None);
+    }
+    Ok(Some(
+        review_states(app)
+            .await?
+            .iter()
+            .filter(|r| r.overdue)
+            .count(),
+    ))
+}
+
+/// Records an administrator's review of one user's access: `confirmed` as it is, or `trimmed`
+/// (after taking rights away, which is a change of its own).
+pub async fn review(
+    app: &App,
+    actor: &Actor,
+    op_id: &str,
+    user_id: i64,
+    outcome: &str,
+    note: Option<&str>,
+) -> Result<ReviewStatus, AppError> {
+    authorize(actor, Action::Administer)?;
+    if !matches!(outcome, "confirmed" | "trimmed") {
+        return Err(AppError::invalid(
+            "outcome",
+            "invalid_choice",
+            "Say confirmed (the access stays as it is) or trimmed (you took rights away)",
+        ));
+    }
+    let config = app.access_config().await?;
+    let user = config
+        .user(user_id)
+        .ok_or_else(|| AppError::not_found(format!("user {user_id}")))?;
+    let summary = summary_of(&config, user_id, app.now());
+    let rights: Vec<String> = summary
+        .map(|s| {
+            s.rights
+                .into_iter()
+                .filter(|r| r.source != "none" && r.source != "module_off")
+                .map(|r| r.permission)
+                .collect()
+        })
+        .unwrap_or_default();
+    let note = note.map(str::trim).filter(|n| !n.is_empty());
+    let detail = json!({"user_id": user_id, "outcome": outcome, "note": note, "role": user.role, "rights": rights});
+    let mut tx = app.db.begin_write(app.now()).await?;
+    tx.record_review(
+        user_id,
+        actor.user_id,
+        outcome,
+        note,
+        AuditDraft::new(actor, op_id, "access.review", detail),
+    )
+    .await?;
+    tx.commit().await?;
+    review_states(app)
+        .await?
+        .into_iter()
+        .find(|r| r.user_id == user_id)
+        .ok_or_else(|| {
+            AppError::conflict("not_reviewable", "Only active, approved users are reviewed")
+        })
+}
+
+/// Who holds one powerful right, and through what.
+#[derive(Debug, Clone, Serialize)]
+pub struct Holders {
+    pub permission: String,
+    pub users: Vec<(String, &'static str)>,
+}
+
+/// A right a user holds but has not used lately.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnusedRight {
+    pub user_id: i64,
+    pub display_name: String,
+    pub permission: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Who can delete, restore, export or administer, right by right.
+    pub powerful: Vec<Holders>,
+    /// Two-factor authentication does not exist in this version: there is nothing to report
+    /// yet, and the report says so rather than listing every administrator as compliant.
+    pub two_factor_available: bool,
+    /// Active accounts without a login in `dormant_after_days` (or never).
+    pub dormant: Vec<(i64, String, Option<Timestamp>)>,
+    pub dormant_after_days: i64,
+    /// Rights that change data or settings, held but not used in `unused_after_days`. Viewing
+    /// is not recorded (reads are not audited), so view rights are not judged.
+    pub unused: Vec<UnusedRight>,
+    pub unused_after_days: i64,
+    /// Every permission change, newest first: role, team, module, request and review changes.
+    pub changes: Vec<holdfast_store::AuditRow>,
+}
+
+/// The audit actions that use a right.
+fn used_permission(action: &str) -> Option<(Module, Right)> {
+    let (kind, verb) = action.split_once('.')?;
+    if let Some(entity) = Entity::from_name(kind) {
+        let right = match verb {
+            "create" => Right::Create,
+            "update" | "restore_version" => Right::Edit,
+            "delete" => Right::Delete,
+            "restore" | "restore_backup" | "restore_to_time" => Right::Restore,
+            "export" => Right::Export,
+            "purge" => return Some((Module::RecycleBin, Right::Delete)),
+            _ => return None,
+        };
+        return Some((Module::of(entity), right));
+    }
+    match kind {
+        "user" | "access" | "custom_field" | "pipeline" | "backup" => {
+            Some((Module::Administration, Right::Edit))
+        }
+        "export" => Some((Module::Exports, Right::Export)),
+        _ => None,
+    }
+}
+
+pub async fn report(app: &App, actor: &Actor) -> Result<Report, AppError> {
+    authorize(actor, Action::Audit)?;
+    let config = app.access_config().await?;
+    let now = app.now();
+    let users = app.db.users().await?;
+    let active: Vec<&holdfast_store::UserRow> =
+        users.iter().filter(|u| u.active && !u.pending).collect();
+    let powerful_rights: Vec<(Module, Right)> = Module::ALL
+        .iter()
+        .flat_map(|m| m.rights().iter().map(move |r| (*m, *r)))
+        .filter(|(m, r)| {
+            matches!(r, Right::Delete | Right::Restore | Right::Export)
+                || (*m, *r) == (Module::Administration, Right::Edit)
+        })
+        .collect();
+    let source_of = |user_id: i64, permission: (Module, Right)| -> Option<&'static str> {
+        let chain = explain(&config, user_id, &Target::permission(permission), now);
+        if !chain.allowed() {
+            return None;
+        }
+        Some(match chain.steps.iter().find(|s| s.check == "right") {
+            Some(step) if step.code == "by_grant" => "grant",
+            _ => "role",
+        })
+    };
+    let powerful = powerful_rights
+        .iter()
+        .map(|p| Holders {
+            permission: permission_key(*p),
+            users: active
+                .iter()
+                .filter_map(|u| source_of(u.id, *p).map(|s| (u.display_name.clone(), s)))
+                .collect(),
+        })
+        .collect();
+    let dormant_since = now.plus_days(-app.config.dormant_after_days);
+    let dormant = active
+        .iter()
+        .filter(|u| u.last_login_at.is_none_or(|t| t < dormant_since))
+        .map(|u| (u.id, u.display_name.clone(), u.last_login_at))
+        .collect();
+    let unused_since = now.plus_days(-app.config.unused_after_days);
+    let mut last_use: BTreeMap<(i64, (Module, Right)), Timestamp> = BTreeMap::new();
+    for (user_id, action, at) in app.db.actions_since(unused_since).await? {
+        if let Some(permission) = used_permission(&action) {
+            let entry = last_use.entry((user_id, permission)).or_insert(at);
+            *entry = (*entry).max(at);
+        }
+    }
+    let mut unused = Vec::new();
+    for user in &active {
+        for module in Module::ALL {
+            for right in module.rights().iter().filter(|r| **r != Right::View) {
+                let permission = (module, *right);
+                // Only rights something records a use of.
+                if source_of(user.id, permission).is_none()
+                    || !matches!(
+                        module,
+                        Module::Companies
+                            | Module::Contacts
+                            | Module::Deals
+                            | Module::Activities
+                            | Module::Administration
+                    ) && permission != (Module::RecycleBin, Right::Delete)
+                {
+                    continue;
+                }
+                if !last_use.contains_key(&(user.id, permission)) {
+                    unused.push(UnusedRight {
+                        user_id: user.id,
+                        display_name: user.display_name.clone(),
+                        permission: permission_key(permission),
+                    });
+                }
+            }
+        }
+    }
+    let changes = app
+        .db
+        .audit_with_prefixes(&["access.", "user."], 200)
+        .await?;
+    Ok(Report {
+        powerful,
+        two_factor_available: false,
+        dormant,
+        dormant_after_days: app.config.dormant_after_days,
+        unused,
+        unused_after_days: app.config.unused_after_days,
+        changes,
+    })
+}

@@ -46,6 +46,12 @@ pub struct AppConfig {
     /// The team's time zone as an offset from UTC, in minutes: what "today" means on the home
     /// page and how times are shown in the web pages.
     pub utc_offset_minutes: i64,
+    /// Every user's access is reviewed this often (days).
+    pub access_review_days: i64,
+    /// An account without a login this long is dormant (days).
+    pub dormant_after_days: i64,
+    /// A right not used this long is unused (days).
+    pub unused_after_days: i64,
 }
 
 impl Default for AppConfig {
@@ -59,6 +65,9 @@ impl Default for AppConfig {
             login_window_minutes: 15,
             cookie_secure: false,
             utc_offset_minutes: 0,
+            access_review_days: 90,
+            dormant_after_days: 60,
+            unused_after_days: 90,
         }
     }
 }

@@ -1188,6 +1188,7 @@ pub async fn restore_to_time(
     id: i64,
     at: Timestamp,
 ) -> Result<Outcome, AppError> {
+    authorize(actor, Action::Restore(entity))?;
     let then = as_of(app, actor, entity, id, at).await?.ok_or_else(|| {
         AppError::not_found(format!("{entity} {id} as it was at {}", at.to_rfc3339()))
     })?;

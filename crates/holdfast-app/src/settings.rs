@@ -7,8 +7,24 @@ use holdfast_domain::{Action, Actor, CustomFieldDef, CustomFieldKind, Entity, Fi
 use holdfast_store::AuditDraft;
 use serde_json::json;
 
-pub async fn custom_fields(app: &App, _actor: &Actor) -> Result<Vec<CustomFieldDef>, AppError> {
+pub async fn custom_fields(app: &App, actor: &Actor) -> Result<Vec<CustomFieldDef>, AppError> {
+    require_some_records(actor)?;
     Ok(app.db.custom_fields().await?)
+}
+
+/// Settings that describe customer records (custom fields, pipelines) are for users who can
+/// read at least one kind of record; a pending account is refused with its reason.
+fn require_some_records(actor: &Actor) -> Result<(), AppError> {
+    let mut first = None;
+    for entity in Entity::ALL {
+        match authorize(actor, Action::Read(entity)) {
+            Ok(()) => return Ok(()),
+            Err(denial) => {
+                first.get_or_insert(denial);
+            }
+        }
+    }
+    Err(first.map_or_else(|| AppError::not_found("records"), AppError::Forbidden))
 }
 
 /// Defines a custom field from `draft` (its `id` and `archived` are ignored).
@@ -103,8 +119,9 @@ pub async fn archive_custom_field(
 
 pub async fn pipelines(
     app: &App,
-    _actor: &Actor,
+    actor: &Actor,
 ) -> Result<Vec<(String, String, Vec<String>)>, AppError> {
+    require_some_records(actor)?;
     Ok(app.db.pipelines().await?)
 }
 

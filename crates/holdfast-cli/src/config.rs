@@ -28,6 +28,29 @@ pub struct Config {
     pub sessions: SessionConfig,
     pub login: LoginConfig,
     pub backup: BackupSection,
+    pub access: AccessSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessSection {
+    /// Every user's access is confirmed (or trimmed) by an administrator this often.
+    pub review_every_days: i64,
+    /// Accounts without a login for this long are listed as dormant.
+    pub dormant_after_days: i64,
+    /// Rights not used for this long are listed as unused.
+    pub unused_after_days: i64,
+}
+
+impl Default for AccessSection {
+    fn default() -> Self {
+        let app = AppConfig::default();
+        AccessSection {
+            review_every_days: app.access_review_days,
+            dormant_after_days: app.dormant_after_days,
+            unused_after_days: app.unused_after_days,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -110,6 +133,7 @@ impl Default for Config {
             sessions: SessionConfig::default(),
             login: LoginConfig::default(),
             backup: BackupSection::default(),
+            access: AccessSection::default(),
         }
     }
 }
@@ -201,6 +225,12 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            (1..=3650).contains(&self.access.review_every_days)
+                && (1..=3650).contains(&self.access.dormant_after_days)
+                && (1..=3650).contains(&self.access.unused_after_days),
+            "access.review_every_days, access.dormant_after_days and access.unused_after_days must each be from 1 to 3650 days"
+        );
         anyhow::ensure!(
             self.recycle_bin.retention_days >= 30,
             "recycle_bin.retention_days is {}, but must be at least 30: a deleted record must stay restorable for a month",
@@ -362,6 +392,9 @@ impl Config {
             login_window_minutes: self.login.window_minutes,
             cookie_secure: self.public_url.starts_with("https://"),
             utc_offset_minutes: parse_utc_offset(&self.utc_offset).unwrap_or(0),
+            access_review_days: self.access.review_every_days,
+            dormant_after_days: self.access.dormant_after_days,
+            unused_after_days: self.access.unused_after_days,
         }
     }
 }

@@ -548,6 +548,88 @@ impl WriteTx {
     }
 }
 
+/// The latest access review of a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReviewRow {
+    pub user_id: i64,
+    pub reviewed_by: i64,
+    pub at: Timestamp,
+    /// `confirmed` or `trimmed`.
+    pub outcome: String,
+    pub note: Option<String>,
+}
+
+impl Db {
+    /// Each user's latest access review.
+    pub async fn latest_reviews(&self) -> anyhow::Result<BTreeMap<i64, ReviewRow>> {
+        let found = sqlx::query(
+            "SELECT r.user_id, r.reviewed_by, r.at, r.outcome, r.note FROM access_reviews r
+             WHERE r.id = (SELECT MAX(id) FROM access_reviews x WHERE x.user_id = r.user_id)",
+        )
+        .fetch_all(self.read_pool())
+        .await?;
+        found
+            .iter()
+            .map(|row| {
+                let review = ReviewRow {
+                    user_id: row.try_get(0)?,
+                    reviewed_by: row.try_get(1)?,
+                    at: Timestamp(row.try_get(2)?),
+                    outcome: row.try_get(3)?,
+                    note: row.try_get(4)?,
+                };
+                Ok((review.user_id, review))
+            })
+            .collect()
+    }
+
+    /// Per user and audited action, the last time since `since`: which rights were used.
+    pub async fn actions_since(
+        &self,
+        since: Timestamp,
+    ) -> anyhow::Result<Vec<(i64, String, Timestamp)>> {
+        let found = sqlx::query(
+            "SELECT actor_id, action, MAX(at) FROM audit_log WHERE at >= $1 GROUP BY actor_id, action",
+        )
+        .bind(since.micros())
+        .fetch_all(self.read_pool())
+        .await?;
+        found
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get::<i64, _>(0)?,
+                    row.try_get::<String, _>(1)?,
+                    Timestamp(row.try_get::<i64, _>(2)?),
+                ))
+            })
+            .collect()
+    }
+}
+
+impl WriteTx {
+    pub async fn record_review(
+        &mut self,
+        user_id: i64,
+        reviewed_by: i64,
+        outcome: &str,
+        note: Option<&str>,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO access_reviews (user_id, reviewed_by, at, outcome, note) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(user_id)
+        .bind(reviewed_by)
+        .bind(self.now.micros())
+        .bind(outcome.to_owned())
+        .bind(note.map(str::to_owned))
+        .execute(&mut *self.tx)
+        .await?;
+        self.append_audit(audit).await
+    }
+}
+
 impl Db {
     /// Marks a user's notifications read (they are a user's own; no audit entry).
     pub async fn mark_notifications_read(

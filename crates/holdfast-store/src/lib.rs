@@ -19,7 +19,7 @@ pub mod schema;
 pub mod snapshot;
 pub mod write;
 
-pub use access::{AccessRequestRow, NotificationRow, RoleRow};
+pub use access::{AccessRequestRow, NotificationRow, ReviewRow, RoleRow};
 pub use backup_runs::{BackupLock, BackupRunResult, BackupRunRow};
 pub use read::{
     AuditRow, BinEntry, ListQuery, Reach, SessionRow, Sort, SortValue, StageTotal, TokenRow,

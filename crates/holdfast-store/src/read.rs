@@ -684,6 +684,30 @@ impl Db {
         Ok(due)
     }
 
+    /// The newest audit entries whose action starts with one of `prefixes` (`access.`), newest
+    /// first: the history of permission changes.
+    pub async fn audit_with_prefixes(
+        &self,
+        prefixes: &[&str],
+        limit: i64,
+    ) -> anyhow::Result<Vec<AuditRow>> {
+        let mut params = Params::default();
+        let conditions: Vec<String> = prefixes
+            .iter()
+            .map(|prefix| format!("action LIKE {}", params.text(format!("{prefix}%"))))
+            .collect();
+        let limit = params.int(limit);
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE {} ORDER BY seq DESC LIMIT {limit}",
+            conditions.join(" OR ")
+        );
+        let found = params
+            .bind(sqlx::query(&sql))
+            .fetch_all(self.read_pool())
+            .await?;
+        found.iter().map(audit_from_row).collect()
+    }
+
     pub async fn audit_entries(
         &self,
         entity: Option<Entity>,

@@ -382,6 +382,21 @@ INSERT INTO meta (key, value) VALUES ('modules_off', '[]');
 INSERT INTO meta (key, value) VALUES ('access_generation', '0');
 "#,
     },
+    Migration {
+        version: 8,
+        name: "access reviews",
+        sql: r#"
+CREATE TABLE access_reviews (
+    id {pk},
+    user_id BIGINT NOT NULL,
+    reviewed_by BIGINT NOT NULL,
+    at BIGINT NOT NULL,
+    outcome TEXT NOT NULL,
+    note TEXT
+);
+CREATE INDEX access_reviews_user ON access_reviews (user_id, at);
+"#,
+    },
 ];
 
 #[cfg(test)]

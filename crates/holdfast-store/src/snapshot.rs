@@ -31,6 +31,7 @@ pub const BACKUP_TABLES: &[(&str, &str)] = &[
     ("audit_head", "id"),
     ("access_requests", "id"),
     ("notifications", "id"),
+    ("access_reviews", "id"),
 ];
 
 /// Tables a restore rebuilds from the records (the search and tag indexes) or empties because

@@ -236,6 +236,16 @@ impl TestApp {
         self.user("admin", holdfast_domain::access::ADMIN).await
     }
 
+    /// A client that authenticates with an API token.
+    pub fn client_with_token(&self, user_id: i64, secret: &str) -> Client {
+        Client {
+            base_url: self.base_url.clone(),
+            http: reqwest::Client::new(),
+            auth: Some(format!("Bearer {secret}")),
+            user_id,
+        }
+    }
+
     /// A client without credentials.
     pub fn anonymous(&self) -> Client {
         Client {

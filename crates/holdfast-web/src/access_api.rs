@@ -403,3 +403,54 @@ pub async fn notifications_read(State(state): State<WebState>, Auth(actor): Auth
     access::mark_notifications_read(&state.app, &actor).await?;
     ok(json!({"read": true}))
 }
+
+pub async fn reviews(State(state): State<WebState>, Auth(actor): Auth) -> ApiResult {
+    let items = access::reviews(&state.app, &actor).await?;
+    ok(json!({"every_days": state.app.config.access_review_days, "items": items}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewBody {
+    /// `confirmed` or `trimmed`.
+    outcome: String,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+pub async fn review_post(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<ReviewBody>,
+) -> ApiResult {
+    let id = id_of(&id, "user")?;
+    let status = access::review(
+        &state.app,
+        &actor,
+        &current_op_id(),
+        id,
+        &body.outcome,
+        body.note.as_deref(),
+    )
+    .await?;
+    ok(serde_json::to_value(status).unwrap_or_default())
+}
+
+pub async fn report(State(state): State<WebState>, Auth(actor): Auth) -> ApiResult {
+    let report = access::report(&state.app, &actor).await?;
+    let changes: Vec<Value> = report
+        .changes
+        .iter()
+        .map(|c| json!({"seq": c.seq, "at": c.at.to_rfc3339(), "by": c.actor_name, "action": c.action, "detail": c.detail}))
+        .collect();
+    ok(json!({
+        "powerful": report.powerful,
+        "two_factor_available": report.two_factor_available,
+        "dormant_after_days": report.dormant_after_days,
+        "dormant": report.dormant.iter().map(|(id, name, last)| json!({"user_id": id, "display_name": name, "last_login_at": time(*last)})).collect::<Vec<_>>(),
+        "unused_after_days": report.unused_after_days,
+        "unused": report.unused,
+        "changes": changes,
+    }))
+}

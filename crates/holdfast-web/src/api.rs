@@ -1065,6 +1065,7 @@ pub async fn backup_records_get(
     ApiPath(id): ApiPath<String>,
     query: QueryPairs,
 ) -> ApiResult {
+    backup::require(&actor)?;
     query.only(&["deleted_since", "entity", "matching"])?;
     let id = id_of(&id, "backup")?;
     let selection = selection(
@@ -1093,6 +1094,7 @@ pub async fn backup_restore_post(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<RestoreRecordsBody>,
 ) -> ApiResult {
+    backup::require(&actor)?;
     let id = id_of(&id, "backup")?;
     let selection = selection(
         &body.ids,

@@ -2,6 +2,7 @@
 //! on PostgreSQL, driven through the JSON API; CLI tests run the real `holdfast` binary.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod access;
 mod auth;
 mod backup;
 mod backup_server;

@@ -6,9 +6,9 @@ use holdfast_test_support::{TestApp, on_both_backends};
 use reqwest::redirect::Policy;
 use serde_json::json;
 
-const CSRF: &str = "0123456789abcdef0123456789abcdef";
+pub(crate) const CSRF: &str = "0123456789abcdef0123456789abcdef";
 
-fn http() -> reqwest::Client {
+pub(crate) fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(Policy::none())
         .build()
@@ -36,7 +36,7 @@ async fn session(app: &TestApp, username: &str, role: &str) -> String {
     cookie.split(';').next().unwrap().to_owned()
 }
 
-async fn post_form(
+pub(crate) async fn post_form(
     app: &TestApp,
     path: &str,
     cookies: &str,

@@ -253,6 +253,8 @@ pub async fn user_access_post(
     form: Form,
 ) -> PageResult {
     let tr = &page.tr;
+    holdfast_domain::access::authorize(&page.actor, holdfast_domain::Action::Administer)
+        .map_err(|denial| error_page(tr, denial.into()))?;
     let id = user_id(&page, &id)?;
     let team_id = match form.get("team_id") {
         "" => None,

@@ -100,8 +100,16 @@ async fn body(state: &WebState, page: &Page) -> Result<Markup, AppError> {
         charts.push((super::pipeline_name(tr, key, name).to_owned(), rows));
     }
     let alert = super::backups::alert(state, page).await;
+    let overdue = holdfast_app::access::overdue_reviews(&state.app, &page.actor)
+        .await?
+        .filter(|count| *count > 0);
     Ok(html! {
         (alert)
+        @if let Some(count) = overdue {
+            section.card.alert role="alert" id="reviews-overdue" {
+                p { (tr.f("admin_access.review_overdue", &[("count", &count)])) " " a href="/admin/access#reviews" { (tr.t("admin_access.open_reviews")) } }
+            }
+        }
         div.grid {
             section.card {
                 h2 { (tr.t("home.follow_ups")) }

@@ -90,8 +90,11 @@ pub fn frame(page: &Page, title: &str, active: &str, body: Markup) -> Markup {
                             @for (key, href, label) in nav {
                                 li { a href=(href) aria-current=[(key == active).then_some("page")] { (tr.t(label)) } }
                             }
-                            @if page.actor.is_admin() {
+                            @if page.actor.can((Module::Administration, Right::View)) {
                                 li { a href="/admin/users" aria-current=[("admin" == active).then_some("page")] { (tr.t("nav.users")) } }
+                                li { a href="/admin/access" aria-current=[("admin_access" == active).then_some("page")] { (tr.t("nav.permissions")) } }
+                            }
+                            @if page.actor.is_admin() {
                                 li { a href="/admin/backups" aria-current=[("backups" == active).then_some("page")] { (tr.t("nav.backups")) } }
                             }
                         }

@@ -18,6 +18,7 @@
 pub mod access;
 pub mod account;
 pub mod admin;
+pub mod admin_access;
 pub mod backups;
 pub mod bin;
 pub mod board;
@@ -219,6 +220,34 @@ pub fn pages() -> (Router<WebState>, Vec<PageDoc>) {
         P,
         false,
         false,
+    );
+    add(
+        "/admin/access",
+        get(admin_access::access_admin_page),
+        G,
+        false,
+        true,
+    );
+    add(
+        "/admin/access/explain",
+        get(admin_access::explain_page),
+        G,
+        false,
+        true,
+    );
+    add(
+        "/admin/access/reviews/{id}",
+        post(admin_access::review_post),
+        P,
+        false,
+        true,
+    );
+    add(
+        "/admin/access/modules/{module}",
+        post(admin_access::module_post),
+        P,
+        false,
+        true,
     );
     add("/admin/backups", get(backups::backups_page), G, false, true);
     add(

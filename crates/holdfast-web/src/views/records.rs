@@ -17,6 +17,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use holdfast_app::records::{self, Change};
 use holdfast_app::{AppError, settings};
+use holdfast_domain::Right;
 use holdfast_domain::entity::{FieldDef, FieldKind};
 use holdfast_domain::record::diff;
 use holdfast_domain::{Entity, FieldErrors, Record, Timestamp};
@@ -478,7 +479,16 @@ async fn detail_body(
     let record = records::get(&state.app, &page.actor, entity, id, false).await?;
     let mut related_lists: Vec<(Entity, Vec<Record>)> = Vec::new();
     let mut activities = Vec::new();
-    for (dependent, via) in entity.dependents() {
+    // Related lists the user's role cannot read are left out, not an error for the whole page.
+    let readable = |e: Entity| {
+        page.actor
+            .can((holdfast_domain::Module::of(e), Right::View))
+    };
+    for (dependent, via) in entity
+        .dependents()
+        .iter()
+        .filter(|(dependent, _)| readable(*dependent))
+    {
         let params = vec![
             (via.to_string(), id.to_string()),
             ("limit".to_owned(), "50".to_owned()),
@@ -490,7 +500,7 @@ async fn detail_body(
             related_lists.push((*dependent, found.items));
         }
     }
-    if entity == Entity::Contact {
+    if entity == Entity::Contact && readable(Entity::Deal) {
         let params = vec![("contact_id".to_owned(), id.to_string())];
         let deals = records::list(&state.app, &page.actor, Entity::Deal, &params).await?;
         related_lists.push((Entity::Deal, deals.items));
@@ -862,6 +872,7 @@ pub async fn new_page(
     Query(query): Query<HashMap<String, String>>,
 ) -> PageResult {
     let entity = entity_of(&page.tr, &collection)?;
+    require(&page, holdfast_domain::Action::Create(entity))?;
     let mut form = FormState {
         values: HashMap::new(),
         errors: FieldErrors::default(),
@@ -1089,6 +1100,7 @@ pub async fn edit_page(
     Path((collection, id)): Path<(String, String)>,
 ) -> PageResult {
     let (entity, id) = target(&page.tr, &collection, &id)?;
+    require(&page, holdfast_domain::Action::Update(entity))?;
     let record = records::get(&state.app, &page.actor, entity, id, false)
         .await
         .or_page(&page.tr)?;
@@ -1234,6 +1246,7 @@ pub async fn done_post(
 ) -> PageResult {
     let tr = &page.tr;
     let (entity, id) = target(tr, &collection, &id)?;
+    require(&page, holdfast_domain::Action::Update(entity))?;
     if entity != Entity::Activity {
         return Err(error_page(
             tr,
@@ -1445,6 +1458,7 @@ pub async fn restore_to_time_post(
 ) -> PageResult {
     let tr = &page.tr;
     let (entity, id) = target(tr, &collection, &id)?;
+    require(&page, holdfast_domain::Action::Restore(entity))?;
     let at = parse_local_time(tr, form.get("at"), "at").or_page(tr)?;
     records::restore_to_time(&state.app, &page.actor, &current_op_id(), entity, id, at)
         .await
@@ -1453,4 +1467,11 @@ pub async fn restore_to_time_post(
         &format!("/{}/{id}", entity.plural()),
         "restored_to_time",
     ))
+}
+
+/// The permission check a page makes before it looks at its input (deny by default: a user
+/// without the right learns why, not what was wrong with a form they should not have).
+fn require(page: &Page, action: holdfast_domain::Action) -> Result<(), Response> {
+    holdfast_domain::access::authorize(&page.actor, action)
+        .map_err(|denial| error_page(&page.tr, denial.into()))
 }

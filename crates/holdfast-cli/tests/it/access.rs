@@ -1,0 +1,1112 @@
+//! Permissions as users meet them: the permission matrix (every API route and page against
+//! every built-in role and a user still waiting for approval), record scope against guessed
+//! ids, explanations, access requests, pending accounts and the preview of a change.
+
+use crate::pages::{CSRF, http, post_form};
+use holdfast_domain::access::{ADMIN, AUDITOR, MANAGER, REP};
+use holdfast_domain::{Module, Right, RoleDef};
+use holdfast_test_support::{Client, TestApp, on_both_backends};
+use serde_json::{Value, json};
+
+/// What a route needs, written once per route; the expectation for each role is derived from
+/// the roles' own rights (`RoleDef::built_in`), not written by hand.
+#[derive(Debug, Clone, Copy)]
+enum Need {
+    /// Anyone, logged in or not.
+    Public,
+    /// Any logged-in user, even one whose access is still pending.
+    LoggedIn,
+    /// Any approved, active user.
+    Approved,
+    /// A right on a module.
+    Right(Module, Right),
+    /// A right on the module of `{collection}` (contacts in this test).
+    Records(Right),
+}
+
+use Need::*;
+
+const ADMIN_EDIT: Need = Right(Module::Administration, self::Right::Edit);
+const ADMIN_VIEW: Need = Right(Module::Administration, self::Right::View);
+
+/// Every API route and method: what it needs and a body that is valid enough to reach the
+/// permission check. Ordered so that destructive steps come last.
+fn api_table() -> Vec<(&'static str, &'static str, Need, Value)> {
+    let none = Value::Null;
+    vec![
+        ("GET", "/healthz", Public, none.clone()),
+        ("GET", "/readyz", Public, none.clone()),
+        (
+            "POST",
+            "/api/v1/setup",
+            Public,
+            json!({"token": "x", "username": "x", "password": "long enough password"}),
+        ),
+        (
+            "POST",
+            "/api/v1/auth/login",
+            Public,
+            json!({"username": "nobody", "password": "long enough password"}),
+        ),
+        ("GET", "/api/v1/openapi.json", LoggedIn, none.clone()),
+        ("GET", "/api/v1/me", LoggedIn, none.clone()),
+        (
+            "PUT",
+            "/api/v1/me/password",
+            LoggedIn,
+            json!({"current_password": "wrong password", "new_password": "another long password"}),
+        ),
+        ("GET", "/api/v1/me/sessions", LoggedIn, none.clone()),
+        (
+            "DELETE",
+            "/api/v1/me/sessions/{missing}",
+            LoggedIn,
+            none.clone(),
+        ),
+        ("GET", "/api/v1/me/tokens", LoggedIn, none.clone()),
+        (
+            "POST",
+            "/api/v1/me/tokens",
+            LoggedIn,
+            json!({"name": "matrix"}),
+        ),
+        (
+            "DELETE",
+            "/api/v1/me/tokens/{missing}",
+            LoggedIn,
+            none.clone(),
+        ),
+        ("GET", "/api/v1/me/notifications", LoggedIn, none.clone()),
+        (
+            "POST",
+            "/api/v1/me/notifications/read",
+            LoggedIn,
+            none.clone(),
+        ),
+        (
+            "GET",
+            "/api/v1/access/explain?permission=deals.view",
+            LoggedIn,
+            none.clone(),
+        ),
+        ("GET", "/api/v1/access/summary/me", LoggedIn, none.clone()),
+        (
+            "GET",
+            "/api/v1/access/summary/{other}",
+            ADMIN_VIEW,
+            none.clone(),
+        ),
+        (
+            "GET",
+            "/api/v1/access/explain?user_id={other}&permission=deals.view",
+            ADMIN_VIEW,
+            none.clone(),
+        ),
+        ("GET", "/api/v1/access/modules", LoggedIn, none.clone()),
+        ("GET", "/api/v1/access/requests", LoggedIn, none.clone()),
+        (
+            "POST",
+            "/api/v1/access/requests",
+            Approved,
+            json!({"permission": "exports.export", "reason": "quarterly report"}),
+        ),
+        (
+            "GET",
+            "/api/v1/access/requests/{request}",
+            ADMIN_EDIT,
+            none.clone(),
+        ),
+        (
+            "POST",
+            "/api/v1/access/requests/{request}/decline",
+            ADMIN_EDIT,
+            json!({"note": "not now"}),
+        ),
+        ("GET", "/api/v1/access/roles", ADMIN_VIEW, none.clone()),
+        (
+            "PUT",
+            "/api/v1/access/roles/{role}",
+            ADMIN_EDIT,
+            json!({"name": "Field sales", "rights": ["contacts.view"], "scope": "own", "dry_run": true}),
+        ),
+        (
+            "DELETE",
+            "/api/v1/access/roles/{role}?dry_run=true",
+            ADMIN_EDIT,
+            none.clone(),
+        ),
+        ("GET", "/api/v1/access/teams", ADMIN_VIEW, none.clone()),
+        (
+            "POST",
+            "/api/v1/access/teams",
+            ADMIN_EDIT,
+            json!({"name": "North", "dry_run": true}),
+        ),
+        (
+            "PUT",
+            "/api/v1/access/teams/{team}",
+            ADMIN_EDIT,
+            json!({"name": "East", "dry_run": true}),
+        ),
+        (
+            "DELETE",
+            "/api/v1/access/teams/{team}?dry_run=true",
+            ADMIN_EDIT,
+            none.clone(),
+        ),
+        (
+            "PUT",
+            "/api/v1/access/modules/{module}",
+            ADMIN_EDIT,
+            json!({"on": false, "dry_run": true}),
+        ),
+        ("GET", "/api/v1/access/reviews", ADMIN_VIEW, none.clone()),
+        (
+            "POST",
+            "/api/v1/access/reviews/{other}",
+            ADMIN_EDIT,
+            json!({"outcome": "confirmed"}),
+        ),
+        ("GET", "/api/v1/access/report", ADMIN_VIEW, none.clone()),
+        ("GET", "/api/v1/users", ADMIN_VIEW, none.clone()),
+        (
+            "POST",
+            "/api/v1/users",
+            ADMIN_EDIT,
+            json!({"username": "x", "password": "short"}),
+        ),
+        ("GET", "/api/v1/users/{other}", ADMIN_VIEW, none.clone()),
+        (
+            "PATCH",
+            "/api/v1/users/{other}",
+            ADMIN_EDIT,
+            json!({"display_name": "Boss"}),
+        ),
+        (
+            "POST",
+            "/api/v1/users/{other}/password",
+            ADMIN_EDIT,
+            json!({"password": "short"}),
+        ),
+        (
+            "POST",
+            "/api/v1/users/{missing}/revoke-sessions",
+            ADMIN_EDIT,
+            none.clone(),
+        ),
+        (
+            "GET",
+            "/api/v1/custom-fields",
+            Records(self::Right::View),
+            none.clone(),
+        ),
+        (
+            "POST",
+            "/api/v1/custom-fields",
+            ADMIN_EDIT,
+            json!({"entity": "contact", "key": "?", "label": "", "kind": "text"}),
+        ),
+        (
+            "DELETE",
+            "/api/v1/custom-fields/{missing}",
+            ADMIN_EDIT,
+            none.clone(),
+        ),
+        (
+            "GET",
+            "/api/v1/pipelines",
+            Records(self::Right::View),
+            none.clone(),
+        ),
+        (
+            "PUT",
+            "/api/v1/pipelines/{missing}",
+            ADMIN_EDIT,
+            json!({"name": "", "stages": []}),
+        ),
+        ("GET", "/api/v1/audit", ADMIN_VIEW, none.clone()),
+        ("GET", "/api/v1/backups", ADMIN_EDIT, none.clone()),
+        ("POST", "/api/v1/backups", ADMIN_EDIT, none.clone()),
+        (
+            "POST",
+            "/api/v1/backups/{missing}/drill",
+            ADMIN_EDIT,
+            none.clone(),
+        ),
+        (
+            "GET",
+            "/api/v1/backups/{missing}/records",
+            ADMIN_EDIT,
+            none.clone(),
+        ),
+        (
+            "POST",
+            "/api/v1/backups/{missing}/restore",
+            ADMIN_EDIT,
+            json!({"ids": ["contact:999999"]}),
+        ),
+        (
+            "POST",
+            "/api/v1/revert",
+            ADMIN_EDIT,
+            json!({"to": "2026-01-01T00:00:00Z", "dry_run": true}),
+        ),
+        (
+            "GET",
+            "/api/v1/{collection}",
+            Records(self::Right::View),
+            none.clone(),
+        ),
+        (
+            "POST",
+            "/api/v1/{collection}",
+            Records(self::Right::Create),
+            json!({"name": "Matrix"}),
+        ),
+        (
+            "GET",
+            "/api/v1/{collection}/{id}",
+            Records(self::Right::View),
+            none.clone(),
+        ),
+        (
+            "PATCH",
+            "/api/v1/{collection}/{id}",
+            Records(self::Right::Edit),
+            json!({"title": "Buyer", "expected_version": 99}),
+        ),
+        (
+            "GET",
+            "/api/v1/{collection}/{id}/versions",
+            Records(self::Right::View),
+            none.clone(),
+        ),
+        (
+            "GET",
+            "/api/v1/{collection}/{id}/versions/1",
+            Records(self::Right::View),
+            none.clone(),
+        ),
+        (
+            "POST",
+            "/api/v1/{collection}/{id}/versions/1/restore",
+            Records(self::Right::Edit),
+            json!({"expected_version": 99}),
+        ),
+        (
+            "GET",
+            "/api/v1/{collection}/{id}/as-of?at=2030-01-01T00:00:00Z",
+            Records(self::Right::View),
+            none.clone(),
+        ),
+        (
+            "POST",
+            "/api/v1/{collection}/{id}/restore-to-time",
+            Records(self::Right::Restore),
+            json!({"at": "2000-01-01T00:00:00Z"}),
+        ),
+        (
+            "GET",
+            "/api/v1/{collection}/{id}/diff?from=1&to=1",
+            Records(self::Right::View),
+            none.clone(),
+        ),
+        (
+            "GET",
+            "/api/v1/recycle-bin",
+            Right(Module::RecycleBin, self::Right::View),
+            none.clone(),
+        ),
+        (
+            "DELETE",
+            "/api/v1/{collection}/{id}?expected_version=99",
+            Records(self::Right::Delete),
+            none.clone(),
+        ),
+        (
+            "POST",
+            "/api/v1/{collection}/{id}/restore",
+            Records(self::Right::Restore),
+            json!({}),
+        ),
+        (
+            "DELETE",
+            "/api/v1/recycle-bin/{collection}/{id}?reason=matrix",
+            Right(Module::RecycleBin, self::Right::Delete),
+            none.clone(),
+        ),
+        ("POST", "/api/v1/auth/logout", LoggedIn, none.clone()),
+    ]
+}
+
+/// Every page route and method, as [`api_table`].
+fn page_table() -> Vec<(&'static str, &'static str, Need)> {
+    vec![
+        ("GET", "/assets/app.css", Public),
+        ("GET", "/assets/app.js", Public),
+        ("GET", "/login", Public),
+        ("POST", "/login", Public),
+        ("GET", "/setup", Public),
+        ("POST", "/setup", Public),
+        ("POST", "/language", Public),
+        ("GET", "/", LoggedIn),
+        ("GET", "/settings", LoggedIn),
+        ("POST", "/settings/password", LoggedIn),
+        ("POST", "/settings/tokens", LoggedIn),
+        ("POST", "/settings/tokens/{missing}/revoke", LoggedIn),
+        ("GET", "/access", LoggedIn),
+        ("GET", "/access/request", LoggedIn),
+        ("POST", "/access/requests", Approved),
+        ("POST", "/access/requests/{request}/decline", ADMIN_EDIT),
+        ("POST", "/access/notifications/read", LoggedIn),
+        ("GET", "/admin/access", ADMIN_VIEW),
+        ("GET", "/admin/access/explain", ADMIN_VIEW),
+        ("POST", "/admin/access/modules/{module}", ADMIN_EDIT),
+        ("POST", "/admin/access/reviews/{other}", ADMIN_EDIT),
+        ("GET", "/admin/users", ADMIN_VIEW),
+        ("POST", "/admin/users", ADMIN_EDIT),
+        ("POST", "/admin/users/{other}/access", ADMIN_EDIT),
+        ("POST", "/admin/users/{missing}/active", ADMIN_EDIT),
+        ("POST", "/admin/users/{missing}/password", ADMIN_EDIT),
+        ("POST", "/admin/users/{missing}/revoke-sessions", ADMIN_EDIT),
+        ("GET", "/admin/backups", ADMIN_EDIT),
+        ("POST", "/admin/backups/run", ADMIN_EDIT),
+        ("GET", "/admin/backups/{missing}", ADMIN_EDIT),
+        ("POST", "/admin/backups/{missing}/drill", ADMIN_EDIT),
+        ("POST", "/admin/backups/{missing}/restore", ADMIN_EDIT),
+        ("GET", "/board", Right(Module::Deals, self::Right::View)),
+        (
+            "POST",
+            "/board/{missing}/move",
+            Right(Module::Deals, self::Right::Edit),
+        ),
+        (
+            "GET",
+            "/recycle-bin",
+            Right(Module::RecycleBin, self::Right::View),
+        ),
+        ("GET", "/{collection}", Records(self::Right::View)),
+        ("POST", "/{collection}", Records(self::Right::Create)),
+        ("GET", "/{collection}/new", Records(self::Right::Create)),
+        ("GET", "/{collection}/{id}", Records(self::Right::View)),
+        ("GET", "/{collection}/{id}/edit", Records(self::Right::Edit)),
+        (
+            "POST",
+            "/{collection}/{id}/edit",
+            Records(self::Right::Edit),
+        ),
+        (
+            "GET",
+            "/{collection}/{id}/history",
+            Records(self::Right::View),
+        ),
+        (
+            "POST",
+            "/{collection}/{id}/history/{version}/restore",
+            Records(self::Right::Edit),
+        ),
+        (
+            "POST",
+            "/{collection}/{id}/restore-to-time",
+            Records(self::Right::Restore),
+        ),
+        (
+            "POST",
+            "/{collection}/{id}/done",
+            Records(self::Right::Edit),
+        ),
+        (
+            "POST",
+            "/{collection}/{id}/delete",
+            Records(self::Right::Delete),
+        ),
+        (
+            "POST",
+            "/recycle-bin/{collection}/{id}/restore",
+            Records(self::Right::Restore),
+        ),
+        ("POST", "/logout", LoggedIn),
+    ]
+}
+
+/// Whether `role` (or a pending account, `None`) meets `need`.
+fn expected(role: Option<&str>, need: Need) -> bool {
+    let rights = |role: &str| {
+        RoleDef::built_in()
+            .into_iter()
+            .find(|r| r.key == role)
+            .unwrap()
+            .rights
+    };
+    match (need, role) {
+        (Public | LoggedIn, _) => true,
+        (_, None) => false,
+        (Approved, Some(_)) => true,
+        (Right(module, right), Some(role)) => rights(role).contains(&(module, right)),
+        (Records(right), Some(role)) => rights(role).contains(&(Module::Contacts, right)),
+    }
+}
+
+/// The path of `route` with its parameters filled in for `user`.
+fn fill(route: &str, ids: &Ids, user: &Client) -> String {
+    route
+        .replace("{collection}", "contacts")
+        .replace("{id}", &ids.contact_of[&user.user_id].to_string())
+        .replace("{version}", "1")
+        .replace("{missing}", "999999")
+        .replace("{other}", &ids.admin.to_string())
+        .replace("{request}", &ids.request.to_string())
+        .replace("{role}", "field_sales")
+        .replace("{team}", &ids.team.to_string())
+        .replace("{module}", "exports")
+}
+
+struct Ids {
+    admin: i64,
+    request: i64,
+    team: i64,
+    contact_of: std::collections::HashMap<i64, i64>,
+}
+
+/// An approved user of each built-in role, and one waiting for approval.
+async fn cast(app: &TestApp) -> (Client, Vec<(Option<&'static str>, Client)>) {
+    let admin = app.admin().await;
+    let mut users = vec![(Some(ADMIN), admin.clone())];
+    for role in [MANAGER, REP, AUDITOR] {
+        users.push((Some(role), app.user(&format!("u_{role}"), role).await));
+    }
+    users.push((None, pending_user(app, &admin, "newcomer").await));
+    (admin, users)
+}
+
+/// A user an administrator created and has not approved yet, with an API token of their own.
+pub async fn pending_user(app: &TestApp, admin: &Client, username: &str) -> Client {
+    let created = admin
+        .post(
+            "/api/v1/users",
+            json!({"username": username, "password": "correct horse battery", "role": "rep"}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(created["pending"], true);
+    let login = app
+        .anonymous()
+        .post(
+            "/api/v1/auth/login",
+            json!({"username": username, "password": "correct horse battery"}),
+        )
+        .await;
+    assert_eq!(
+        login.status, 200,
+        "a pending user can log in: {}",
+        login.body
+    );
+    let id = created["id"].as_i64().unwrap();
+    let actor = holdfast_test_support::actor(&app.app, id).await;
+    let token = holdfast_app::auth::create_token(&app.app, &actor, "t", "tests", None)
+        .await
+        .unwrap();
+    app.client_with_token(id, &token.secret)
+}
+
+/// A session cookie (with the anti-forgery cookie) for an existing user.
+async fn cookies(app: &TestApp, username: &str) -> String {
+    let response = http()
+        .post(format!("{}/api/v1/auth/login", app.base_url))
+        .json(&json!({"username": username, "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{username} logs in");
+    let cookie = response.headers()["set-cookie"].to_str().unwrap();
+    format!(
+        "{}; holdfast_csrf={CSRF}",
+        cookie.split(';').next().unwrap()
+    )
+}
+
+async fn setup_ids(app: &TestApp, admin: &Client, users: &[(Option<&str>, Client)]) -> Ids {
+    let team = admin
+        .post("/api/v1/access/teams", json!({"name": "East"}))
+        .await
+        .expect(201)["team_id"]
+        .as_i64()
+        .unwrap();
+    admin
+        .put(
+            "/api/v1/access/roles/field_sales",
+            json!({"name": "Field sales", "rights": ["contacts.view"], "scope": "own"}),
+        )
+        .await
+        .expect(200);
+    let request = admin
+        .post(
+            "/api/v1/access/requests",
+            json!({"permission": "exports.export", "reason": "the matrix needs one"}),
+        )
+        .await
+        .expect(201)["id"]
+        .as_i64()
+        .unwrap();
+    let mut contact_of = std::collections::HashMap::new();
+    for (_, user) in users {
+        let id = admin
+            .create(
+                "contacts",
+                json!({"name": format!("Owned by {}", user.user_id), "owner_id": user.user_id}),
+            )
+            .await;
+        contact_of.insert(user.user_id, id);
+    }
+    let _ = app;
+    Ids {
+        admin: admin.user_id,
+        request,
+        team,
+        contact_of,
+    }
+}
+
+on_both_backends!(every_route_and_page_against_every_role, |app| {
+    let (admin, users) = cast(&app).await;
+    let ids = setup_ids(&app, &admin, &users).await;
+    // Every route of the API is in the table: a route without a permission rule fails here.
+    let table = api_table();
+    for doc in holdfast_web::routes().docs() {
+        for operation in &doc.operations {
+            let listed = table.iter().any(|(method, path, ..)| {
+                *method == operation.method
+                    && normalise(path.split('?').next().unwrap_or_default()) == normalise(&doc.path)
+            });
+            assert!(
+                listed,
+                "{} {} has no row in the permission matrix",
+                operation.method, doc.path
+            );
+        }
+    }
+    let (_, pages) = holdfast_web::views::pages();
+    let page_rows = page_table();
+    for page in &pages {
+        for method in page.methods {
+            let listed = page_rows
+                .iter()
+                .any(|(m, path, _)| m == method && normalise(path) == normalise(page.path));
+            assert!(
+                listed,
+                "page {method} {} has no row in the permission matrix",
+                page.path
+            );
+        }
+    }
+    let mut failures = Vec::new();
+    for (role, client) in &users {
+        for (method, route, need, body) in &table {
+            let path = fill(route, &ids, client);
+            let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+            let body = (!body.is_null()).then(|| body.clone());
+            let reply = client.send(method.clone(), &path, body).await;
+            let allowed = expected(*role, *need);
+            let status = reply.status.as_u16();
+            let ok = match need {
+                // Public routes answer for themselves (a closed setup, wrong credentials).
+                Public => status != 500,
+                _ if allowed => status != 403 && status != 401 && status != 500,
+                _ => status == 403,
+            };
+            if !ok {
+                failures.push(format!(
+                    "{role:?} {method} {path}: {status} (expected {}) {}",
+                    if allowed { "allowed" } else { "403" },
+                    reply.body
+                ));
+            }
+        }
+        let username = if role.is_none() {
+            "newcomer".to_owned()
+        } else if *role == Some(ADMIN) {
+            "admin".to_owned()
+        } else {
+            format!("u_{}", role.unwrap())
+        };
+        let cookie = cookies(&app, &username).await;
+        for (method, route, need) in &page_rows {
+            if *route == "/logout" {
+                continue;
+            }
+            let path = fill(route, &ids, client);
+            let response = if *method == "GET" {
+                http()
+                    .get(format!("{}{path}", app.base_url))
+                    .header("Cookie", &cookie)
+                    .send()
+                    .await
+                    .unwrap()
+            } else {
+                post_form(
+                    &app,
+                    &path,
+                    &cookie,
+                    &[
+                        ("csrf", CSRF),
+                        ("expected_version", "99"),
+                        ("reason", "matrix"),
+                        ("role", "rep"),
+                        ("note", "matrix"),
+                    ],
+                )
+                .await
+            };
+            let status = response.status().as_u16();
+            let allowed = expected(*role, *need);
+            let to_login = response
+                .headers()
+                .get("location")
+                .is_some_and(|l| l.to_str().unwrap_or("").starts_with("/login"));
+            let ok = match need {
+                Public => status != 500,
+                _ if allowed => status != 403 && status != 500 && !to_login,
+                _ => status == 403,
+            };
+            if !ok {
+                failures.push(format!(
+                    "{role:?} page {method} {path}: {status} (expected {})",
+                    if allowed { "allowed" } else { "403" }
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+});
+
+/// `/api/v1/{collection}/{id}/versions/1` and `/api/v1/{collection}/{id}/versions/{version}`
+/// name the same route.
+fn normalise(path: &str) -> String {
+    path.split('/')
+        .map(|part| {
+            if part.starts_with('{') || part.chars().all(|c| c.is_ascii_digit()) && !part.is_empty()
+            {
+                "*".to_owned()
+            } else {
+                match part {
+                    "approve" | "decline" | "revoke" | "me" => "*".to_owned(),
+                    other => other.to_owned(),
+                }
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// The ids of `reply`'s items.
+fn ids_of(reply: &Value) -> Vec<i64> {
+    reply["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["id"].as_i64().unwrap())
+        .collect()
+}
+
+on_both_backends!(guessed_ids_reach_nothing_outside_the_scope, |app| {
+    let admin = app.admin().await;
+    let li = app.user("li", REP).await;
+    let chen = app.user("chen", REP).await;
+    // Chen's customer, with a contact, a deal and a follow-up.
+    let company = chen
+        .create(
+            "companies",
+            json!({"name": "陈氏贸易", "phone": "021 5555 0101"}),
+        )
+        .await;
+    let contact = chen
+        .create(
+            "contacts",
+            json!({"name": "陈静", "company_id": company, "mobile": "13800001234"}),
+        )
+        .await;
+    chen.create(
+        "deals",
+        json!({"name": "陈氏 renewal", "company_id": company, "amount_minor": 500000}),
+    )
+    .await;
+    // Li's own contact, linked (by an administrator) to Chen's company.
+    let mine = li.create("contacts", json!({"name": "李雷"})).await;
+    admin
+        .patch(
+            &format!("/api/v1/contacts/{mine}"),
+            json!({"company_id": company, "expected_version": 1}),
+        )
+        .await
+        .expect(200);
+
+    // By id: read, change, delete, history, a version, a diff, as it was: all refused, saying why.
+    for path in [
+        format!("/api/v1/contacts/{contact}"),
+        format!("/api/v1/contacts/{contact}/versions"),
+        format!("/api/v1/contacts/{contact}/versions/1"),
+        format!("/api/v1/contacts/{contact}/diff?from=1&to=1"),
+        format!("/api/v1/contacts/{contact}/as-of?at=2030-01-01T00:00:00Z"),
+    ] {
+        let reply = li.get(&path).await;
+        assert_eq!(
+            (reply.status.as_u16(), reply.error_code()),
+            (403, "out_of_scope"),
+            "{path}"
+        );
+        assert_eq!(
+            reply.body["error"]["grantable_by"],
+            json!(["chen", "admin"]),
+            "{path}"
+        );
+    }
+    let edit = li
+        .patch(
+            &format!("/api/v1/contacts/{contact}"),
+            json!({"title": "x", "expected_version": 1}),
+        )
+        .await;
+    assert_eq!(edit.error_code(), "out_of_scope");
+    let delete = li.delete(&format!("/api/v1/contacts/{contact}")).await;
+    assert_eq!(delete.error_code(), "out_of_scope");
+    // Handing their own contact to Chen is outside a rep's reach too.
+    let give = li
+        .patch(
+            &format!("/api/v1/contacts/{mine}"),
+            json!({"owner_id": chen.user_id, "expected_version": 2}),
+        )
+        .await;
+    assert_eq!(give.error_code(), "out_of_scope");
+
+    // Lists, searches and counts: only Li's own.
+    assert_eq!(
+        ids_of(&li.get("/api/v1/contacts").await.expect(200)),
+        [mine]
+    );
+    assert_eq!(
+        ids_of(&li.get("/api/v1/companies").await.expect(200)),
+        Vec::<i64>::new()
+    );
+    assert_eq!(
+        ids_of(&li.get("/api/v1/deals").await.expect(200)),
+        Vec::<i64>::new()
+    );
+    for q in ["陈静", "1380000", "陈氏"] {
+        let found = ids_of(&li.get(&format!("/api/v1/contacts?q={q}")).await.expect(200));
+        assert!(
+            !found.contains(&contact),
+            "search {q} finds nothing of Chen's: {found:?}"
+        );
+        let theirs = ids_of(
+            &chen
+                .get(&format!("/api/v1/contacts?q={q}"))
+                .await
+                .expect(200),
+        );
+        assert!(theirs.contains(&contact), "Chen finds it with {q}");
+    }
+    assert_eq!(
+        ids_of(
+            &li.get(&format!("/api/v1/contacts?company_id={company}"))
+                .await
+                .expect(200)
+        ),
+        [mine]
+    );
+    // Li's contact links to a company Li cannot see: its title is not given away.
+    let own = li
+        .get(&format!("/api/v1/contacts/{mine}"))
+        .await
+        .expect(200);
+    assert_eq!(own["links"]["company_id"]["title"], Value::Null, "{own}");
+
+    // Chen deleting the company would take Li's contact along: refused, so nothing of Li's
+    // vanishes into a deletion Li cannot see.
+    let take_along = chen.delete(&format!("/api/v1/companies/{company}")).await;
+    assert_eq!(
+        take_along.error_code(),
+        "dependents_out_of_scope",
+        "{}",
+        take_along.body
+    );
+    assert!(
+        take_along.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("李雷")
+    );
+    // The recycle bin: Chen's deletion is not in Li's bin and cannot be restored by Li.
+    chen.delete(&format!("/api/v1/contacts/{contact}"))
+        .await
+        .expect(200);
+    let bin = li.get("/api/v1/recycle-bin").await.expect(200);
+    assert_eq!(bin["items"], json!([]), "{bin}");
+    let chen_bin = chen.get("/api/v1/recycle-bin").await.expect(200);
+    assert_eq!(chen_bin["items"].as_array().unwrap().len(), 1);
+    let restore = li
+        .post(&format!("/api/v1/contacts/{contact}/restore"), json!({}))
+        .await;
+    assert_eq!(restore.error_code(), "out_of_scope");
+    let purge = admin
+        .delete(&format!(
+            "/api/v1/recycle-bin/contacts/{contact}?reason=test"
+        ))
+        .await;
+    assert_eq!(purge.status, 200, "{}", purge.body);
+    // Purged: its history went with it, for everyone.
+    assert_eq!(
+        li.get(&format!("/api/v1/contacts/{contact}/versions"))
+            .await
+            .status
+            .as_u16(),
+        404
+    );
+
+    // The pipeline chart on Li's home page counts Li's deals only (none): Chen's 5,000 is not there.
+    let home = page_text(&app, "li", "/").await;
+    assert!(!home.contains("5,000"), "{home}");
+    assert!(
+        page_text(&app, "chen", "/").await.contains("5,000"),
+        "Chen's chart counts it"
+    );
+    // The administrator reaches everything.
+    assert_eq!(
+        admin
+            .get(&format!("/api/v1/companies/{company}"))
+            .await
+            .status,
+        200
+    );
+});
+
+/// A page as a logged-in user, in English.
+async fn page_text(app: &TestApp, username: &str, path: &str) -> String {
+    let cookie = cookies(app, username).await;
+    http()
+        .get(format!("{}{path}", app.base_url))
+        .header("Cookie", cookie)
+        .header("Accept-Language", "en")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Checks `explain` answers: the code of the failing step (or `None` when allowed).
+async fn failing(client: &Client, query: &str) -> Option<String> {
+    let answer = client
+        .get(&format!("/api/v1/access/explain?{query}"))
+        .await
+        .expect(200);
+    answer["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["ok"] == false)
+        .map(|s| s["code"].as_str().unwrap().to_owned())
+}
+
+on_both_backends!(
+    every_reason_is_explained_to_users_and_administrators,
+    |app| {
+        let admin = app.admin().await;
+        let rep = app.user("rep", REP).await;
+        let other = app.user("other", REP).await;
+        let theirs = other
+            .create(
+                "contacts",
+                json!({"name": "Theirs", "phone": "010 1234 5678"}),
+            )
+            .await;
+        let mine = rep
+            .create(
+                "contacts",
+                json!({"name": "Mine", "phone": "010 8765 4321", "email": "a@b.cn"}),
+            )
+            .await;
+        // Allowed, by role and within scope.
+        assert_eq!(failing(&rep, &format!("record=contact:{mine}")).await, None);
+        // out_of_scope.
+        assert_eq!(
+            failing(&rep, &format!("record=contact:{theirs}"))
+                .await
+                .as_deref(),
+            Some("out_of_scope")
+        );
+        // no_right.
+        assert_eq!(
+            failing(&rep, "permission=administration.edit")
+                .await
+                .as_deref(),
+            Some("no_right")
+        );
+        // Another user's access: only for auditors and administrators.
+        let nosy = rep
+            .get(&format!(
+                "/api/v1/access/explain?user_id={}&permission=deals.view",
+                other.user_id
+            ))
+            .await;
+        assert_eq!(nosy.error_code(), "no_right");
+        assert_eq!(
+            failing(
+                &admin,
+                &format!("user_id={}&record=contact:{theirs}", rep.user_id)
+            )
+            .await
+            .as_deref(),
+            Some("out_of_scope")
+        );
+        // field_hidden and field_read_only, from a custom role.
+        admin
+        .put(
+            "/api/v1/access/roles/careful_rep",
+            json!({"name": "Careful rep", "rights": ["contacts.view", "contacts.create", "contacts.edit"], "scope": "own",
+                   "fields": {"contact.phone": "hidden", "contact.email": "read_only"}}),
+        )
+        .await
+        .expect(200);
+        admin
+            .patch(
+                &format!("/api/v1/users/{}", rep.user_id),
+                json!({"role": "careful_rep"}),
+            )
+            .await
+            .expect(200);
+        assert_eq!(
+            failing(&rep, &format!("record=contact:{mine}&field=phone"))
+                .await
+                .as_deref(),
+            Some("field_hidden")
+        );
+        assert_eq!(
+            failing(
+                &rep,
+                &format!("record=contact:{mine}&field=email&permission=contacts.edit")
+            )
+            .await
+            .as_deref(),
+            Some("field_read_only")
+        );
+        assert_eq!(
+            failing(&rep, &format!("record=contact:{mine}&field=email")).await,
+            None
+        );
+        // What the field rules do: the phone is not shown nor searchable, the e-mail not changeable.
+        let shown = rep
+            .get(&format!("/api/v1/contacts/{mine}"))
+            .await
+            .expect(200);
+        assert!(shown.get("phone").is_none_or(Value::is_null), "{shown}");
+        assert_eq!(shown["email"], "a@b.cn");
+        assert_eq!(
+            ids_of(&rep.get("/api/v1/contacts?q=8765").await.expect(200)),
+            Vec::<i64>::new()
+        );
+        assert_eq!(
+            ids_of(&rep.get("/api/v1/contacts?q=Mine").await.expect(200)),
+            [mine]
+        );
+        let change = rep
+            .patch(
+                &format!("/api/v1/contacts/{mine}"),
+                json!({"email": "c@d.cn", "expected_version": 1}),
+            )
+            .await;
+        assert_eq!(
+            change.body["error"]["fields"][0]["code"], "read_only",
+            "{}",
+            change.body
+        );
+        let change = rep
+            .patch(
+                &format!("/api/v1/contacts/{mine}"),
+                json!({"phone": "010 0000 0000", "expected_version": 1}),
+            )
+            .await;
+        assert_eq!(
+            change.body["error"]["fields"][0]["code"], "field_hidden",
+            "{}",
+            change.body
+        );
+        let history = rep
+            .get(&format!("/api/v1/contacts/{mine}/versions"))
+            .await
+            .expect(200);
+        assert!(
+            history["items"][0]["snapshot"].get("phone").is_none(),
+            "{history}"
+        );
+        // module_off: the whole organisation but administrators.
+        admin
+            .put("/api/v1/access/modules/contacts", json!({"on": false}))
+            .await
+            .expect(200);
+        assert_eq!(
+            failing(&rep, &format!("record=contact:{mine}"))
+                .await
+                .as_deref(),
+            Some("module_off")
+        );
+        let off = rep.get("/api/v1/contacts").await;
+        assert_eq!((off.status.as_u16(), off.error_code()), (403, "module_off"));
+        assert!(
+            off.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("switched off")
+        );
+        assert_eq!(
+            admin
+                .get(&format!("/api/v1/contacts/{theirs}"))
+                .await
+                .status,
+            200,
+            "administrators still see it"
+        );
+        admin
+            .put("/api/v1/access/modules/contacts", json!({"on": true}))
+            .await
+            .expect(200);
+        // account_deactivated, asked by an administrator.
+        admin
+            .patch(
+                &format!("/api/v1/users/{}", other.user_id),
+                json!({"active": false}),
+            )
+            .await
+            .expect(200);
+        assert_eq!(
+            failing(
+                &admin,
+                &format!("user_id={}&permission=contacts.view", other.user_id)
+            )
+            .await
+            .as_deref(),
+            Some("account_deactivated")
+        );
+        // Deactivation hides nothing: the administrator still reaches the deactivated user's record.
+        assert_eq!(
+            failing(&admin, &format!("record=contact:{theirs}")).await,
+            None
+        );
+        // account_pending.
+        let newcomer = pending_user(&app, &admin, "newcomer").await;
+        assert_eq!(
+            failing(&newcomer, "permission=contacts.view")
+                .await
+                .as_deref(),
+            Some("account_pending")
+        );
+        let refused = newcomer.get("/api/v1/contacts").await;
+        assert_eq!(refused.error_code(), "account_pending");
+        assert_eq!(refused.body["error"]["grantable_by"], json!(["admin"]));
+    }
+);
