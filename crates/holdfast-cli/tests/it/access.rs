@@ -1110,3 +1110,703 @@ on_both_backends!(
         assert_eq!(refused.body["error"]["grantable_by"], json!(["admin"]));
     }
 );
+
+on_both_backends!(access_requests_are_approved_declined_and_expire, |app| {
+    let admin = app.admin().await;
+    let rep = app.user("rep", REP).await;
+    let owner = app.user("owner", REP).await;
+    let theirs = owner
+        .create("contacts", json!({"name": "Shared later"}))
+        .await;
+    let path = format!("/api/v1/contacts/{theirs}");
+    assert_eq!(rep.get(&path).await.error_code(), "out_of_scope");
+    // Asking needs a reason.
+    let bare = rep
+        .post(
+            "/api/v1/access/requests",
+            json!({"record": format!("contact:{theirs}"), "reason": " "}),
+        )
+        .await;
+    assert_eq!(bare.body["error"]["fields"][0]["field"], "reason");
+    let asked = rep
+        .post("/api/v1/access/requests", json!({"record": format!("contact:{theirs}"), "reason": "Covering for the owner this week"}))
+        .await
+        .expect(201);
+    let request = asked["id"].as_i64().unwrap();
+    assert_eq!(
+        (asked["status"].as_str(), asked["permission"].as_str()),
+        (Some("pending"), Some("contacts.view"))
+    );
+    // Another rep can neither see nor decide it; the record's owner and administrators can.
+    let bystander = app.user("bystander", REP).await;
+    assert_eq!(
+        bystander
+            .get(&format!("/api/v1/access/requests/{request}"))
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        bystander
+            .post(
+                &format!("/api/v1/access/requests/{request}/approve"),
+                json!({})
+            )
+            .await
+            .status,
+        403
+    );
+    let to_decide = owner.get("/api/v1/access/requests").await.expect(200);
+    assert_eq!(ids_of(&json!({"items": to_decide["to_decide"]})), [request]);
+    // The owner approves for two days.
+    let until = app.app.now().plus_days(2).to_rfc3339();
+    let approved = owner
+        .post(
+            &format!("/api/v1/access/requests/{request}/approve"),
+            json!({"expires_at": until}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(approved["status"], "approved");
+    assert_eq!(rep.get(&path).await.expect(200)["name"], "Shared later");
+    assert!(ids_of(&rep.get("/api/v1/contacts").await.expect(200)).contains(&theirs));
+    // View only: the share does not let the rep change it.
+    assert_eq!(
+        rep.patch(&path, json!({"title": "x", "expected_version": 1}))
+            .await
+            .error_code(),
+        "out_of_scope"
+    );
+    let chain = rep
+        .get(&format!("/api/v1/access/explain?record=contact:{theirs}"))
+        .await
+        .expect(200);
+    assert!(
+        chain["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["code"] == "by_grant"),
+        "{chain}"
+    );
+    // The requester is told in the app.
+    let notes = rep.get("/api/v1/me/notifications").await.expect(200);
+    assert_eq!(notes["items"][0]["kind"], "request_approved", "{notes}");
+    assert_eq!(notes["items"][0]["read"], false);
+    rep.post("/api/v1/me/notifications/read", json!({}))
+        .await
+        .expect(200);
+    assert_eq!(
+        rep.get("/api/v1/me/notifications").await.expect(200)["items"][0]["read"],
+        true
+    );
+    // Deciding twice is refused.
+    let again = owner
+        .post(
+            &format!("/api/v1/access/requests/{request}/decline"),
+            json!({"note": "no"}),
+        )
+        .await;
+    assert_eq!(again.error_code(), "already_decided");
+    // Two days later the share has ended by itself.
+    app.clock.advance_days(2);
+    assert_eq!(rep.get(&path).await.error_code(), "out_of_scope");
+    assert_eq!(
+        rep.get(&format!("/api/v1/access/requests/{request}"))
+            .await
+            .expect(200)["status"],
+        "expired"
+    );
+    // A right on a module: declined with a reason the requester reads.
+    let export = rep
+        .post(
+            "/api/v1/access/requests",
+            json!({"permission": "administration.view", "reason": "I want to read the audit log"}),
+        )
+        .await
+        .expect(201)["id"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(
+        owner
+            .post(
+                &format!("/api/v1/access/requests/{export}/approve"),
+                json!({})
+            )
+            .await
+            .status,
+        403,
+        "only administrators grant module rights"
+    );
+    let no_note = admin
+        .post(
+            &format!("/api/v1/access/requests/{export}/decline"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(no_note.body["error"]["fields"][0]["field"], "note");
+    admin
+        .post(
+            &format!("/api/v1/access/requests/{export}/decline"),
+            json!({"note": "Ask your manager for the figures instead"}),
+        )
+        .await
+        .expect(200);
+    let notes = rep.get("/api/v1/me/notifications").await.expect(200);
+    assert_eq!(notes["items"][0]["kind"], "request_declined");
+    assert_eq!(
+        notes["items"][0]["detail"]["note"],
+        "Ask your manager for the figures instead"
+    );
+    // Approved without an end, then revoked.
+    let audit = rep
+        .post(
+            "/api/v1/access/requests",
+            json!({"permission": "administration.view", "reason": "Audit week"}),
+        )
+        .await
+        .expect(201)["id"]
+        .as_i64()
+        .unwrap();
+    let past = admin
+        .post(
+            &format!("/api/v1/access/requests/{audit}/approve"),
+            json!({"expires_at": "2000-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(past.body["error"]["fields"][0]["code"], "in_the_past");
+    admin
+        .post(
+            &format!("/api/v1/access/requests/{audit}/approve"),
+            json!({}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(rep.get("/api/v1/audit").await.status, 200);
+    let summary = rep.get("/api/v1/access/summary/me").await.expect(200);
+    let source = summary["rights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["permission"] == "administration.view")
+        .unwrap()["source"]
+        .clone();
+    assert_eq!(source, "grant");
+    admin
+        .post(
+            &format!("/api/v1/access/requests/{audit}/revoke"),
+            json!({"note": "Audit week is over"}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(rep.get("/api/v1/audit").await.error_code(), "no_right");
+    // Every step is in the audit log.
+    let log = admin.get("/api/v1/audit?limit=1000").await.expect(200);
+    let actions: Vec<&str> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions.iter().filter(|a| **a == "access.request").count(),
+        3
+    );
+    assert_eq!(actions.iter().filter(|a| **a == "access.decide").count(), 4);
+});
+
+on_both_backends!(new_users_wait_for_approval_and_see_who_approves, |app| {
+    let admin = app.admin().await;
+    let newcomer = pending_user(&app, &admin, "xiaoming").await;
+    let someones = admin
+        .create(
+            "contacts",
+            json!({"name": "Anyone's", "owner_id": newcomer.user_id}),
+        )
+        .await;
+    // Logged in, but nothing: not even the records they own.
+    assert_eq!(
+        newcomer
+            .get(&format!("/api/v1/contacts/{someones}"))
+            .await
+            .error_code(),
+        "account_pending"
+    );
+    assert_eq!(
+        newcomer.get("/api/v1/me").await.expect(200)["pending"],
+        true
+    );
+    let home = page_text(&app, "xiaoming", "/").await;
+    assert!(
+        home.contains("Your access is awaiting approval")
+            && home.contains("Who can approve it: admin"),
+        "{home}"
+    );
+    assert!(
+        !home.contains("href=\"/contacts\""),
+        "no modules offered: {home}"
+    );
+    let page = http()
+        .get(format!("{}/contacts", app.base_url))
+        .header("Cookie", cookies(&app, "xiaoming").await)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 403);
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .contains("waiting for an administrator")
+    );
+    // A pending user cannot ask for single rights: the approval is the answer.
+    let asked = newcomer
+        .post(
+            "/api/v1/access/requests",
+            json!({"permission": "contacts.view", "reason": "please"}),
+        )
+        .await;
+    assert_eq!(asked.error_code(), "account_pending");
+    // The administrator previews the approval, then approves.
+    let preview = admin
+        .patch(
+            &format!("/api/v1/users/{}", newcomer.user_id),
+            json!({"approve": true, "dry_run": true}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(preview["applied"], false);
+    assert_eq!(
+        preview["preview"]["users"][0]["records_gained"], 1,
+        "{preview}"
+    );
+    assert!(
+        preview["preview"]["users"][0]["gains"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("contacts.view"))
+    );
+    assert_eq!(
+        newcomer.get("/api/v1/contacts").await.error_code(),
+        "account_pending",
+        "a dry run changes nothing"
+    );
+    admin
+        .patch(
+            &format!("/api/v1/users/{}", newcomer.user_id),
+            json!({"approve": true}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(
+        newcomer
+            .get(&format!("/api/v1/contacts/{someones}"))
+            .await
+            .expect(200)["name"],
+        "Anyone's"
+    );
+    let notes = newcomer.get("/api/v1/me/notifications").await.expect(200);
+    assert_eq!(notes["items"][0]["kind"], "account_approved");
+    let log = admin.get("/api/v1/audit?limit=1000").await.expect(200);
+    let approval = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "user.approve")
+        .unwrap()
+        .clone();
+    assert_eq!(approval["detail"]["before"]["pending"], true, "{approval}");
+    assert_eq!(approval["detail"]["after"]["pending"], false);
+});
+
+on_both_backends!(
+    changes_are_previewed_with_their_numbers_and_audited,
+    |app| {
+        let admin = app.admin().await;
+        let manager = app.user("zhao", MANAGER).await;
+        let rep = app.user("li", REP).await;
+        let other = app.user("sun", REP).await;
+        let team = admin
+            .post(
+                "/api/v1/access/teams",
+                json!({"name": "East", "manager_id": manager.user_id}),
+            )
+            .await
+            .expect(201)["team_id"]
+            .as_i64()
+            .unwrap();
+        for user in [&rep, &other] {
+            admin
+                .patch(
+                    &format!("/api/v1/users/{}", user.user_id),
+                    json!({"team_id": team}),
+                )
+                .await
+                .expect(200);
+        }
+        for n in 0..3 {
+            rep.create("contacts", json!({"name": format!("Li {n}")}))
+                .await;
+        }
+        other.create("companies", json!({"name": "Sun Ltd"})).await;
+        // The manager reaches the team's 4 records.
+        assert_eq!(
+            manager.get("/api/v1/contacts").await.expect(200)["items"]
+                .as_array()
+                .unwrap()
+                .len(),
+            3
+        );
+        // Taking Li out of the team: the manager would lose Li's 3 contacts.
+        let preview = admin
+            .patch(
+                &format!("/api/v1/users/{}", rep.user_id),
+                json!({"team_id": null, "dry_run": true}),
+            )
+            .await
+            .expect(200)["preview"]
+            .clone();
+        assert_eq!(preview["users_affected"], 1, "{preview}");
+        assert_eq!(preview["users"][0]["user_id"], manager.user_id);
+        assert_eq!(preview["users"][0]["records_lost"], 3);
+        assert_eq!(preview["records_hidden_from_someone"], 3);
+        // Switching companies off: both reps and the manager lose companies.view; Sun Ltd becomes
+        // invisible to everyone but administrators.
+        let preview = admin
+            .put(
+                "/api/v1/access/modules/companies",
+                json!({"on": false, "dry_run": true}),
+            )
+            .await
+            .expect(200)["preview"]
+            .clone();
+        assert_eq!(preview["users_affected"], 3, "{preview}");
+        assert_eq!(preview["records_hidden_from_someone"], 1);
+        // A custom role: previewed against the users who have it.
+        admin
+            .put(
+                "/api/v1/access/roles/lookers",
+                json!({"name": "Lookers", "rights": ["contacts.view"], "scope": "all"}),
+            )
+            .await
+            .expect(200);
+        admin
+            .patch(
+                &format!("/api/v1/users/{}", other.user_id),
+                json!({"role": "lookers"}),
+            )
+            .await
+            .expect(200);
+        let narrower = admin
+        .put("/api/v1/access/roles/lookers", json!({"name": "Lookers", "rights": ["contacts.view"], "scope": "own", "dry_run": true}))
+        .await
+        .expect(200)["preview"]
+        .clone();
+        assert_eq!(narrower["users"][0]["records_lost"], 3, "{narrower}");
+        // Built-in roles are fixed; roles in use cannot be deleted.
+        assert_eq!(
+            admin
+                .put(
+                    "/api/v1/access/roles/rep",
+                    json!({"name": "x", "scope": "all"})
+                )
+                .await
+                .error_code(),
+            "built_in_role"
+        );
+        assert_eq!(
+            admin
+                .delete("/api/v1/access/roles/lookers")
+                .await
+                .error_code(),
+            "role_in_use"
+        );
+        // Applying writes before and after into the audit log.
+        admin
+            .patch(
+                &format!("/api/v1/users/{}", rep.user_id),
+                json!({"team_id": null}),
+            )
+            .await
+            .expect(200);
+        assert_eq!(
+            manager.get("/api/v1/contacts").await.expect(200)["items"],
+            json!([])
+        );
+        let log = admin.get("/api/v1/audit?limit=1000").await.expect(200);
+        let change = log["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|e| e["action"] == "access.user")
+            .unwrap()
+            .clone();
+        assert_eq!(change["detail"]["before"]["team_id"], team, "{change}");
+        assert_eq!(change["detail"]["after"]["team_id"], Value::Null);
+        assert_eq!(
+            change["detail"]["preview"]["records_hidden_from_someone"],
+            3
+        );
+        // Nothing may leave the installation without an active administrator.
+        let last = admin
+            .patch(
+                &format!("/api/v1/users/{}", admin.user_id),
+                json!({"role": "rep"}),
+            )
+            .await;
+        assert_eq!(last.error_code(), "last_admin");
+    }
+);
+
+on_both_backends!(access_reviews_come_due_and_are_flagged, |app| {
+    let admin = app.admin().await;
+    let rep = app.user("rep", REP).await;
+    let reviews = admin.get("/api/v1/access/reviews").await.expect(200);
+    assert_eq!(reviews["every_days"], 90);
+    assert!(
+        reviews["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["overdue"] == false)
+    );
+    assert!(
+        !page_text(&app, "admin", "/")
+            .await
+            .contains("Access reviews are overdue")
+    );
+    app.clock.advance_days(89);
+    assert!(
+        admin.get("/api/v1/access/reviews").await.expect(200)["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["overdue"] == false)
+    );
+    app.clock.advance_days(1);
+    let reviews = admin.get("/api/v1/access/reviews").await.expect(200);
+    assert_eq!(
+        reviews["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["overdue"] == true)
+            .count(),
+        2,
+        "{reviews}"
+    );
+    let home = page_text(&app, "admin", "/").await;
+    assert!(
+        home.contains("Access reviews are overdue for 2 user(s)."),
+        "{home}"
+    );
+    assert!(
+        !page_text(&app, "rep", "/")
+            .await
+            .contains("Access reviews are overdue"),
+        "reps are not asked"
+    );
+    // Confirming one, trimming the other.
+    let confirmed = admin
+        .post(
+            &format!("/api/v1/access/reviews/{}", rep.user_id),
+            json!({"outcome": "confirmed"}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(confirmed["overdue"], false);
+    assert_eq!(confirmed["last_outcome"], "confirmed");
+    let odd = admin
+        .post(
+            &format!("/api/v1/access/reviews/{}", admin.user_id),
+            json!({"outcome": "maybe"}),
+        )
+        .await;
+    assert_eq!(odd.body["error"]["fields"][0]["field"], "outcome");
+    admin
+        .post(
+            &format!("/api/v1/access/reviews/{}", admin.user_id),
+            json!({"outcome": "trimmed", "note": "dropped exports"}),
+        )
+        .await
+        .expect(200);
+    assert!(
+        !page_text(&app, "admin", "/")
+            .await
+            .contains("Access reviews are overdue")
+    );
+    assert_eq!(
+        rep.post(
+            &format!("/api/v1/access/reviews/{}", rep.user_id),
+            json!({"outcome": "confirmed"})
+        )
+        .await
+        .status,
+        403
+    );
+    // Ninety days after the review, due again.
+    app.clock.advance_days(90);
+    let reviews = admin.get("/api/v1/access/reviews").await.expect(200);
+    assert_eq!(
+        reviews["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["overdue"] == true)
+            .count(),
+        2
+    );
+    // The report: the rep has not used delete or restore; nobody logged in for 180 days is dormant.
+    let report = admin.get("/api/v1/access/report").await.expect(200);
+    assert_eq!(report["two_factor_available"], false);
+    let holders = report["powerful"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["permission"] == "administration.edit")
+        .unwrap()
+        .clone();
+    assert_eq!(holders["users"], json!([["admin", "role"]]));
+    let unused: Vec<String> = report["unused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["user_id"] == rep.user_id)
+        .map(|u| u["permission"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(unused.contains(&"contacts.delete".to_owned()), "{unused:?}");
+    assert!(
+        report["dormant"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["user_id"] == rep.user_id)
+    );
+    assert!(
+        report["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["action"] == "access.review")
+    );
+});
+
+on_both_backends!(no_record_becomes_invisible_to_every_administrator, |app| {
+    let admin = app.admin().await;
+    let second = app.user("second_admin", ADMIN).await;
+    let manager = app.user("manager", MANAGER).await;
+    let rep = app.user("leaver", REP).await;
+    let team = admin
+        .post(
+            "/api/v1/access/teams",
+            json!({"name": "North", "manager_id": manager.user_id}),
+        )
+        .await
+        .expect(201)["team_id"]
+        .as_i64()
+        .unwrap();
+    admin
+        .patch(
+            &format!("/api/v1/users/{}", rep.user_id),
+            json!({"team_id": team}),
+        )
+        .await
+        .expect(200);
+    let mut records = Vec::new();
+    for (collection, body) in [
+        ("companies", json!({"name": "Leaver Co"})),
+        ("contacts", json!({"name": "Leaver contact"})),
+        ("deals", json!({"name": "Leaver deal"})),
+        (
+            "activities",
+            json!({"subject": "Leaver call", "kind": "call"}),
+        ),
+    ] {
+        records.push((collection, rep.create(collection, body).await));
+    }
+    // Everything that can hide records from someone, at once.
+    admin
+        .patch(
+            &format!("/api/v1/users/{}", rep.user_id),
+            json!({"active": false}),
+        )
+        .await
+        .expect(200);
+    for module in [
+        "companies",
+        "contacts",
+        "deals",
+        "activities",
+        "recycle_bin",
+    ] {
+        admin
+            .put(
+                &format!("/api/v1/access/modules/{module}"),
+                json!({"on": false}),
+            )
+            .await
+            .expect(200);
+    }
+    // The manager still reaches the deactivated rep's records once modules are back on.
+    for module in [
+        "companies",
+        "contacts",
+        "deals",
+        "activities",
+        "recycle_bin",
+    ] {
+        admin
+            .put(
+                &format!("/api/v1/access/modules/{module}"),
+                json!({"on": true}),
+            )
+            .await
+            .expect(200);
+    }
+    for (collection, id) in &records {
+        assert_eq!(
+            manager
+                .get(&format!("/api/v1/{collection}/{id}"))
+                .await
+                .status,
+            200,
+            "{collection} {id}"
+        );
+    }
+    admin
+        .put("/api/v1/access/modules/deals", json!({"on": false}))
+        .await
+        .expect(200);
+    admin
+        .delete(&format!("/api/v1/access/teams/{team}"))
+        .await
+        .expect(200);
+    // Every record is visible to at least one active administrator, whatever happened.
+    for (collection, id) in &records {
+        for client in [&admin, &second] {
+            assert_eq!(
+                client
+                    .get(&format!("/api/v1/{collection}/{id}"))
+                    .await
+                    .status,
+                200,
+                "{collection} {id}"
+            );
+        }
+    }
+    // The last active administrator cannot be removed, demoted or sent back to pending.
+    admin
+        .patch(
+            &format!("/api/v1/users/{}", second.user_id),
+            json!({"active": false}),
+        )
+        .await
+        .expect(200);
+    for change in [json!({"active": false}), json!({"role": "auditor"})] {
+        let refused = admin
+            .patch(&format!("/api/v1/users/{}", admin.user_id), change)
+            .await;
+        assert_eq!(refused.error_code(), "last_admin");
+    }
+});
