@@ -189,8 +189,13 @@ pub use holdfast_store::redact;
 
 /// The current UTC time as `YYYYMMDDTHHMMSSZ`, for file names.
 pub fn compact_utc_now() -> String {
-    let now = SystemClock.now().to_rfc3339();
-    let digits: String = now
+    compact_utc(SystemClock.now())
+}
+
+/// `at` as `YYYYMMDDTHHMMSSZ`, for file names.
+pub fn compact_utc(at: Timestamp) -> String {
+    let digits: String = at
+        .to_rfc3339()
         .chars()
         .take(19)
         .filter(|c| c.is_ascii_digit() || *c == 'T')

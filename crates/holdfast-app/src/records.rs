@@ -1381,3 +1381,114 @@ fn check_fields(actor: &Actor, before: Option<&Record>, after: &Record) -> Resul
     errors.into_result()?;
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------
+// Exports
+
+/// Most rows one export holds; a larger one is refused with a request to narrow it.
+pub const MAX_EXPORT_ROWS: usize = 10_000;
+
+/// A CSV file of records, as the actor sees them.
+#[derive(Debug, Clone)]
+pub struct Export {
+    pub file_name: String,
+    pub csv: Vec<u8>,
+    pub rows: usize,
+}
+
+/// The records of `entity` a list with `params` (filters, search, sort) would show the actor,
+/// every page of them, as CSV: only records within the actor's scope, without the fields their
+/// role hides. Needs the export right on the module and on exports; audited with the count and
+/// the filters, so a mass export is visible in the log.
+pub async fn export(
+    app: &App,
+    actor: &Actor,
+    op_id: &str,
+    entity: Entity,
+    params: &[(String, String)],
+) -> Result<Export, AppError> {
+    authorize(actor, Action::ExportFiles)?;
+    authorize(actor, Action::Export(entity))?;
+    if let Some((key, _)) = params.iter().find(|(k, _)| k == "limit" || k == "cursor") {
+        return Err(AppError::invalid(
+            key,
+            "unknown_parameter",
+            "An export holds every matching record; leave out limit and cursor",
+        ));
+    }
+    let mut rows: Vec<Record> = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut page_params = params.to_vec();
+        page_params.push(("limit".into(), MAX_PAGE_SIZE.to_string()));
+        if let Some(cursor) = &cursor {
+            page_params.push(("cursor".into(), cursor.clone()));
+        }
+        let page = list(app, actor, entity, &page_params).await?;
+        rows.extend(page.items);
+        if rows.len() > MAX_EXPORT_ROWS {
+            return Err(AppError::invalid(
+                "q",
+                "too_many",
+                format!(
+                    "More than {MAX_EXPORT_ROWS} {} match; narrow the export with a search or filters",
+                    entity.plural()
+                ),
+            ));
+        }
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let visible: Vec<&'static str> = entity
+        .fields()
+        .iter()
+        .filter(|d| actor.field_rule(entity, d.name) != Some(FieldRule::Hidden))
+        .map(|d| d.name)
+        .collect();
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    let mut header = vec!["id", "owner_id"];
+    header.extend(&visible);
+    header.extend(["tags", "created_at", "updated_at"]);
+    writer
+        .write_record(&header)
+        .map_err(|e| AppError::Internal(e.into()))?;
+    for record in &rows {
+        let cell = |value: Option<&Value>| match value {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(text)) => text.clone(),
+            Some(other) => other.to_string(),
+        };
+        let mut line = vec![record.id.to_string(), record.owner_id.to_string()];
+        line.extend(visible.iter().map(|name| cell(record.fields.get(*name))));
+        line.push(record.tags.join(" "));
+        line.push(record.created_at.to_rfc3339());
+        line.push(record.updated_at.to_rfc3339());
+        writer
+            .write_record(&line)
+            .map_err(|e| AppError::Internal(e.into()))?;
+    }
+    let csv = writer
+        .into_inner()
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("writing the export: {e}")))?;
+    let filters: serde_json::Map<String, Value> = params
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    let mut tx = app.db.begin_write(app.now()).await?;
+    let detail = serde_json::json!({"rows": rows.len(), "filters": filters, "fields": visible});
+    tx.audit_event(holdfast_store::AuditDraft::new(
+        actor,
+        op_id,
+        format!("{}.export", entity.name()),
+        detail,
+    ))
+    .await?;
+    tx.commit().await?;
+    Ok(Export {
+        file_name: format!("{}-{}.csv", entity.plural(), crate::compact_utc(app.now())),
+        csv,
+        rows: rows.len(),
+    })
+}

@@ -951,6 +951,10 @@ pub enum Action {
     Update(Entity),
     Delete(Entity),
     Restore(Entity),
+    /// Download records of one kind as a file (also needs [`Action::ExportFiles`]).
+    Export(Entity),
+    /// Use the exports module at all.
+    ExportFiles,
     /// See the recycle bin.
     SeeBin,
     /// Remove from the recycle bin for good, before the retention period ends.
@@ -973,6 +977,8 @@ impl Action {
             Action::Update(e) => (Module::of(e), Right::Edit),
             Action::Delete(e) => (Module::of(e), Right::Delete),
             Action::Restore(e) => (Module::of(e), Right::Restore),
+            Action::Export(e) => (Module::of(e), Right::Export),
+            Action::ExportFiles => (Module::Exports, Right::Export),
             Action::SeeBin => (Module::RecycleBin, Right::View),
             Action::Purge => (Module::RecycleBin, Right::Delete),
             Action::Reports => (Module::Reports, Right::View),

@@ -105,6 +105,39 @@ pub async fn record_list(
     }))
 }
 
+/// Every record a list with these filters would show, as CSV (export rights needed).
+pub async fn record_export(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    ApiPath(collection): ApiPath<String>,
+    query: QueryPairs,
+) -> ApiResult {
+    let entity = entity_of(&collection)?;
+    let export = records::export(&state.app, &actor, &current_op_id(), entity, &query.0).await?;
+    Ok(csv_response(export))
+}
+
+/// A CSV download. The byte-order mark makes spreadsheet programs read Chinese text as UTF-8.
+pub fn csv_response(export: records::Export) -> Response {
+    let mut body = "\u{FEFF}".as_bytes().to_vec();
+    body.extend(export.csv);
+    let mut response = (StatusCode::OK, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    if let Ok(value) =
+        HeaderValue::from_str(&format!("attachment; filename=\"{}\"", export.file_name))
+    {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&export.rows.to_string()) {
+        headers.insert("x-holdfast-rows", value);
+    }
+    response
+}
+
 pub async fn record_create(
     State(state): State<WebState>,
     Auth(actor): Auth,

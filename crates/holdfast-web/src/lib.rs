@@ -114,6 +114,7 @@ pub fn routes() -> Routes {
         .add("/api/v1/recycle-bin", get(api::bin_list), D::new("GET", "Deletions in the recycle bin, newest first", Body::None, "List").params(&["entity", "limit"]))
         .add("/api/v1/recycle-bin/{collection}/{id}", delete(api::bin_purge), D::per_entity("DELETE", "Purge a deletion for good before its retention ends (administrators; reason required)", Body::None, "Object").params(&["reason"]))
         .add("/api/v1/{collection}", get(api::record_list).post(api::record_create), D::per_entity("GET", "List live records: filters, search (q), sort, cursor pagination", Body::None, "RecordList").also("POST", "Create a record", Body::EntityInput, "Record"))
+        .add("/api/v1/{collection}/export", get(api::record_export), D::per_entity("GET", "Every record the list with these filters and search would show you, as CSV without the fields your role hides (export rights on the module and on exports; audited)", Body::None, "Csv").params(&["q", "sort", "owner_id", "tag", "updated_since"]))
         .add("/api/v1/{collection}/{id}", get(api::record_get).patch(api::record_update).delete(api::record_delete), D::per_entity("GET", "One record, with the titles of what it links to", Body::None, "Record").params(&["include_deleted"])
             .also("PATCH", "Change fields; send expected_version (409 if someone changed it meanwhile)", Body::EntityPatch, "Record")
             .also("DELETE", "Move to the recycle bin, with what hangs off it", Body::None, "Outcome").params(&["expected_version", "reason"]))

@@ -245,6 +245,10 @@ fn static_schemas(schemas: &mut Map<String, Value>) {
     let string = json!({"type": "string"});
     let object = |required: &[&str], props: Value| json!({"type": "object", "additionalProperties": false, "required": required, "properties": props});
     schemas.insert("Object".into(), json!({"type": "object"}));
+    schemas.insert(
+        "Csv".into(),
+        json!({"type": "string", "description": "text/csv; the first line names the columns"}),
+    );
     schemas.insert("List".into(), json!({"type": "object", "properties": {"items": {"type": "array", "items": {"type": "object"}}}}));
     schemas.insert(
         "Health".into(),

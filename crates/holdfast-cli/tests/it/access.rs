@@ -22,6 +22,8 @@ enum Need {
     Right(Module, Right),
     /// A right on the module of `{collection}` (contacts in this test).
     Records(Right),
+    /// Exporting `{collection}`: the export right on its module and on exports.
+    Export,
 }
 
 use Need::*;
@@ -265,6 +267,12 @@ fn api_table() -> Vec<(&'static str, &'static str, Need, Value)> {
         ),
         (
             "GET",
+            "/api/v1/{collection}/export?q=Owned",
+            Export,
+            none.clone(),
+        ),
+        (
+            "GET",
             "/api/v1/{collection}/{id}",
             Records(self::Right::View),
             none.clone(),
@@ -388,6 +396,7 @@ fn page_table() -> Vec<(&'static str, &'static str, Need)> {
         ("GET", "/{collection}", Records(self::Right::View)),
         ("POST", "/{collection}", Records(self::Right::Create)),
         ("GET", "/{collection}/new", Records(self::Right::Create)),
+        ("GET", "/{collection}/export", Export),
         ("GET", "/{collection}/{id}", Records(self::Right::View)),
         ("GET", "/{collection}/{id}/edit", Records(self::Right::Edit)),
         (
@@ -444,6 +453,10 @@ fn expected(role: Option<&str>, need: Need) -> bool {
         (Approved, Some(_)) => true,
         (Right(module, right), Some(role)) => rights(role).contains(&(module, right)),
         (Records(right), Some(role)) => rights(role).contains(&(Module::Contacts, right)),
+        (Export, Some(role)) => {
+            rights(role).contains(&(Module::Contacts, self::Right::Export))
+                && rights(role).contains(&(Module::Exports, self::Right::Export))
+        }
     }
 }
 
@@ -695,6 +708,8 @@ fn normalise(path: &str) -> String {
             } else {
                 match part {
                     "approve" | "decline" | "revoke" | "me" => "*".to_owned(),
+                    // `export` is a fixed segment beside `{id}`; keep it apart.
+                    "export" => "export".to_owned(),
                     other => other.to_owned(),
                 }
             }
@@ -1810,3 +1825,111 @@ on_both_backends!(no_record_becomes_invisible_to_every_administrator, |app| {
         assert_eq!(refused.error_code(), "last_admin");
     }
 });
+
+on_both_backends!(exports_hold_only_what_the_exporter_may_see, |app| {
+    let admin = app.admin().await;
+    admin
+        .put(
+            "/api/v1/access/roles/exporter",
+            json!({"name": "Exporter", "rights": ["contacts.view", "contacts.create", "contacts.export", "exports.export"],
+                   "scope": "own", "fields": {"contact.mobile": "hidden"}}),
+        )
+        .await
+        .expect(200);
+    let exporter = app.user("exporter", "exporter").await;
+    let rep = app.user("rep", REP).await;
+    // The mobile number is hidden from the exporter: an administrator recorded it.
+    admin
+        .create(
+            "contacts",
+            json!({"name": "王芳", "mobile": "13900001111", "email": "wang@example.cn", "owner_id": exporter.user_id}),
+        )
+        .await;
+    exporter
+        .create(
+            "contacts",
+            json!({"name": "Smith, \"Bob\"", "email": "bob@example.com"}),
+        )
+        .await;
+    rep.create(
+        "contacts",
+        json!({"name": "Not theirs", "mobile": "13700002222"}),
+    )
+    .await;
+    let response = reqwest::Client::new()
+        .get(format!("{}/api/v1/contacts/export?sort=name", app.base_url))
+        .header(
+            "Authorization",
+            exporter_token(&app, exporter.user_id).await,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/csv; charset=utf-8"
+    );
+    assert!(
+        response.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment; filename=\"contacts-")
+    );
+    let text = response.text().await.unwrap();
+    let text = text
+        .strip_prefix('\u{FEFF}')
+        .expect("a byte-order mark for spreadsheets");
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let header: Vec<String> = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        header.contains(&"email".to_owned()) && !header.contains(&"mobile".to_owned()),
+        "{header:?}"
+    );
+    let names: Vec<String> = reader.records().map(|r| r.unwrap()[2].to_owned()).collect();
+    assert_eq!(
+        names,
+        ["Smith, \"Bob\"", "王芳"],
+        "only the exporter's own, quoted properly"
+    );
+    assert!(!text.contains("13900001111") && !text.contains("Not theirs"));
+    // A rep has no export right; an auditor sees exports but may not make them.
+    assert_eq!(
+        rep.get("/api/v1/contacts/export").await.error_code(),
+        "no_right"
+    );
+    // The export is in the audit log with its size.
+    let log = admin.get("/api/v1/audit?limit=1000").await.expect(200);
+    let entry = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "contact.export")
+        .unwrap()
+        .clone();
+    assert_eq!(entry["detail"]["rows"], 2, "{entry}");
+    assert_eq!(entry["actor_id"], exporter.user_id);
+    // The report counts the export as a use of the right.
+    let report = admin.get("/api/v1/access/report").await.expect(200);
+    assert!(
+        !report["unused"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["user_id"] == exporter.user_id && u["permission"] == "contacts.export")
+    );
+});
+
+/// The `Authorization` header of a fresh token for `user_id`.
+async fn exporter_token(app: &TestApp, user_id: i64) -> String {
+    let actor = holdfast_test_support::actor(&app.app, user_id).await;
+    let token = holdfast_app::auth::create_token(&app.app, &actor, "export", "tests", None)
+        .await
+        .unwrap();
+    format!("Bearer {}", token.secret)
+}

@@ -322,6 +322,13 @@ pub fn pages() -> (Router<WebState>, Vec<PageDoc>) {
     );
     add("/{collection}/new", get(records::new_page), G, false, false);
     add(
+        "/{collection}/export",
+        get(records::export_page),
+        G,
+        false,
+        false,
+    );
+    add(
         "/{collection}/{id}",
         get(records::detail_page),
         G,

@@ -271,6 +271,18 @@ async fn list_body(
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     next_query.sort();
+    let can_export = page
+        .actor
+        .can((holdfast_domain::Module::Exports, Right::Export))
+        && page
+            .actor
+            .can((holdfast_domain::Module::of(entity), Right::Export));
+    let export_href = {
+        let encoded: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(next_query.iter())
+            .finish();
+        format!("/{}/export?{encoded}", entity.plural())
+    };
     let next_href = next_cursor.as_ref().map(|cursor| {
         let mut pairs = next_query.clone();
         pairs.push(("cursor".into(), cursor.clone()));
@@ -325,6 +337,9 @@ async fn list_body(
                     }
                 }
                 button type="submit" { (tr.t("list.apply")) }
+            }
+            @if can_export {
+                a.button href=(export_href) download { (tr.t("list.export")) }
             }
             a.button.primary href=(format!("/{}/new", entity.plural())) { (tr.t(&format!("list.new.{}", entity.name()))) }
         }
@@ -1474,4 +1489,24 @@ pub async fn restore_to_time_post(
 fn require(page: &Page, action: holdfast_domain::Action) -> Result<(), Response> {
     holdfast_domain::access::authorize(&page.actor, action)
         .map_err(|denial| error_page(&page.tr, denial.into()))
+}
+
+/// The list as a CSV download, with the list's search and filters.
+pub async fn export_page(
+    State(state): State<WebState>,
+    page: Page,
+    Path(collection): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> PageResult {
+    let entity = entity_of(&page.tr, &collection)?;
+    require(&page, holdfast_domain::Action::ExportFiles)?;
+    require(&page, holdfast_domain::Action::Export(entity))?;
+    let params: Vec<(String, String)> = list_params(entity, &page, &query)
+        .into_iter()
+        .filter(|(key, _)| key != "cursor")
+        .collect();
+    let export = records::export(&state.app, &page.actor, &current_op_id(), entity, &params)
+        .await
+        .or_page(&page.tr)?;
+    Ok(crate::api::csv_response(export))
 }
