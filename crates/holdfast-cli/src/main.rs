@@ -4,6 +4,7 @@
 //! Commands parse flags, load the layered configuration ([`config`]) and call use cases in
 //! `holdfast-app`; they hold no rules of their own.
 
+mod access_cmd;
 mod backup_cmd;
 mod bench;
 mod config;
@@ -44,6 +45,11 @@ enum Command {
     Backup {
         #[command(subcommand)]
         command: backup_cmd::BackupCommand,
+    },
+    /// Why can or can't a user do something: the checks, and who can change each.
+    Access {
+        #[command(subcommand)]
+        command: access_cmd::AccessCommand,
     },
     /// Put records back as they were at a time (for example after a mistaken mass change).
     Revert(backup_cmd::RevertArgs),
@@ -188,6 +194,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Backup { command } => backup_cmd::run(command).await,
         Command::Revert(args) => backup_cmd::revert(args).await,
+        Command::Access { command } => access_cmd::run(command).await,
         Command::Bench(args) => {
             anyhow::ensure!(args.contacts >= 10, "--contacts must be at least 10");
             anyhow::ensure!(

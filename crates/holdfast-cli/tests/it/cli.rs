@@ -576,3 +576,128 @@ fn backup_create_verify_and_restore_from_the_command_line() {
     );
     assert!(out.contains("0 records would be restored"), "{out}");
 }
+
+#[test]
+fn access_explain_and_summary_from_the_command_line() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let db = runtime.block_on(TestDb::fresh(Backend::Sqlite)).unwrap();
+    admin_create(&db, "boss");
+    // A rep and a contact of the administrator's, written through the use cases.
+    let contact = runtime.block_on(async {
+        let app = holdfast_app::App::open(
+            &db.url,
+            holdfast_app::AppConfig::default(),
+            std::sync::Arc::new(holdfast_app::SystemClock),
+        )
+        .await
+        .unwrap();
+        let system = holdfast_domain::Actor::system();
+        holdfast_app::users::create_user_unchecked(
+            &app,
+            &system,
+            "t",
+            "xiaoli",
+            "小李",
+            "a long enough password",
+            "rep",
+        )
+        .await
+        .unwrap();
+        let boss = holdfast_test_support::actor(&app, 1).await;
+        let change = holdfast_app::records::Change::Create {
+            entity: holdfast_domain::Entity::Contact,
+            input: json!({"name": "Boss's customer"}),
+        };
+        let id = holdfast_app::records::apply_change(&app, &boss, "t", change)
+            .await
+            .unwrap()
+            .record
+            .id;
+        app.db.close().await;
+        id
+    });
+    let dir = db.dir.path();
+    let record = format!("contact:{contact}");
+    let (out, _) = run_ok(
+        &[
+            "access",
+            "explain",
+            "--database-url",
+            &db.url,
+            "--user",
+            "xiaoli",
+            "--record",
+            &record,
+        ],
+        dir,
+    );
+    assert!(out.contains("小李 (xiaoli): REFUSED"), "{out}");
+    assert!(
+        out.contains("✗ scope") && out.contains("outside your reach"),
+        "{out}"
+    );
+    assert!(out.contains("who can change it: boss"), "{out}");
+    let (out, _) = run_ok(
+        &[
+            "access",
+            "explain",
+            "--database-url",
+            &db.url,
+            "--user",
+            "boss",
+            "--record",
+            &record,
+            "--permission",
+            "contacts.edit",
+        ],
+        dir,
+    );
+    assert!(out.contains("ALLOWED"), "{out}");
+    let (out, _) = run_ok(
+        &[
+            "access",
+            "summary",
+            "--database-url",
+            &db.url,
+            "--user",
+            "xiaoli",
+        ],
+        dir,
+    );
+    assert!(
+        out.contains("role Sales rep, scope own") && out.contains("contacts.delete"),
+        "{out}"
+    );
+    assert!(!out.contains("administration.edit"), "{out}");
+    let refused = run_err(
+        &[
+            "access",
+            "explain",
+            "--database-url",
+            &db.url,
+            "--user",
+            "nobody",
+            "--record",
+            &record,
+        ],
+        dir,
+    );
+    assert!(
+        refused.contains("no user 'nobody'") && refused.contains("xiaoli"),
+        "{refused}"
+    );
+    let refused = run_err(
+        &[
+            "access",
+            "explain",
+            "--database-url",
+            &db.url,
+            "--user",
+            "xiaoli",
+            "--record",
+            "ship:1",
+        ],
+        dir,
+    );
+    assert!(refused.contains("KIND:ID"), "{refused}");
+}
