@@ -876,10 +876,11 @@ pub fn explain(
                     can_change.push(admin);
                 }
             }
+            let record_p = ("record", format!("{}:{}", record.entity.name(), record.id));
             steps.push(Step::denied(
                 "scope",
                 "out_of_scope",
-                vec![scope_p, owner_p],
+                vec![scope_p, owner_p, record_p],
                 format!(
                     "{} {} is owned by {owner_name}, outside your reach ({}); its owner or an administrator can share it with you",
                     record.entity,

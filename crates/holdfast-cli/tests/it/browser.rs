@@ -662,3 +662,185 @@ async fn restoring_a_deleted_customer_from_a_backup_on_sqlite() {
 async fn restoring_a_deleted_customer_from_a_backup_on_postgres() {
     run_backups(Backend::Postgres).await;
 }
+
+/// A sales rep opens a colleague's customer, reads why they may not, asks for access; an
+/// administrator approves it on their page; the rep then sees the customer — in `lang`.
+async fn denied_then_granted(app: &TestApp, driver: &Driver, lang: &'static str) {
+    let zh = lang != "en";
+    let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    app.user("boss", "admin").await;
+    let li = app.user("li", "rep").await;
+    let chen = app.user("chen", "rep").await;
+    let customer = chen
+        .create("contacts", json!({"name": "陈静", "title": "采购经理"}))
+        .await;
+    let (rep_profile, admin_profile) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let rep = Journey {
+        browser: open_browser(driver, lang, rep_profile.path()).await,
+        base: &app.base_url,
+        lang,
+        shots: shots.clone(),
+    };
+    login(&rep, "li").await;
+
+    // Denied, with the reason and who can change it.
+    rep.go(&format!("/contacts/{customer}")).await;
+    let page = rep.body().await;
+    assert!(
+        page.contains(if zh {
+            "此记录不在你的可见范围内"
+        } else {
+            "This record is outside your reach"
+        }),
+        "{page}"
+    );
+    assert!(
+        page.contains(if zh {
+            "该记录归 chen 所有，不在你的可见范围内（本人的记录）"
+        } else {
+            "The record is owned by chen, outside your reach (own records only)"
+        }),
+        "{page}"
+    );
+    assert!(
+        page.contains(if zh {
+            "可以更改的人：chen, boss"
+        } else {
+            "Who can change this: chen, boss"
+        }),
+        "{page}"
+    );
+    assert!(!page.contains("采购经理"), "nothing of the record shows");
+    rep.shot("access-denied").await;
+
+    // Asks for access from the denial itself.
+    rep.click("#ask-access").await;
+    assert_eq!(
+        rep.browser
+            .find(Locator::Css("input[name=record]"))
+            .await
+            .unwrap()
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(format!("contact:{customer}").as_str())
+    );
+    rep.fill(
+        "textarea[name=reason]",
+        if zh {
+            "陈静下周由我跟进"
+        } else {
+            "I cover Chen's customers next week"
+        },
+    )
+    .await;
+    rep.shot("access-request").await;
+    rep.click("#send-request").await;
+    assert_eq!(rep.path().await, "/access");
+    let mine = rep.text("#my-requests").await;
+    assert!(
+        mine.contains(if zh { "待审批" } else { "Waiting" }),
+        "{mine}"
+    );
+
+    // The administrator approves it.
+    let admin = Journey {
+        browser: open_browser(driver, lang, admin_profile.path()).await,
+        base: &app.base_url,
+        lang,
+        shots: shots.clone(),
+    };
+    login(&admin, "boss").await;
+    admin.go("/access").await;
+    let waiting = admin.text("#requests-to-decide").await;
+    assert!(
+        waiting.contains("li")
+            && waiting.contains(if zh {
+                "陈静下周由我跟进"
+            } else {
+                "I cover Chen's customers next week"
+            }),
+        "{waiting}"
+    );
+    admin.shot("access-approve").await;
+    admin
+        .click("#requests-to-decide form[action$='/approve'] button")
+        .await;
+    assert!(admin.body().await.contains(if zh {
+        "申请已处理"
+    } else {
+        "The request was decided"
+    }));
+
+    // The rep now sees the customer, and is told.
+    rep.go(&format!("/contacts/{customer}")).await;
+    let page = rep.body().await;
+    assert!(page.contains("陈静") && page.contains("采购经理"), "{page}");
+    rep.go("/access").await;
+    let page = rep.body().await;
+    assert!(
+        page.contains(if zh {
+            "boss 批准了你的权限申请"
+        } else {
+            "boss approved your access request"
+        }),
+        "{page}"
+    );
+    rep.shot("access-granted").await;
+    // The administrator's side: why Li can see it now, and the permissions page.
+    admin
+        .go(&format!(
+            "/admin/access/explain?user_id={}&permission=contacts.edit&record=contact:{customer}",
+            li.user_id
+        ))
+        .await;
+    let page = admin.body().await;
+    assert!(
+        page.contains(if zh { "拒绝" } else { "Refused" }),
+        "a share gives view, not edit: {page}"
+    );
+    admin.shot("access-explain").await;
+    admin.go("/admin/access").await;
+    let page = admin.body().await;
+    assert!(
+        page.contains(if zh { "权限复核" } else { "Access reviews" }),
+        "{page}"
+    );
+    admin.shot("access-admin").await;
+    rep.browser.close().await.unwrap();
+    admin.browser.close().await.unwrap();
+}
+
+async fn login(j: &Journey<'_>, username: &str) {
+    j.go("/login").await;
+    j.fill("input[name=username]", username).await;
+    j.fill("input[name=password]", "correct horse battery")
+        .await;
+    j.click("form.stack button[type=submit]").await;
+    assert_eq!(j.path().await, "/", "{username} is logged in");
+}
+
+async fn run_access(backend: Backend) {
+    if !browser_available() {
+        return;
+    }
+    let driver = start_driver().await;
+    for lang in ["en", "zh-CN"] {
+        let Some(app) = spawn_app(backend).await else {
+            return;
+        };
+        denied_then_granted(&app, &driver, lang).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_asks_and_is_granted_on_sqlite() {
+    run_access(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_asks_and_is_granted_on_postgres() {
+    run_access(Backend::Postgres).await;
+}

@@ -18,6 +18,16 @@ use holdfast_domain::{Denial, Module, Right, Timestamp};
 use maud::{Markup, html};
 use std::collections::HashMap;
 
+/// `contact 12` (as notifications store it) as "Contact 12" / "联系人 12".
+pub fn record_label(tr: &Tr, text: &str) -> String {
+    match text.split_once(' ') {
+        Some((kind, id)) if tr.get(&format!("entity.{kind}.one")).is_some() => {
+            format!("{} {id}", tr.t(&format!("entity.{kind}.one")))
+        }
+        _ => text.to_owned(),
+    }
+}
+
 /// `deals.edit` as "Deals · edit" / "商机 · 编辑".
 pub fn permission_label(tr: &Tr, key: &str) -> String {
     match key.split_once('.') {
@@ -97,6 +107,18 @@ pub fn denial_page(tr: &Tr, denial: &Denial) -> Response {
     });
     let failed = explanation.failed();
     let askable = failed.is_some_and(|s| matches!(s.code, "no_right" | "out_of_scope"));
+    // For a record outside the scope, ask for that record to be shared.
+    let record = failed
+        .and_then(|s| s.params.iter().find(|(n, _)| *n == "record"))
+        .map(|(_, r)| r.clone());
+    let mut query = vec![("permission", ask.clone().unwrap_or_default())];
+    query.extend(record.map(|r| ("record", r)));
+    let href = format!(
+        "/access/request?{}",
+        form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(query)
+            .finish()
+    );
     let body = html! {
         (maud::DOCTYPE)
         html lang=(tr.locale.tag()) {
@@ -108,7 +130,7 @@ pub fn denial_page(tr: &Tr, denial: &Denial) -> Response {
                     h2 { (tr.t("access.why_title")) }
                     (chain(tr, &explanation.steps))
                     @if askable {
-                        p { a.button.primary data-ask=(ask.clone().unwrap_or_default()) href=(format!("/access/request?permission={}&from=denial", ask.unwrap_or_default())) id="ask-access" { (tr.t("access.request")) } }
+                        p { a.button.primary href=(href) id="ask-access" { (tr.t("access.request")) } }
                     }
                     p { a href="/" { (tr.t("nav.home")) } }
                 }
@@ -146,7 +168,7 @@ fn render_request(
                         } }
                     }
                 }
-                label { (tr.t("access.request_record")) input name="record" value=(record) placeholder="contact:12"; }
+                label { (tr.t("access.request_record")) input name="record" value=(record) placeholder="contact:12"; small { (tr.t("access.request_record_help")) } }
                 label { (tr.t("access.request_reason")) textarea name="reason" required maxlength="500" {} small { (tr.t("access.request_reason_help")) } }
                 button.primary type="submit" id="send-request" { (tr.t("access.request_send")) }
             }
@@ -219,7 +241,7 @@ fn request_row(
 ) -> Markup {
     html! {
         td { (names(request.user_id)) }
-        td { (permission_label(tr, &request.permission)) @if let Some((entity, id)) = request.record { " " a href=(format!("/{}/{id}", entity.plural())) { (entity.name()) " " (id) } } }
+        td { (permission_label(tr, &request.permission)) @if let Some((entity, id)) = request.record { " " a href=(format!("/{}/{id}", entity.plural())) { (record_label(tr, &format!("{} {id}", entity.name()))) } } }
         td { (request.reason) }
         td { (tr.datetime(request.created_at)) }
         td { (tr.t(&format!("access.status.{}", request.state(now))))
@@ -256,7 +278,9 @@ pub async fn access_page(State(state): State<WebState>, page: Page) -> PageResul
                 ul { @for n in &notes { li.unread[n.read_at.is_none()] {
                     (tr.datetime(n.at)) " — "
                     @let text = |key: &str| n.detail.get(key).and_then(|v| v.as_str()).unwrap_or("").to_owned();
-                    (tr.f(&format!("access.notice.{}", n.kind), &[("by", &text("by")), ("permission", &text("permission")), ("record", &text("record")), ("note", &text("note"))]))
+                    @let permission = permission_label(tr, &text("permission"));
+                    @let record = record_label(tr, &text("record"));
+                    (tr.f(&format!("access.notice.{}", n.kind), &[("by", &text("by")), ("permission", &permission), ("record", &record), ("note", &text("note"))]))
                 } } }
                 form.inline method="post" action="/access/notifications/read" { (csrf_field(&page.csrf)) button type="submit" { (tr.t("access.mark_read")) } }
             }
@@ -265,13 +289,13 @@ pub async fn access_page(State(state): State<WebState>, page: Page) -> PageResul
             section.card {
                 h2 { (tr.t("access.requests_to_decide")) }
                 div.table-wrap { table.list id="requests-to-decide" {
-                    thead { tr { th { (tr.t("access.requested_by")) } th { (tr.t("access.request_what")) } th { (tr.t("access.request_reason")) } th { (tr.t("access.requested_at")) } th { (tr.t("access.status_label")) } th { (tr.t("table.actions")) } } }
+                    thead { tr { th { (tr.t("access.requested_by")) } th { (tr.t("access.what")) } th { (tr.t("access.request_reason")) } th { (tr.t("access.requested_at")) } th { (tr.t("access.status_label")) } th { (tr.t("table.actions")) } } }
                     tbody { @for request in &to_decide { tr {
                         (request_row(tr, request, now, &names))
                         td.actions {
                             form.inline method="post" action=(format!("/access/requests/{}/approve", request.id)) {
                                 (csrf_field(&page.csrf))
-                                label { span.sr { (tr.t("access.expires_at")) } input type="datetime-local" name="expires_at" title=(tr.t("access.expires_at")); }
+                                label.inline-label { small { (tr.t("access.expires_at")) } input type="datetime-local" name="expires_at"; }
                                 button.primary type="submit" { (tr.t("access.approve")) }
                             }
                             form.inline method="post" action=(format!("/access/requests/{}/decline", request.id)) {
@@ -286,22 +310,16 @@ pub async fn access_page(State(state): State<WebState>, page: Page) -> PageResul
         }
         section.card {
             h2 { (tr.t("access.rights")) }
-            p { (tr.t("access.status_label")) ": " (tr.t(&format!("state.{}", summary.status))) " · " (tr.t("form.role")) ": " (summary.role_name)
+            p { (tr.t("access.status_label")) ": " (tr.t(&format!("state.{}", summary.status))) " · " (tr.t("form.role")) ": " (tr.or(&format!("role.{}", summary.role), &summary.role_name))
                 @if let Some(team) = &summary.team { " · " (tr.t("access.team")) ": " (team) } }
             p { (tr.t("access.scope_label")) ": " (tr.t(&format!("access.scope.{}", summary.scope))) }
-            div.table-wrap { table.list {
-                thead { tr { th { (tr.t("access.request_what")) } th { (tr.t("access.source")) } } }
-                tbody { @for right in summary.rights.iter().filter(|r| r.source != "none") { tr {
-                    td { (permission_label(tr, &right.permission)) }
-                    td { (tr.t(&format!("access.source_{}", right.source))) }
-                } } }
-            } }
+            (rights_matrix(tr, &summary.rights))
         }
         section.card {
             h2 { (tr.t("access.my_requests")) }
             @if mine.is_empty() { p { (tr.t("access.no_requests")) } } @else {
                 div.table-wrap { table.list id="my-requests" {
-                    thead { tr { th { (tr.t("access.requested_by")) } th { (tr.t("access.request_what")) } th { (tr.t("access.request_reason")) } th { (tr.t("access.requested_at")) } th { (tr.t("access.status_label")) } } }
+                    thead { tr { th { (tr.t("access.requested_by")) } th { (tr.t("access.what")) } th { (tr.t("access.request_reason")) } th { (tr.t("access.requested_at")) } th { (tr.t("access.status_label")) } } }
                     tbody { @for request in &mine { tr { (request_row(tr, request, now, &names)) } } }
                 } }
             }
@@ -361,4 +379,33 @@ pub async fn notifications_read_post(
         .await
         .or_page(&page.tr)?;
     Ok(redirect("/access", "notifications_read"))
+}
+
+/// A user's rights as a table: a row per module, a column per right, each cell saying what
+/// gives it (role, approved request), that the module is off, or nothing.
+pub fn rights_matrix(tr: &Tr, rights: &[access::RightSource]) -> Markup {
+    html! {
+        div.table-wrap { table.list.rights id="rights" {
+            thead { tr {
+                th { (tr.t("access.module")) }
+                @for right in Right::ALL { th { (tr.t(&format!("right.{}", right.key()))) } }
+            } }
+            tbody { @for module in Module::ALL { tr {
+                td { (tr.t(&format!("module.{}", module.key()))) }
+                @for right in Right::ALL {
+                    @let key = format!("{}.{}", module.key(), right.key());
+                    @match rights.iter().find(|r| r.permission == key) {
+                        Some(found) if found.source == "role" || found.source == "grant" => {
+                            td.yes title=(found.detail) { "✓ " small { (tr.t(&format!("access.source_{}", found.source))) } }
+                        }
+                        Some(found) if found.source == "module_off" => {
+                            td.off title=(found.detail) { (tr.t("access.source_module_off")) }
+                        }
+                        Some(found) => { td.no title=(found.detail) { "—" } }
+                        None => { td.na {} }
+                    }
+                }
+            } } }
+        } }
+    }
 }

@@ -68,7 +68,7 @@ pub async fn access_admin_page(State(state): State<WebState>, page: Page) -> Pag
             h2 { (tr.t("admin_access.report")) }
             h3 { (tr.t("admin_access.powerful")) }
             div.table-wrap { table.list {
-                thead { tr { th { (tr.t("access.request_what")) } th { (tr.t("admin_access.holders")) } } }
+                thead { tr { th { (tr.t("access.what")) } th { (tr.t("admin_access.holders")) } } }
                 tbody { @for holders in &report.powerful { tr {
                     td { (permission_label(tr, &holders.permission)) }
                     td { @for (i, (name, source)) in holders.users.iter().enumerate() {
@@ -280,7 +280,7 @@ pub async fn explain_page(
                         option value=(user.id) selected[user_id == Some(user.id)] { (user.display_name) " (" (user.username) ")" }
                     } }
                 }
-                label { (tr.t("access.request_what"))
+                label { (tr.t("access.what"))
                     select name="permission" { @for module in Module::ALL { @for right in module.rights() {
                         @let key = format!("{}.{}", module.key(), right.key());
                         option value=(key) selected[key == value("permission")] { (permission_label(tr, &key)) }
@@ -299,17 +299,11 @@ pub async fn explain_page(
         @if let Some(summary) = &summary {
             section.card id="summary" {
                 h2 { (tr.f("admin_access.summary_of", &[("user", &summary.display_name)])) }
-                p { (tr.t("access.status_label")) ": " (tr.t(&format!("state.{}", summary.status))) " · " (tr.t("form.role")) ": " (summary.role_name)
+                p { (tr.t("access.status_label")) ": " (tr.t(&format!("state.{}", summary.status))) " · " (tr.t("form.role")) ": " (tr.or(&format!("role.{}", summary.role), &summary.role_name))
                     @if let Some(team) = &summary.team { " · " (tr.t("access.team")) ": " (team) } }
                 p { (tr.t("access.scope_label")) ": " (tr.t(&format!("access.scope.{}", summary.scope)))
                     @if let Some(owners) = &summary.reaches_owners { " (" (owners.join(", ")) ")" } }
-                div.table-wrap { table.list {
-                    thead { tr { th { (tr.t("access.request_what")) } th { (tr.t("access.source")) } } }
-                    tbody { @for right in &summary.rights { tr {
-                        td { (permission_label(tr, &right.permission)) }
-                        td { (tr.t(&format!("access.source_{}", right.source))) }
-                    } } }
-                } }
+                (super::access::rights_matrix(tr, &summary.rights))
                 @if !summary.hidden_fields.is_empty() { p { (tr.t("admin_access.hidden_fields")) ": " (summary.hidden_fields.join(", ")) } }
                 @if !summary.read_only_fields.is_empty() { p { (tr.t("admin_access.read_only_fields")) ": " (summary.read_only_fields.join(", ")) } }
                 @if !summary.shared_records.is_empty() { p { (tr.t("admin_access.shared")) ": " (summary.shared_records.join(", ")) } }
