@@ -161,12 +161,16 @@ fn summary_of(config: &AccessConfig, user_id: i64, now: Timestamp) -> Option<Sum
             });
         }
     }
-    let fields_with = |wanted: FieldRule| -> Vec<String> {
+    // `contact.phone`, or `contact.phone (hidden_outside_team)` for a conditional rule.
+    let fields_with = |wanted: &[FieldRule]| -> Vec<String> {
         role.map(|r| {
             r.fields
                 .iter()
-                .filter(|(_, rule)| **rule == wanted)
-                .map(|((entity, field), _)| format!("{}.{field}", entity.name()))
+                .filter(|(_, rule)| wanted.contains(rule))
+                .map(|((entity, field), rule)| match rule {
+                    FieldRule::Hidden | FieldRule::ReadOnly => format!("{}.{field}", entity.name()),
+                    other => format!("{}.{field} ({})", entity.name(), other.key()),
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -205,8 +209,8 @@ fn summary_of(config: &AccessConfig, user_id: i64, now: Timestamp) -> Option<Sum
                 .collect()
         }),
         rights,
-        hidden_fields: fields_with(FieldRule::Hidden),
-        read_only_fields: fields_with(FieldRule::ReadOnly),
+        hidden_fields: fields_with(&[FieldRule::Hidden, FieldRule::HiddenOutsideTeam]),
+        read_only_fields: fields_with(&[FieldRule::ReadOnly, FieldRule::ReadOnlyWhenWon]),
         shared_records,
     })
 }
@@ -588,7 +592,10 @@ fn check_role_row(row: &RoleRow) -> Result<(), AppError> {
             errors.push(
                 "fields",
                 "invalid_choice",
-                format!("'{rule}' for {key}: choose hidden or read_only"),
+                format!(
+                    "'{rule}' for {key}: choose {}",
+                    FieldRule::ALL.map(FieldRule::key).join(", ")
+                ),
             );
         }
     }

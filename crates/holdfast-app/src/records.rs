@@ -7,7 +7,7 @@
 //! restore that brings them back, is one transaction too: all of it lands, or none of it does.
 
 use crate::{App, AppError};
-use holdfast_domain::access::{FieldRule, authorize, authorize_record};
+use holdfast_domain::access::{FieldContext, FieldEffect, FieldRule, authorize, authorize_record};
 use holdfast_domain::change::validate_record;
 use holdfast_domain::entity::FieldKind;
 use holdfast_domain::record::diff;
@@ -628,10 +628,12 @@ pub async fn list(
         // Search terms do not say which field they came from: a match found only through a
         // field the actor's role hides would tell what that field holds. Such rows are left
         // out (the cursor still continues after the last row read).
-        let hides = entity
-            .fields()
-            .iter()
-            .any(|d| actor.field_rule(entity, d.name) == Some(FieldRule::Hidden));
+        let hides = entity.fields().iter().any(|d| {
+            matches!(
+                actor.field_rule(entity, d.name),
+                Some(FieldRule::Hidden | FieldRule::HiddenOutsideTeam)
+            )
+        });
         if hides {
             let matches = |record: &Record| {
                 let found = holdfast_domain::search::terms_for(record);
@@ -1326,8 +1328,13 @@ fn check_snapshot(
 
 /// Fields the actor's role hides, taken out of a record before it is shown.
 pub fn redact(actor: &Actor, record: &mut Record) {
+    let status = record.field_str("status").map(str::to_owned);
+    let context = FieldContext {
+        owner_id: record.owner_id,
+        status: status.as_deref(),
+    };
     for def in record.entity.fields() {
-        if actor.field_rule(record.entity, def.name) == Some(FieldRule::Hidden) {
+        if actor.field_effect(record.entity, def.name, Some(context)) == Some(FieldEffect::Hidden) {
             record.fields.remove(def.name);
         }
     }
@@ -1336,7 +1343,22 @@ pub fn redact(actor: &Actor, record: &mut Record) {
 /// The same for a version: its snapshot and its list of changed fields.
 pub fn redact_version(actor: &Actor, version: &mut VersionRow) {
     let entity = version.entity;
-    let hidden = |name: &str| actor.field_rule(entity, name) == Some(FieldRule::Hidden);
+    let owner_id = version
+        .snapshot
+        .get("owner_id")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let status = version
+        .snapshot
+        .get("status")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let context = FieldContext {
+        owner_id,
+        status: status.as_deref(),
+    };
+    let hidden =
+        |name: &str| actor.field_effect(entity, name, Some(context)) == Some(FieldEffect::Hidden);
     if let Some(map) = version.snapshot.as_object_mut() {
         map.retain(|key, _| !hidden(key));
     }
@@ -1346,8 +1368,15 @@ pub fn redact_version(actor: &Actor, version: &mut VersionRow) {
 /// A change may not touch a field the actor's role hides or makes read-only.
 fn check_fields(actor: &Actor, before: Option<&Record>, after: &Record) -> Result<(), AppError> {
     let mut errors = FieldErrors::default();
+    // The record as it stood decides (a deal already won); a new one as it is being made.
+    let basis = before.unwrap_or(after);
+    let status = basis.field_str("status").map(str::to_owned);
+    let context = FieldContext {
+        owner_id: basis.owner_id,
+        status: status.as_deref(),
+    };
     for def in after.entity.fields() {
-        let Some(rule) = actor.field_rule(after.entity, def.name) else {
+        let Some(effect) = actor.field_effect(after.entity, def.name, Some(context)) else {
             continue;
         };
         let old = before
@@ -1363,9 +1392,9 @@ fn check_fields(actor: &Actor, before: Option<&Record>, after: &Record) -> Resul
                 .unwrap_or(&Value::Null)
                 == new;
         if old != new && !default {
-            let (code, what) = match rule {
-                FieldRule::Hidden => ("field_hidden", "hidden"),
-                FieldRule::ReadOnly => ("read_only", "read-only"),
+            let (code, what) = match effect {
+                FieldEffect::Hidden => ("field_hidden", "hidden"),
+                FieldEffect::ReadOnly => ("read_only", "read-only"),
             };
             let role = actor.role().map_or("", |r| r.name.as_str());
             errors.push(
@@ -1444,7 +1473,11 @@ pub async fn export(
     let visible: Vec<&'static str> = entity
         .fields()
         .iter()
-        .filter(|d| actor.field_rule(entity, d.name) != Some(FieldRule::Hidden))
+        .filter(|d| {
+            !actor
+                .field_rule(entity, d.name)
+                .is_some_and(FieldRule::hides_always)
+        })
         .map(|d| d.name)
         .collect();
     let mut writer = csv::Writer::from_writer(Vec::new());

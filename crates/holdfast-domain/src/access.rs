@@ -184,23 +184,52 @@ pub enum FieldRule {
     Hidden,
     /// Shown, but only someone without this rule can change it.
     ReadOnly,
+    /// Hidden on records owned outside the user's own team (their team, and teams they
+    /// manage): a rep does not see another team's phone numbers.
+    HiddenOutsideTeam,
+    /// Read-only once the deal is won: nobody with this rule edits a won deal's amount.
+    ReadOnlyWhenWon,
+}
+
+/// What a [`FieldRule`] does to one field of one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldEffect {
+    Hidden,
+    ReadOnly,
 }
 
 impl FieldRule {
+    pub const ALL: [FieldRule; 4] = [
+        FieldRule::Hidden,
+        FieldRule::ReadOnly,
+        FieldRule::HiddenOutsideTeam,
+        FieldRule::ReadOnlyWhenWon,
+    ];
+
     pub fn key(self) -> &'static str {
         match self {
             FieldRule::Hidden => "hidden",
             FieldRule::ReadOnly => "read_only",
+            FieldRule::HiddenOutsideTeam => "hidden_outside_team",
+            FieldRule::ReadOnlyWhenWon => "read_only_when_won",
         }
     }
 
     pub fn parse(key: &str) -> Option<FieldRule> {
-        match key {
-            "hidden" => Some(FieldRule::Hidden),
-            "read_only" => Some(FieldRule::ReadOnly),
-            _ => None,
-        }
+        FieldRule::ALL.into_iter().find(|r| r.key() == key)
     }
+
+    /// Whether the rule hides the field outright, on every record.
+    pub fn hides_always(self) -> bool {
+        self == FieldRule::Hidden
+    }
+}
+
+/// What the field rules need to know about a record: who owns it and, for deals, its status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldContext<'a> {
+    pub owner_id: i64,
+    pub status: Option<&'a str>,
 }
 
 /// A role: a set of rights, a record scope and field rules.
@@ -531,6 +560,19 @@ impl Actor {
         self.role().and_then(|r| r.field_rule(entity, field))
     }
 
+    /// What the actor's field rules do to `field` of a record in `context` (`None` when the
+    /// record is not known: conditional rules then apply in their stricter reading).
+    pub fn field_effect(
+        &self,
+        entity: Entity,
+        field: &str,
+        context: Option<FieldContext<'_>>,
+    ) -> Option<FieldEffect> {
+        let rule = self.field_rule(entity, field)?;
+        let user = self.user()?;
+        effect_of(&self.access, user, rule, context)
+    }
+
     /// Runs every check for `target` and returns the chain; see the module documentation.
     pub fn explain(&self, target: &Target) -> Explanation {
         if self.is_system() {
@@ -680,6 +722,30 @@ impl Denial {
             grantable_by: Vec::new(),
             explanation: None,
         }
+    }
+}
+
+/// What `rule` does for `user` on a record in `context`.
+pub fn effect_of(
+    config: &AccessConfig,
+    user: &UserAccess,
+    rule: FieldRule,
+    context: Option<FieldContext<'_>>,
+) -> Option<FieldEffect> {
+    match rule {
+        FieldRule::Hidden => Some(FieldEffect::Hidden),
+        FieldRule::ReadOnly => Some(FieldEffect::ReadOnly),
+        FieldRule::HiddenOutsideTeam => {
+            let team = config.scope_owners(user, Scope::Team).unwrap_or_default();
+            match context {
+                Some(c) if team.contains(&c.owner_id) => None,
+                _ => Some(FieldEffect::Hidden),
+            }
+        }
+        FieldRule::ReadOnlyWhenWon => match context {
+            Some(c) if c.status != Some("won") => None,
+            _ => Some(FieldEffect::ReadOnly),
+        },
     }
 }
 
@@ -895,21 +961,29 @@ pub fn explain(
     if let (Some(field), Some(record)) = (&target.field, target.record) {
         let rule = role.and_then(|r| r.field_rule(record.entity, field));
         let field_p = ("field", field.clone());
-        match rule {
-            Some(FieldRule::Hidden) => {
+        // The field step knows the record's owner; a deal's status is not loaded for it, so a
+        // rule that depends on it is explained in its stricter reading.
+        let context = FieldContext {
+            owner_id: record.owner_id,
+            status: None,
+        };
+        let effect = rule.and_then(|rule| effect_of(config, user, rule, Some(context)));
+        let rule_p = ("rule", rule.map_or("", FieldRule::key).to_owned());
+        match effect {
+            Some(FieldEffect::Hidden) => {
                 steps.push(Step::denied(
                     "field",
                     "field_hidden",
-                    vec![field_p, role_p, role_key_p],
+                    vec![field_p, role_p, role_key_p, rule_p],
                     format!("The field {field} is hidden for the role {role_name}"),
                     config.admin_names(),
                 ));
             }
-            Some(FieldRule::ReadOnly) if right != Right::View => {
+            Some(FieldEffect::ReadOnly) if right != Right::View => {
                 steps.push(Step::denied(
                     "field",
                     "field_read_only",
-                    vec![field_p, role_p, role_key_p],
+                    vec![field_p, role_p, role_key_p, rule_p],
                     format!("The field {field} is read-only for the role {role_name}"),
                     config.admin_names(),
                 ));

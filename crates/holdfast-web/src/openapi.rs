@@ -284,7 +284,7 @@ fn static_schemas(schemas: &mut Map<String, Value>) {
                 .map(move |r| holdfast_domain::access::permission_key((*m, *r)))
         })
         .collect();
-    schemas.insert("Role".into(), object(&["name", "scope"], json!({"name": string, "rights": {"type": "array", "items": {"type": "string", "enum": permissions}}, "scope": {"type": "string", "enum": ["own", "team", "subteams", "all"]}, "fields": {"type": "object", "description": "entity.field → hidden or read_only", "additionalProperties": {"type": "string", "enum": ["hidden", "read_only"]}}, "dry_run": {"type": "boolean"}})));
+    schemas.insert("Role".into(), object(&["name", "scope"], json!({"name": string, "rights": {"type": "array", "items": {"type": "string", "enum": permissions}}, "scope": {"type": "string", "enum": ["own", "team", "subteams", "all"]}, "fields": {"type": "object", "description": "entity.field → hidden or read_only", "additionalProperties": {"type": "string", "enum": ["hidden", "read_only", "hidden_outside_team", "read_only_when_won"]}}, "dry_run": {"type": "boolean"}})));
     schemas.insert("Team".into(), object(&["name"], json!({"name": string, "parent_id": {"type": ["integer", "null"]}, "manager_id": {"type": ["integer", "null"]}, "dry_run": {"type": "boolean"}})));
     schemas.insert(
         "ModuleSwitch".into(),

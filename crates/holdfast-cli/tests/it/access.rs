@@ -1933,3 +1933,129 @@ async fn exporter_token(app: &TestApp, user_id: i64) -> String {
         .unwrap();
     format!("Bearer {}", token.secret)
 }
+
+on_both_backends!(
+    conditional_field_rules_follow_the_team_and_the_deal,
+    |app| {
+        let admin = app.admin().await;
+        // Reps who see every customer, but not other teams' phone numbers, and who cannot change
+        // the amount of a deal once it is won.
+        admin
+        .put(
+            "/api/v1/access/roles/wide_rep",
+            json!({"name": "Wide rep", "rights": ["contacts.view", "contacts.edit", "deals.view", "deals.create", "deals.edit"],
+                   "scope": "all", "fields": {"contact.mobile": "hidden_outside_team", "deal.amount_minor": "read_only_when_won"}}),
+        )
+        .await
+        .expect(200);
+        let east = admin
+            .post("/api/v1/access/teams", json!({"name": "East"}))
+            .await
+            .expect(201)["team_id"]
+            .as_i64()
+            .unwrap();
+        let west = admin
+            .post("/api/v1/access/teams", json!({"name": "West"}))
+            .await
+            .expect(201)["team_id"]
+            .as_i64()
+            .unwrap();
+        let li = app.user("li", "wide_rep").await;
+        let mate = app.user("mate", REP).await;
+        let far = app.user("far", REP).await;
+        for (user, team) in [(&li, east), (&mate, east), (&far, west)] {
+            admin
+                .patch(
+                    &format!("/api/v1/users/{}", user.user_id),
+                    json!({"team_id": team}),
+                )
+                .await
+                .expect(200);
+        }
+        let near = mate
+            .create("contacts", json!({"name": "Near", "mobile": "13811112222"}))
+            .await;
+        let away = far
+            .create("contacts", json!({"name": "Away", "mobile": "13933334444"}))
+            .await;
+        let shown = li
+            .get(&format!("/api/v1/contacts/{near}"))
+            .await
+            .expect(200);
+        assert_eq!(shown["mobile"], "13811112222", "a team mate's number shows");
+        let hidden = li
+            .get(&format!("/api/v1/contacts/{away}"))
+            .await
+            .expect(200);
+        assert_eq!(hidden["name"], "Away");
+        assert!(
+            hidden.get("mobile").is_none_or(Value::is_null),
+            "another team's number is hidden: {hidden}"
+        );
+        assert_eq!(
+            ids_of(&li.get("/api/v1/contacts?q=3333").await.expect(200)),
+            Vec::<i64>::new(),
+            "nor found by it"
+        );
+        assert_eq!(
+            ids_of(&li.get("/api/v1/contacts?q=1111").await.expect(200)),
+            [near]
+        );
+        let why = li
+            .get(&format!(
+                "/api/v1/access/explain?record=contact:{away}&field=mobile"
+            ))
+            .await
+            .expect(200);
+        assert_eq!(
+            why["steps"].as_array().unwrap().last().unwrap()["code"],
+            "field_hidden"
+        );
+        let change = li
+            .patch(
+                &format!("/api/v1/contacts/{away}"),
+                json!({"mobile": "13900000000", "expected_version": 1}),
+            )
+            .await;
+        assert_eq!(change.body["error"]["fields"][0]["code"], "field_hidden");
+        // A won deal's amount is read-only; before it was won it was not.
+        let deal = li
+            .create("deals", json!({"name": "Big one", "amount_minor": 100000}))
+            .await;
+        li.patch(
+            &format!("/api/v1/deals/{deal}"),
+            json!({"amount_minor": 120000, "expected_version": 1}),
+        )
+        .await
+        .expect(200);
+        li.patch(
+            &format!("/api/v1/deals/{deal}"),
+            json!({"status": "won", "expected_version": 2}),
+        )
+        .await
+        .expect(200);
+        let after_won = li
+            .patch(
+                &format!("/api/v1/deals/{deal}"),
+                json!({"amount_minor": 1, "expected_version": 3}),
+            )
+            .await;
+        assert_eq!(
+            after_won.body["error"]["fields"][0]["code"], "read_only",
+            "{}",
+            after_won.body
+        );
+        assert_eq!(
+            li.get(&format!("/api/v1/deals/{deal}")).await.expect(200)["amount_minor"],
+            120000
+        );
+        // Administrators are not bound by the role's rules.
+        admin
+            .patch(
+                &format!("/api/v1/deals/{deal}"),
+                json!({"amount_minor": 110000, "expected_version": 3}),
+            )
+            .await
+            .expect(200);
+    }
+);
