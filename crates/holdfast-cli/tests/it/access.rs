@@ -370,6 +370,14 @@ fn page_table() -> Vec<(&'static str, &'static str, Need)> {
         ("GET", "/admin/access", ADMIN_VIEW),
         ("GET", "/admin/access/explain", ADMIN_VIEW),
         ("POST", "/admin/access/modules/{module}", ADMIN_EDIT),
+        ("GET", "/admin/access/teams", ADMIN_VIEW),
+        ("POST", "/admin/access/teams", ADMIN_EDIT),
+        ("POST", "/admin/access/teams/{team}", ADMIN_EDIT),
+        ("POST", "/admin/access/teams/{team}/delete", ADMIN_EDIT),
+        ("GET", "/admin/access/roles", ADMIN_VIEW),
+        ("GET", "/admin/access/roles/{role}", ADMIN_VIEW),
+        ("POST", "/admin/access/roles/{role}", ADMIN_EDIT),
+        ("POST", "/admin/access/roles/{role}/delete", ADMIN_EDIT),
         ("POST", "/admin/access/reviews/{other}", ADMIN_EDIT),
         ("GET", "/admin/users", ADMIN_VIEW),
         ("POST", "/admin/users", ADMIN_EDIT),
@@ -2057,5 +2065,155 @@ on_both_backends!(
             )
             .await
             .expect(200);
+    }
+);
+
+on_both_backends!(
+    teams_and_roles_are_edited_in_the_pages_after_a_preview,
+    |app| {
+        let admin = app.admin().await;
+        let manager = app.user("zhao", MANAGER).await;
+        let rep = app.user("li", REP).await;
+        rep.create("contacts", json!({"name": "Li's"})).await;
+        let cookie = cookies(&app, "admin").await;
+        // A team: the first post previews, the confirmed one applies.
+        let team_fields = [
+            ("csrf", CSRF),
+            ("name", "华东"),
+            ("parent_id", ""),
+            ("manager_id", &manager.user_id.to_string()),
+        ];
+        let preview = post_form(&app, "/admin/access/teams", &cookie, &team_fields).await;
+        assert_eq!(preview.status(), 200);
+        let text = preview.text().await.unwrap();
+        assert!(text.contains("id=\"apply-change\""), "{text}");
+        assert_eq!(
+            admin.get("/api/v1/access/teams").await.expect(200)["items"],
+            json!([]),
+            "nothing yet"
+        );
+        let mut confirmed = team_fields.to_vec();
+        confirmed.push(("confirm", "yes"));
+        let done = post_form(&app, "/admin/access/teams", &cookie, &confirmed).await;
+        assert_eq!(done.status(), 303);
+        let teams = admin.get("/api/v1/access/teams").await.expect(200);
+        let team = teams["items"][0]["id"].as_i64().unwrap();
+        assert_eq!(teams["items"][0]["manager_id"], manager.user_id);
+        // Putting Li in the team from the users page: the preview counts the manager's gain.
+        let user_path = format!("/admin/users/{}/access", rep.user_id);
+        let team_id = team.to_string();
+        let preview = post_form(
+            &app,
+            &user_path,
+            &cookie,
+            &[("csrf", CSRF), ("role", "rep"), ("team_id", &team_id)],
+        )
+        .await;
+        let text = preview.text().await.unwrap();
+        assert!(
+            text.contains("zhao") && text.contains("1 would become visible to someone"),
+            "{text}"
+        );
+        post_form(
+            &app,
+            &user_path,
+            &cookie,
+            &[
+                ("csrf", CSRF),
+                ("role", "rep"),
+                ("team_id", &team_id),
+                ("confirm", "yes"),
+            ],
+        )
+        .await;
+        assert_eq!(
+            ids_of(&manager.get("/api/v1/contacts").await.expect(200)).len(),
+            1
+        );
+        // A custom role from the role editor: rights as checkboxes, a field rule.
+        let role_fields = [
+            ("csrf", CSRF),
+            ("key", "viewer"),
+            ("name", "Viewer"),
+            ("scope", "team"),
+            ("right.contacts.view", "on"),
+            ("right.companies.view", "on"),
+            ("field.contact.mobile", "hidden"),
+            ("field.contact.email", ""),
+        ];
+        let preview = post_form(&app, "/admin/access/roles/new", &cookie, &role_fields).await;
+        assert_eq!(preview.status(), 200);
+        let mut confirmed = role_fields.to_vec();
+        confirmed.push(("confirm", "yes"));
+        assert_eq!(
+            post_form(&app, "/admin/access/roles/new", &cookie, &confirmed)
+                .await
+                .status(),
+            303
+        );
+        let roles = admin.get("/api/v1/access/roles").await.expect(200);
+        let viewer = roles["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["key"] == "viewer")
+            .unwrap()
+            .clone();
+        assert_eq!(viewer["rights"], json!(["companies.view", "contacts.view"]));
+        assert_eq!(viewer["scope"], "team");
+        assert_eq!(viewer["fields"], json!({"contact.mobile": "hidden"}));
+        // Built-in roles are shown, not edited; a bad key is refused with its field named.
+        let page = page_text(&app, "admin", "/admin/access/roles/rep").await;
+        assert!(
+            page.contains("A built-in role cannot be changed")
+                && !page.contains("id=\"role-form\""),
+            "{page}"
+        );
+        let bad = post_form(
+            &app,
+            "/admin/access/roles/new",
+            &cookie,
+            &[
+                ("csrf", CSRF),
+                ("key", "Bad Key"),
+                ("name", "x"),
+                ("scope", "own"),
+            ],
+        )
+        .await;
+        assert_eq!(bad.status(), 422);
+        // Every step is audited with before and after.
+        let log = admin.get("/api/v1/audit?limit=1000").await.expect(200);
+        let actions: Vec<&str> = log["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["action"].as_str().unwrap())
+            .collect();
+        for action in ["access.team", "access.user", "access.role"] {
+            assert!(actions.contains(&action), "{action} in {actions:?}");
+        }
+        // Deleting the team (previewed): the manager loses Li's record.
+        let delete_path = format!("/admin/access/teams/{team}/delete");
+        let preview = post_form(&app, &delete_path, &cookie, &[("csrf", CSRF)])
+            .await
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            preview.contains("1 record(s) would become invisible to someone"),
+            "{preview}"
+        );
+        post_form(
+            &app,
+            &delete_path,
+            &cookie,
+            &[("csrf", CSRF), ("confirm", "yes")],
+        )
+        .await;
+        assert_eq!(
+            manager.get("/api/v1/contacts").await.expect(200)["items"],
+            json!([])
+        );
     }
 );

@@ -30,6 +30,15 @@ async fn render(
     let value = |key: &str| form.map(|f| f.get(key).to_owned()).unwrap_or_default();
     let roles = page.actor.access.roles.clone();
     let teams = page.actor.access.teams.clone();
+    // Auditors read this page; only administrators get the controls that change users.
+    let can_change = page.actor.is_admin();
+    let role_of = |key: &str| {
+        roles
+            .iter()
+            .find(|r| r.key == key)
+            .map(|r| role_label(tr, r))
+            .unwrap_or_else(|| key.to_owned())
+    };
     let body = html! {
         div.table-wrap {
             table.list {
@@ -43,6 +52,7 @@ async fn render(
                             td { (user.username) }
                             td { (user.display_name) }
                             td {
+                                @if !can_change { (role_of(&user.role)) } @else {
                                 form.inline method="post" action=(format!("/admin/users/{}/access", user.id)) {
                                     (csrf_field(&page.csrf))
                                     label { span.sr { (tr.t("form.role")) }
@@ -62,22 +72,25 @@ async fn render(
                                     }
                                     button type="submit" { (tr.t("access.preview_change")) }
                                 }
+                                }
                             }
                             td {
                                 @if !user.active { (tr.t("state.deactivated")) }
                                 @else if user.pending {
                                     strong { (tr.t("state.pending")) }
+                                    @if can_change {
                                     form.inline method="post" action=(format!("/admin/users/{}/access", user.id)) {
                                         (csrf_field(&page.csrf))
                                         input type="hidden" name="approve" value="true";
                                         input type="hidden" name="role" value=(user.role);
                                         button.primary type="submit" { (tr.t("access.approve")) }
                                     }
+                                    }
                                 }
                                 @else { (tr.t("state.active")) }
                             }
                             td { (user.last_login_at.map(|t| tr.datetime(t)).unwrap_or_else(|| "—".into())) }
-                            td.actions {
+                            td.actions { @if can_change {
                                 form.inline method="post" action=(format!("/admin/users/{}/active", user.id)) {
                                     (csrf_field(&page.csrf))
                                     input type="hidden" name="active" value=(if user.active { "false" } else { "true" });
@@ -99,12 +112,13 @@ async fn render(
                                         button type="submit" { (tr.t("action.save")) }
                                     }
                                 }
-                            }
+                            } }
                         }
                     }
                 }
             }
         }
+        @if can_change {
         section.card {
             h2 { (tr.t("admin.create")) }
             @if !errors.is_empty() {
@@ -127,6 +141,7 @@ async fn render(
                 p.hint { (tr.t("access.created_pending")) }
                 button.primary type="submit" { (tr.t("admin.create")) }
             }
+        }
         }
     };
     Ok(html_status(
@@ -253,8 +268,7 @@ pub async fn user_access_post(
     form: Form,
 ) -> PageResult {
     let tr = &page.tr;
-    holdfast_domain::access::authorize(&page.actor, holdfast_domain::Action::Administer)
-        .map_err(|denial| error_page(tr, denial.into()))?;
+    super::require(&page, holdfast_domain::Action::Administer)?;
     let id = user_id(&page, &id)?;
     let team_id = match form.get("team_id") {
         "" => None,
@@ -283,42 +297,7 @@ pub async fn user_access_post(
         .user(id)
         .map(|u| u.display_name.clone())
         .unwrap_or_default();
-    let preview = &outcome.preview;
-    let body = html! {
-        section.card {
-            h2 { (tr.f("access.preview_title", &[("user", &name)])) }
-            p { (tr.f("access.preview_summary", &[
-                ("users", &preview.users_affected),
-                ("hidden", &preview.records_hidden_from_someone),
-                ("shown", &preview.records_shown_to_someone),
-            ])) }
-            @if !preview.users.is_empty() {
-                div.table-wrap { table.list {
-                    thead { tr { th { (tr.t("form.display_name")) } th { (tr.t("access.gains")) } th { (tr.t("access.loses")) } th { (tr.t("access.records_gained")) } th { (tr.t("access.records_lost")) } } }
-                    tbody { @for effect in &preview.users { tr {
-                        td { (effect.display_name) }
-                        td { (effect.gains.join(", ")) }
-                        td { (effect.loses.join(", ")) }
-                        td.num { (effect.records_gained) }
-                        td.num { (effect.records_lost) }
-                    } } }
-                } }
-            }
-            form.inline method="post" action=(format!("/admin/users/{id}/access")) {
-                (csrf_field(&page.csrf))
-                input type="hidden" name="role" value=(role.unwrap_or_default());
-                input type="hidden" name="team_id" value=(team_id.map(|t| t.to_string()).unwrap_or_default());
-                @if approve { input type="hidden" name="approve" value="true"; }
-                input type="hidden" name="confirm" value="yes";
-                button.primary type="submit" { (tr.t("access.apply_change")) }
-                " "
-                a href="/admin/users" { (tr.t("action.cancel")) }
-            }
-        }
-    };
-    Ok(super::html(
-        frame(&page, tr.t("admin.title"), "admin", body),
-        &page.csrf,
-        page.new_csrf,
-    ))
+    let title = tr.f("access.preview_title", &[("user", &name)]);
+    let action = format!("/admin/users/{id}/access");
+    super::admin_roles::preview_page(&page, &title, &outcome, &action, "/admin/users", &form)
 }

@@ -30,7 +30,11 @@ pub async fn access_admin_page(State(state): State<WebState>, page: Page) -> Pag
             .unwrap_or_else(|| key.to_owned())
     };
     let body = html! {
-        p { a.button href="/admin/access/explain" { (tr.t("admin_access.explain_link")) } }
+        p.toolbar {
+            a.button href="/admin/access/explain" { (tr.t("admin_access.explain_link")) }
+            " " a.button href="/admin/access/roles" { (tr.t("admin_roles.roles")) }
+            " " a.button href="/admin/access/teams" { (tr.t("admin_roles.teams")) }
+        }
         section.card id="reviews" {
             h2 { (tr.t("admin_access.reviews")) }
             p { (tr.f("admin_access.reviews_help", &[("days", &app.config.access_review_days), ("overdue", &overdue)])) }
@@ -130,7 +134,7 @@ pub async fn review_post(
     form: Form,
 ) -> PageResult {
     let tr = &page.tr;
-    require_admin(&page)?;
+    super::require(&page, holdfast_domain::Action::Administer)?;
     let id = id
         .parse::<i64>()
         .map_err(|_| super::error_page(tr, AppError::not_found(format!("user {id}"))))?;
@@ -156,7 +160,7 @@ pub async fn module_post(
     form: Form,
 ) -> PageResult {
     let tr = &page.tr;
-    require_admin(&page)?;
+    super::require(&page, holdfast_domain::Action::Administer)?;
     let module = Module::parse(&key)
         .ok_or_else(|| super::error_page(tr, AppError::not_found(format!("module {key}"))))?;
     let on = form.get("on") == "true";
@@ -173,36 +177,17 @@ pub async fn module_post(
     if confirm {
         return Ok(redirect("/admin/access", "module_switched"));
     }
-    let preview = &outcome.preview;
     let what = tr.t(&format!("module.{}", module.key())).to_owned();
-    let body = html! {
-        section.card {
-            h2 { (tr.f(if on { "admin_access.preview_on" } else { "admin_access.preview_off" }, &[("module", &what)])) }
-            p { (tr.f("access.preview_summary", &[
-                ("users", &preview.users_affected),
-                ("hidden", &preview.records_hidden_from_someone),
-                ("shown", &preview.records_shown_to_someone),
-            ])) }
-            ul { @for effect in &preview.users { li {
-                (effect.display_name) ": "
-                @if !effect.loses.is_empty() { (tr.t("access.loses")) " " (effect.loses.iter().map(|p| permission_label(tr, p)).collect::<Vec<_>>().join(", ")) " " }
-                @if !effect.gains.is_empty() { (tr.t("access.gains")) " " (effect.gains.iter().map(|p| permission_label(tr, p)).collect::<Vec<_>>().join(", ")) " " }
-                @if effect.records_lost > 0 { "(" (tr.t("access.records_lost")) " " (effect.records_lost) ")" }
-            } } }
-            form.inline method="post" action=(format!("/admin/access/modules/{}", module.key())) {
-                (csrf_field(&page.csrf))
-                input type="hidden" name="on" value=(on);
-                input type="hidden" name="confirm" value="yes";
-                button.primary type="submit" { (tr.t("access.apply_change")) }
-                " " a href="/admin/access" { (tr.t("action.cancel")) }
-            }
-        }
-    };
-    Ok(html(
-        frame(&page, tr.t("admin_access.title"), "admin_access", body),
-        &page.csrf,
-        page.new_csrf,
-    ))
+    let title = tr.f(
+        if on {
+            "admin_access.preview_on"
+        } else {
+            "admin_access.preview_off"
+        },
+        &[("module", &what)],
+    );
+    let action = format!("/admin/access/modules/{}", module.key());
+    super::admin_roles::preview_page(&page, &title, &outcome, &action, "/admin/access", &form)
 }
 
 /// "Why can('t) this user …?" for any user: the chain, and the user's access summary.
@@ -214,8 +199,7 @@ pub async fn explain_page(
     let tr = &page.tr;
     let app = &state.app;
     // Listing users needs the same right as explaining them; refuse before showing the form.
-    holdfast_domain::access::authorize(&page.actor, holdfast_domain::Action::Audit)
-        .map_err(|denial| super::error_page(tr, denial.into()))?;
+    super::require(&page, holdfast_domain::Action::Audit)?;
     let users = holdfast_app::users::list(app, &page.actor)
         .await
         .or_page(tr)?;
@@ -320,10 +304,4 @@ pub async fn explain_page(
         &page.csrf,
         page.new_csrf,
     ))
-}
-
-/// Administrators only, checked before the input is looked at.
-fn require_admin(page: &Page) -> Result<(), axum::response::Response> {
-    holdfast_domain::access::authorize(&page.actor, holdfast_domain::Action::Administer)
-        .map_err(|denial| super::error_page(&page.tr, denial.into()))
 }

@@ -19,6 +19,7 @@ pub mod access;
 pub mod account;
 pub mod admin;
 pub mod admin_access;
+pub mod admin_roles;
 pub mod backups;
 pub mod bin;
 pub mod board;
@@ -232,6 +233,48 @@ pub fn pages() -> (Router<WebState>, Vec<PageDoc>) {
         "/admin/access/explain",
         get(admin_access::explain_page),
         G,
+        false,
+        true,
+    );
+    add(
+        "/admin/access/teams",
+        get(admin_roles::teams_page).post(admin_roles::team_create_post),
+        GP,
+        false,
+        true,
+    );
+    add(
+        "/admin/access/teams/{id}",
+        post(admin_roles::team_update_post),
+        P,
+        false,
+        true,
+    );
+    add(
+        "/admin/access/teams/{id}/delete",
+        post(admin_roles::team_delete_post),
+        P,
+        false,
+        true,
+    );
+    add(
+        "/admin/access/roles",
+        get(admin_roles::roles_page),
+        G,
+        false,
+        true,
+    );
+    add(
+        "/admin/access/roles/{key}",
+        get(admin_roles::role_page).post(admin_roles::role_post),
+        GP,
+        false,
+        true,
+    );
+    add(
+        "/admin/access/roles/{key}/delete",
+        post(admin_roles::role_delete_post),
+        P,
         false,
         true,
     );
@@ -569,6 +612,13 @@ impl<T> OrPage<T> for Result<T, AppError> {
     fn or_page(self, tr: &Tr) -> Result<T, Response> {
         self.map_err(|error| error_page(tr, error))
     }
+}
+
+/// The permission check a page makes before it looks at its input (deny by default: a user
+/// without the right learns why, not what was wrong with a form they should not have sent).
+pub fn require(page: &Page, action: holdfast_domain::Action) -> Result<(), Response> {
+    holdfast_domain::access::authorize(&page.actor, action)
+        .map_err(|denial| error_page(&page.tr, denial.into()))
 }
 
 /// A full HTML response; sets the anti-forgery cookie if the visitor had none.

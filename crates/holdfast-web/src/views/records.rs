@@ -887,7 +887,7 @@ pub async fn new_page(
     Query(query): Query<HashMap<String, String>>,
 ) -> PageResult {
     let entity = entity_of(&page.tr, &collection)?;
-    require(&page, holdfast_domain::Action::Create(entity))?;
+    super::require(&page, holdfast_domain::Action::Create(entity))?;
     let mut form = FormState {
         values: HashMap::new(),
         errors: FieldErrors::default(),
@@ -1115,7 +1115,7 @@ pub async fn edit_page(
     Path((collection, id)): Path<(String, String)>,
 ) -> PageResult {
     let (entity, id) = target(&page.tr, &collection, &id)?;
-    require(&page, holdfast_domain::Action::Update(entity))?;
+    super::require(&page, holdfast_domain::Action::Update(entity))?;
     let record = records::get(&state.app, &page.actor, entity, id, false)
         .await
         .or_page(&page.tr)?;
@@ -1261,7 +1261,7 @@ pub async fn done_post(
 ) -> PageResult {
     let tr = &page.tr;
     let (entity, id) = target(tr, &collection, &id)?;
-    require(&page, holdfast_domain::Action::Update(entity))?;
+    super::require(&page, holdfast_domain::Action::Update(entity))?;
     if entity != Entity::Activity {
         return Err(error_page(
             tr,
@@ -1473,7 +1473,7 @@ pub async fn restore_to_time_post(
 ) -> PageResult {
     let tr = &page.tr;
     let (entity, id) = target(tr, &collection, &id)?;
-    require(&page, holdfast_domain::Action::Restore(entity))?;
+    super::require(&page, holdfast_domain::Action::Restore(entity))?;
     let at = parse_local_time(tr, form.get("at"), "at").or_page(tr)?;
     records::restore_to_time(&state.app, &page.actor, &current_op_id(), entity, id, at)
         .await
@@ -1484,13 +1484,6 @@ pub async fn restore_to_time_post(
     ))
 }
 
-/// The permission check a page makes before it looks at its input (deny by default: a user
-/// without the right learns why, not what was wrong with a form they should not have).
-fn require(page: &Page, action: holdfast_domain::Action) -> Result<(), Response> {
-    holdfast_domain::access::authorize(&page.actor, action)
-        .map_err(|denial| error_page(&page.tr, denial.into()))
-}
-
 /// The list as a CSV download, with the list's search and filters.
 pub async fn export_page(
     State(state): State<WebState>,
@@ -1499,8 +1492,8 @@ pub async fn export_page(
     Query(query): Query<HashMap<String, String>>,
 ) -> PageResult {
     let entity = entity_of(&page.tr, &collection)?;
-    require(&page, holdfast_domain::Action::ExportFiles)?;
-    require(&page, holdfast_domain::Action::Export(entity))?;
+    super::require(&page, holdfast_domain::Action::ExportFiles)?;
+    super::require(&page, holdfast_domain::Action::Export(entity))?;
     let params: Vec<(String, String)> = list_params(entity, &page, &query)
         .into_iter()
         .filter(|(key, _)| key != "cursor")
