@@ -1179,6 +1179,12 @@ on_both_backends!(access_requests_are_approved_declined_and_expire, |app| {
             .status,
         403
     );
+    assert!(
+        page_text(&app, "owner", "/")
+            .await
+            .contains("1 access request(s) wait for your decision."),
+        "the record's owner is told on their home page"
+    );
     let to_decide = owner.get("/api/v1/access/requests").await.expect(200);
     assert_eq!(ids_of(&json!({"items": to_decide["to_decide"]})), [request]);
     // The owner approves for two days.
@@ -1213,6 +1219,11 @@ on_both_backends!(access_requests_are_approved_declined_and_expire, |app| {
         "{chain}"
     );
     // The requester is told in the app.
+    assert!(
+        page_text(&app, "rep", "/")
+            .await
+            .contains("You have 1 new notification(s)")
+    );
     let notes = rep.get("/api/v1/me/notifications").await.expect(200);
     assert_eq!(notes["items"][0]["kind"], "request_approved", "{notes}");
     assert_eq!(notes["items"][0]["read"], false);

@@ -103,8 +103,22 @@ async fn body(state: &WebState, page: &Page) -> Result<Markup, AppError> {
     let overdue = holdfast_app::access::overdue_reviews(&state.app, &page.actor)
         .await?
         .filter(|count| *count > 0);
+    let to_decide = holdfast_app::access::pending_requests(&state.app, &page.actor)
+        .await?
+        .len();
+    let unread = holdfast_app::access::notifications(&state.app, &page.actor)
+        .await?
+        .iter()
+        .filter(|n| n.read_at.is_none())
+        .count();
     Ok(html! {
         (alert)
+        @if to_decide > 0 || unread > 0 {
+            section.card.alert id="access-inbox" {
+                @if to_decide > 0 { p { (tr.f("access.home_requests", &[("count", &to_decide)])) " " a href="/access" { (tr.t("access.open")) } } }
+                @if unread > 0 { p { (tr.f("access.home_notifications", &[("count", &unread)])) " " a href="/access" { (tr.t("access.open")) } } }
+            }
+        }
         @if let Some(count) = overdue {
             section.card.alert role="alert" id="reviews-overdue" {
                 p { (tr.f("admin_access.review_overdue", &[("count", &count)])) " " a href="/admin/access#reviews" { (tr.t("admin_access.open_reviews")) } }
