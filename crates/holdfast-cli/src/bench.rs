@@ -400,6 +400,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let actor = holdfast_app::auth::actor_of(&app, &admin, ActorKind::System).await?;
     let token = holdfast_app::auth::create_token(&app, &actor, "bench", "bench", None).await?;
     let bearer = ("authorization", format!("Bearer {}", token.secret));
+    // A sales rep who owns every 20th contact: what a scoped list and search cost.
+    let rep = holdfast_app::users::create_user_unchecked(
+        &app,
+        &Actor::system(),
+        "bench",
+        "bench_rep",
+        "Bench rep",
+        "bench password 1",
+        holdfast_domain::access::REP,
+    )
+    .await?;
+    let rep_actor = holdfast_app::auth::actor_of(&app, &rep, ActorKind::System).await?;
+    let rep_token =
+        holdfast_app::auth::create_token(&app, &rep_actor, "bench", "bench", None).await?;
+    let rep_bearer = ("authorization", format!("Bearer {}", rep_token.secret));
 
     let mut checkpoints: Vec<u64> = [10_000u64, 100_000, 1_000_000]
         .into_iter()
@@ -457,6 +472,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 let mut input = names.person(i);
                 input["company_id"] =
                     json!(company_ids[(names.next() as usize) % company_ids.len()]);
+                if i.is_multiple_of(20) {
+                    input["owner_id"] = json!(rep.id);
+                }
                 people.push(Change::Create {
                     entity: Entity::Contact,
                     input,
@@ -522,7 +540,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             })
             .collect();
         let enc = |q: &str| -> String { form_urlencoded::byte_serialize(q.as_bytes()).collect() };
-        let reads: Vec<(&str, Vec<String>)> = vec![
+        let as_admin: Vec<(&str, Vec<String>)> = vec![
             ("get one contact", ids.clone()),
             ("list, first page", vec!["/api/v1/contacts?limit=50".into()]),
             (
@@ -564,6 +582,25 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             ),
         ];
         sample = json!({"phone_digits": phone_digits, "email": email, "deep_after": probe.title()});
+        let mut reads: Vec<(&str, Vec<String>, &(&str, String))> = as_admin
+            .into_iter()
+            .map(|(name, paths)| (name, paths, &bearer))
+            .collect();
+        reads.extend([
+            (
+                "list, first page (sales rep)",
+                vec!["/api/v1/contacts?limit=50".to_owned()],
+                &rep_bearer,
+            ),
+            (
+                "search 2-char Chinese (sales rep)",
+                ["王伟", "李娜", "张敏", "刘洋", "陈静"]
+                    .iter()
+                    .map(|q| format!("/api/v1/contacts?limit=50&q={}", enc(q)))
+                    .collect(),
+                &rep_bearer,
+            ),
+        ]);
 
         let server = Server::start(&url, &dir).await?;
         let last = step + 1 == checkpoints.len();
@@ -571,14 +608,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let mut step_reads = Vec::new();
         let spinner = ProgressBar::new_spinner();
         spinner.enable_steady_tick(Duration::from_millis(120));
-        for (name, paths) in &reads {
+        for (name, paths, auth) in &reads {
             for concurrency in concurrencies {
                 spinner.set_message(format!("{target} contacts: {name}, c={concurrency}"));
                 step_reads.push(
                     measure(
                         &http,
                         &server.base,
-                        &bearer,
+                        auth,
                         name,
                         Load::Get(paths.clone()),
                         *concurrency,
