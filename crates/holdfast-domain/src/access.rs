@@ -632,10 +632,24 @@ pub struct Step {
     /// `by_grant`, `out_of_scope`, `field_hidden`, … (the pages translate `why.<code>`).
     pub code: &'static str,
     /// Values the message names, for translations: `role`, `module`, `owner`, `scope`, ….
+    #[serde(serialize_with = "params_as_object")]
     pub params: Vec<(&'static str, String)>,
     pub message: String,
     /// Who can change the outcome of this check (display names).
     pub can_change: Vec<String>,
+}
+
+/// `[("owner", "chen")]` as `{"owner": "chen"}` in JSON.
+fn params_as_object<S: serde::Serializer>(
+    params: &[(&'static str, String)],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap as _;
+    let mut map = serializer.serialize_map(Some(params.len()))?;
+    for (name, value) in params {
+        map.serialize_entry(name, value)?;
+    }
+    map.end()
 }
 
 impl Step {

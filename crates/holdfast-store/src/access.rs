@@ -152,9 +152,12 @@ impl Db {
         let generation = self.access_generation().await?;
         let mut roles = RoleDef::built_in();
         roles.extend(self.custom_roles().await?.iter().map(RoleRow::to_def));
-        let users = self
-            .users()
-            .await?
+        let rows = self.users().await?;
+        let names: BTreeMap<i64, String> = rows
+            .iter()
+            .map(|u| (u.id, u.display_name.clone()))
+            .collect();
+        let users = rows
             .into_iter()
             .map(|u| {
                 let access = UserAccess {
@@ -168,12 +171,6 @@ impl Db {
                 };
                 (u.id, access)
             })
-            .collect();
-        let names: BTreeMap<i64, String> = self
-            .users()
-            .await?
-            .into_iter()
-            .map(|u| (u.id, u.display_name))
             .collect();
         let grants = self
             .access_requests_with_status("approved", 100_000)

@@ -134,6 +134,9 @@ pub fn denial_json(denial: &holdfast_domain::Denial) -> Value {
     json!({
         "grantable_by": denial.grantable_by,
         "reasons": reasons,
-        "request_access": denial.explanation.is_some().then_some("POST /api/v1/access/requests"),
+        // Asking helps when a right or a record's scope is missing, not for a switched-off
+        // module or an account that waits for approval.
+        "request_access": matches!(denial.code, "no_right" | "out_of_scope")
+            .then_some("POST /api/v1/access/requests"),
     })
 }

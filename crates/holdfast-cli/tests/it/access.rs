@@ -787,6 +787,15 @@ on_both_backends!(guessed_ids_reach_nothing_outside_the_scope, |app| {
             json!(["chen", "admin"]),
             "{path}"
         );
+        let scope = &reply.body["error"]["reasons"][3];
+        assert_eq!(
+            (scope["check"].as_str(), scope["params"]["owner"].as_str()),
+            (Some("scope"), Some("chen"))
+        );
+        assert_eq!(
+            reply.body["error"]["request_access"],
+            "POST /api/v1/access/requests"
+        );
     }
     let edit = li
         .patch(
@@ -1130,6 +1139,11 @@ on_both_backends!(
         );
         let refused = newcomer.get("/api/v1/contacts").await;
         assert_eq!(refused.error_code(), "account_pending");
+        assert_eq!(
+            refused.body["error"]["request_access"],
+            Value::Null,
+            "asking is not the answer to a pending account"
+        );
         assert_eq!(refused.body["error"]["grantable_by"], json!(["admin"]));
     }
 );
