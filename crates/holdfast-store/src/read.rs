@@ -274,7 +274,13 @@ impl Db {
             // one, the search's matches are fewer than the owner's rows: measured at 100,000
             // contacts, letting SQLite drive from the owner index made a rep's search of a
             // Chinese name 4× slower than the same search unscoped (BENCHMARKS.md).
-            let column = if matching.is_some() {
+            // A walking plan (a common search term) is the other way round: walking the owner's
+            // rows through the owner index beats walking everyone's and skipping most.
+            let walks = matches!(
+                matching,
+                Some(Matching::Own(_, true) | Matching::Via(_, _, _, true))
+            );
+            let column = if matching.is_some() && !walks {
                 "+owner_id"
             } else {
                 "owner_id"
