@@ -42,10 +42,17 @@ pub async fn explain_for(
     if config.user(question.user_id).is_none() {
         return Err(AppError::not_found(format!("user {}", question.user_id)));
     }
+    let mut status = None;
     let record = match question.record {
         None => None,
         Some((entity, id)) => {
             let owner_id = record_owner(app, entity, id).await?;
+            // A deal's status decides `read_only_when_won`.
+            status = app
+                .db
+                .record(entity, id)
+                .await?
+                .and_then(|r| r.field_str("status").map(str::to_owned));
             Some(RecordRef {
                 entity,
                 id,
@@ -77,6 +84,7 @@ pub async fn explain_for(
         permission,
         record,
         field: question.field,
+        status,
     };
     Ok(explain(&config, question.user_id, &target, app.now()))
 }

@@ -594,6 +594,9 @@ pub struct Target {
     pub permission: Permission,
     pub record: Option<RecordRef>,
     pub field: Option<String>,
+    /// For a field of a deal: its status, which `read_only_when_won` depends on (`None`: not
+    /// known, and the rule is explained in its stricter reading).
+    pub status: Option<String>,
 }
 
 impl Target {
@@ -602,6 +605,7 @@ impl Target {
             permission,
             record: None,
             field: None,
+            status: None,
         }
     }
 
@@ -610,6 +614,7 @@ impl Target {
             permission: (Module::of(record.entity), right),
             record: Some(record),
             field: None,
+            status: None,
         }
     }
 }
@@ -975,11 +980,9 @@ pub fn explain(
     if let (Some(field), Some(record)) = (&target.field, target.record) {
         let rule = role.and_then(|r| r.field_rule(record.entity, field));
         let field_p = ("field", field.clone());
-        // The field step knows the record's owner; a deal's status is not loaded for it, so a
-        // rule that depends on it is explained in its stricter reading.
         let context = FieldContext {
             owner_id: record.owner_id,
-            status: None,
+            status: target.status.as_deref(),
         };
         let effect = rule.and_then(|rule| effect_of(config, user, rule, Some(context)));
         let rule_p = ("rule", rule.map_or("", FieldRule::key).to_owned());

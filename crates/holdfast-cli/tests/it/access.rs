@@ -2061,6 +2061,16 @@ on_both_backends!(
         )
         .await
         .expect(200);
+        let open_deal = li
+            .get(&format!(
+                "/api/v1/access/explain?record=deal:{deal}&field=amount_minor&permission=deals.edit"
+            ))
+            .await
+            .expect(200);
+        assert_eq!(
+            open_deal["allowed"], true,
+            "open: the amount may change: {open_deal}"
+        );
         li.patch(
             &format!("/api/v1/deals/{deal}"),
             json!({"status": "won", "expected_version": 2}),
@@ -2077,6 +2087,17 @@ on_both_backends!(
             after_won.body["error"]["fields"][0]["code"], "read_only",
             "{}",
             after_won.body
+        );
+        let won = li
+            .get(&format!(
+                "/api/v1/access/explain?record=deal:{deal}&field=amount_minor&permission=deals.edit"
+            ))
+            .await
+            .expect(200);
+        assert_eq!(
+            won["steps"].as_array().unwrap().last().unwrap()["code"],
+            "field_read_only",
+            "{won}"
         );
         assert_eq!(
             li.get(&format!("/api/v1/deals/{deal}")).await.expect(200)["amount_minor"],

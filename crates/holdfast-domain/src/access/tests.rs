@@ -133,6 +133,7 @@ fn every_reason_of_the_chain() {
     config.users.get_mut(&5).unwrap().role = "rep_limited".into();
     let field = |right, name: &str| Target {
         field: Some(name.into()),
+        status: None,
         ..Target::record(right, contact(9, 5))
     };
     let chen = actor(&config, 5);
