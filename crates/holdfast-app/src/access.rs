@@ -183,18 +183,11 @@ fn summary_of(config: &AccessConfig, user_id: i64, now: Timestamp) -> Option<Sum
         })
         .unwrap_or_default()
     };
-    let actor = Actor {
-        user_id,
-        username: user.username.clone(),
-        kind: holdfast_domain::ActorKind::System,
-        access: std::sync::Arc::new(config.clone()),
-        now,
-    };
     let shared_records = Entity::ALL
         .iter()
         .flat_map(|e| {
-            actor
-                .shared(*e)
+            config
+                .shared(user_id, *e, now)
                 .into_iter()
                 .map(move |id| format!("{} {id}", e.name()))
         })

@@ -110,7 +110,7 @@ impl App {
         {
             return Ok(config.clone());
         }
-        let (mark, config) = self.db.load_access().await?;
+        let (mark, config) = self.db.load_access(self.now()).await?;
         let config = Arc::new(config);
         if let Ok(mut cached) = self.access.lock() {
             *cached = Some((mark, config.clone()));

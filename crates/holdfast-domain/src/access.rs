@@ -456,6 +456,16 @@ impl AccessConfig {
             .iter()
             .filter(move |g| g.user_id == user_id && g.expires_at.is_none_or(|e| e > now))
     }
+
+    /// Records of `entity` shared with `user_id` by a grant live at `now`.
+    pub fn shared(&self, user_id: i64, entity: Entity, now: Timestamp) -> BTreeSet<i64> {
+        self.live_grants(user_id, now)
+            .filter_map(|g| match g.kind {
+                GrantKind::Record { entity: e, id, .. } if e == entity => Some(id),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 /// How the acting user reached us; recorded in the audit log.
@@ -543,13 +553,7 @@ impl Actor {
 
     /// Records of `entity` shared with the actor by a live grant.
     pub fn shared(&self, entity: Entity) -> BTreeSet<i64> {
-        self.access
-            .live_grants(self.user_id, self.now)
-            .filter_map(|g| match g.kind {
-                GrantKind::Record { entity: e, id, .. } if e == entity => Some(id),
-                _ => None,
-            })
-            .collect()
+        self.access.shared(self.user_id, entity, self.now)
     }
 
     /// The rule the actor's role has for a field, if any.

@@ -148,7 +148,9 @@ impl Db {
 
     /// Every permission setting, with the generation mark read first (so a change landing
     /// meanwhile makes the next request reload).
-    pub async fn load_access(&self) -> anyhow::Result<(String, AccessConfig)> {
+    /// Grants that ended before `now` are left out (checks still compare each grant's end with
+    /// the time of the request, since the settings stay cached after they are loaded).
+    pub async fn load_access(&self, now: Timestamp) -> anyhow::Result<(String, AccessConfig)> {
         let generation = self.access_generation().await?;
         let mut roles = RoleDef::built_in();
         roles.extend(self.custom_roles().await?.iter().map(RoleRow::to_def));
@@ -172,9 +174,17 @@ impl Db {
                 (u.id, access)
             })
             .collect();
-        let grants = self
-            .access_requests_with_status("approved", 100_000)
+        let sql = format!(
+            "SELECT {REQUEST_COLUMNS} FROM access_requests WHERE status = 'approved' AND (expires_at IS NULL OR expires_at > $1)"
+        );
+        let approved = sqlx::query(&sql)
+            .bind(now.micros())
+            .fetch_all(self.read_pool())
             .await?
+            .iter()
+            .map(request_from_row)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let grants = approved
             .into_iter()
             .filter_map(|r| {
                 let permission = parse_permission(&r.permission)?;
