@@ -333,6 +333,18 @@ impl Db {
             .collect()
     }
 
+    pub async fn unread_notifications(&self, user_id: i64) -> anyhow::Result<i64> {
+        Ok(
+            sqlx::query(
+                "SELECT COUNT(*) FROM notifications WHERE user_id = $1 AND read_at IS NULL",
+            )
+            .bind(user_id)
+            .fetch_one(self.read_pool())
+            .await?
+            .try_get::<i64, _>(0)?,
+        )
+    }
+
     /// Live records of `entity` per owner: how many each user's records number, for the
     /// preview of a permission change.
     pub async fn records_per_owner(&self, entity: Entity) -> anyhow::Result<BTreeMap<i64, i64>> {

@@ -106,11 +106,7 @@ async fn body(state: &WebState, page: &Page) -> Result<Markup, AppError> {
     let to_decide = holdfast_app::access::pending_requests(&state.app, &page.actor)
         .await?
         .len();
-    let unread = holdfast_app::access::notifications(&state.app, &page.actor)
-        .await?
-        .iter()
-        .filter(|n| n.read_at.is_none())
-        .count();
+    let unread = holdfast_app::access::unread_notifications(&state.app, &page.actor).await?;
     Ok(html! {
         (alert)
         @if to_decide > 0 || unread > 0 {
