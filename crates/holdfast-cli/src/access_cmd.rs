@@ -143,15 +143,7 @@ pub async fn run(command: AccessCommand) -> anyhow::Result<()> {
 }
 
 fn parse_record(text: &str) -> anyhow::Result<(Entity, i64)> {
-    let refused = || format!("--record '{text}': name a record as KIND:ID, for example contact:12");
-    let (kind, id) = text.split_once(':').with_context(refused)?;
-    let entity = Entity::from_name(kind)
-        .or_else(|| Entity::from_plural(kind))
-        .with_context(refused)?;
-    let id = id
-        .parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .with_context(refused)?;
-    Ok((entity, id))
+    Entity::parse_ref(text).with_context(|| {
+        format!("--record '{text}': name a record as KIND:ID, for example contact:12")
+    })
 }

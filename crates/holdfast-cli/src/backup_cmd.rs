@@ -426,14 +426,8 @@ async fn restore_records(args: RestoreRecordsArgs) -> anyhow::Result<()> {
             args.ids
                 .iter()
                 .map(|id| {
-                    let (kind, id) = id
-                        .split_once(':')
-                        .with_context(|| format!("--id {id:?} is not KIND:ID, e.g. contacts:12"))?;
-                    Ok((
-                        parse_entity(kind)?,
-                        id.parse()
-                            .with_context(|| format!("--id {kind}:{id}: {id:?} is not a number"))?,
-                    ))
+                    Entity::parse_ref(id)
+                        .with_context(|| format!("--id {id:?} is not KIND:ID, e.g. contacts:12"))
                 })
                 .collect::<anyhow::Result<_>>()?,
         ),

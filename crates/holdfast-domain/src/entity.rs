@@ -58,6 +58,15 @@ impl Entity {
         Entity::ALL.into_iter().find(|e| e.name() == name)
     }
 
+    /// A record named as `KIND:ID` (`contact:12` or `contacts:12`), as people type it in
+    /// forms, API bodies and on the command line.
+    pub fn parse_ref(text: &str) -> Option<(Entity, i64)> {
+        let (kind, id) = text.trim().split_once(':')?;
+        let entity = Entity::from_name(kind).or_else(|| Entity::from_plural(kind))?;
+        let id = id.parse::<i64>().ok().filter(|id| *id > 0)?;
+        Some((entity, id))
+    }
+
     pub fn from_plural(plural: &str) -> Option<Entity> {
         Entity::ALL.into_iter().find(|e| e.plural() == plural)
     }
@@ -377,6 +386,23 @@ static ACTIVITY_FIELDS: &[FieldDef] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_are_named_kind_colon_id() {
+        assert_eq!(Entity::parse_ref("contact:12"), Some((Entity::Contact, 12)));
+        assert_eq!(Entity::parse_ref(" deals:7 "), Some((Entity::Deal, 7)));
+        for wrong in [
+            "contact",
+            "contact:",
+            "contact:0",
+            "contact:-3",
+            "ship:1",
+            "12",
+            "contact:x",
+        ] {
+            assert_eq!(Entity::parse_ref(wrong), None, "{wrong}");
+        }
+    }
 
     #[test]
     fn names_codes_and_plurals_round_trip() {

@@ -14,25 +14,15 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
-/// `contact:12` → (contact, 12).
+/// `contact:12` → (contact, 12), or the field error a client can act on.
 pub fn parse_record_ref(text: &str) -> Result<(Entity, i64), ApiError> {
-    let refused = || {
+    Entity::parse_ref(text).ok_or_else(|| {
         ApiError(AppError::invalid(
             "record",
             "invalid_record",
             "Name a record as KIND:ID, for example contact:12",
         ))
-    };
-    let (kind, id) = text.split_once(':').ok_or_else(refused)?;
-    let entity = Entity::from_name(kind)
-        .or_else(|| Entity::from_plural(kind))
-        .ok_or_else(refused)?;
-    let id = id
-        .parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(refused)?;
-    Ok((entity, id))
+    })
 }
 
 fn permission_of(text: &str, field: &str) -> Result<(Module, holdfast_domain::Right), ApiError> {

@@ -1053,15 +1053,13 @@ fn selection(
         let parsed = ids
             .iter()
             .map(|key| {
-                let (kind, id) = key.split_once(':').unwrap_or(("", key));
-                let entity = Entity::from_name(kind).ok_or_else(|| {
+                Entity::parse_ref(key).ok_or_else(|| {
                     ApiError(AppError::invalid(
                         "ids",
                         "invalid_id",
                         format!("{key:?} is not KIND:ID such as contact:12"),
                     ))
-                })?;
-                Ok((entity, id_of(id, "ids")?))
+                })
             })
             .collect::<Result<Vec<_>, ApiError>>()?;
         return Ok(backup::Selection::Ids(parsed));
