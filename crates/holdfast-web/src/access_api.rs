@@ -136,8 +136,7 @@ pub async fn role_delete(
     ApiPath(key): ApiPath<String>,
     query: QueryPairs,
 ) -> ApiResult {
-    query.only(&["dry_run"])?;
-    let dry_run = query.get("dry_run") == Some("true");
+    let dry_run = dry_run_query(&query)?;
     apply(&state, &actor, AccessChange::DeleteRole(key), dry_run).await
 }
 
@@ -162,28 +161,37 @@ pub struct TeamBody {
     dry_run: bool,
 }
 
+impl TeamBody {
+    fn team(&self, id: i64) -> Team {
+        Team {
+            id,
+            name: self.name.trim().to_owned(),
+            parent_id: self.parent_id,
+            manager_id: self.manager_id,
+        }
+    }
+}
+
+/// `?dry_run=true` on a DELETE, the only parameter those take.
+fn dry_run_query(query: &QueryPairs) -> Result<bool, ApiError> {
+    query.only(&["dry_run"])?;
+    Ok(query.get("dry_run") == Some("true"))
+}
+
 pub async fn team_create(
     State(state): State<WebState>,
     Auth(actor): Auth,
     ApiJson(body): ApiJson<TeamBody>,
 ) -> ApiResult {
-    let team = Team {
-        id: 0,
-        name: body.name.trim().to_owned(),
-        parent_id: body.parent_id,
-        manager_id: body.manager_id,
-    };
-    let outcome = access::change(
-        &state.app,
+    let mut response = apply(
+        &state,
         &actor,
-        &current_op_id(),
-        AccessChange::PutTeam(team),
+        AccessChange::PutTeam(body.team(0)),
         body.dry_run,
     )
     .await?;
-    created(
-        json!({"applied": outcome.applied, "preview": outcome.preview, "team_id": outcome.team_id}),
-    )
+    *response.status_mut() = axum::http::StatusCode::CREATED;
+    Ok(response)
 }
 
 pub async fn team_put(
@@ -192,12 +200,7 @@ pub async fn team_put(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<TeamBody>,
 ) -> ApiResult {
-    let team = Team {
-        id: id_of(&id, "team")?,
-        name: body.name.trim().to_owned(),
-        parent_id: body.parent_id,
-        manager_id: body.manager_id,
-    };
+    let team = body.team(id_of(&id, "team")?);
     apply(&state, &actor, AccessChange::PutTeam(team), body.dry_run).await
 }
 
@@ -207,8 +210,7 @@ pub async fn team_delete(
     ApiPath(id): ApiPath<String>,
     query: QueryPairs,
 ) -> ApiResult {
-    query.only(&["dry_run"])?;
-    let dry_run = query.get("dry_run") == Some("true");
+    let dry_run = dry_run_query(&query)?;
     apply(
         &state,
         &actor,

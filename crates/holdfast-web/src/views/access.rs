@@ -28,6 +28,18 @@ pub fn record_label(tr: &Tr, text: &str) -> String {
     }
 }
 
+/// A menu of every right (`name="permission"`), `selected` chosen.
+pub fn permission_select(tr: &Tr, selected: &str) -> Markup {
+    html! {
+        select name="permission" {
+            @for module in Module::ALL { @for right in module.rights() {
+                @let key = format!("{}.{}", module.key(), right.key());
+                option value=(key) selected[key == selected] { (permission_label(tr, &key)) }
+            } }
+        }
+    }
+}
+
 /// `deals.edit` as "Deals · edit" / "商机 · 编辑".
 pub fn permission_label(tr: &Tr, key: &str) -> String {
     match key.split_once('.') {
@@ -161,12 +173,7 @@ fn render_request(
             form.stack method="post" action="/access/requests" {
                 (csrf_field(&page.csrf))
                 label { (tr.t("access.request_what"))
-                    select name="permission" {
-                        @for module in Module::ALL { @for right in module.rights() {
-                            @let key = format!("{}.{}", module.key(), right.key());
-                            option value=(key) selected[key == permission] { (permission_label(tr, &key)) }
-                        } }
-                    }
+                    (permission_select(tr, &permission))
                 }
                 label { (tr.t("access.request_record")) input name="record" value=(record) placeholder="contact:12"; small { (tr.t("access.request_record_help")) } }
                 label { (tr.t("access.request_reason")) textarea name="reason" required maxlength="500" {} small { (tr.t("access.request_reason_help")) } }

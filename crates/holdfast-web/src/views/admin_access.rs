@@ -265,10 +265,7 @@ pub async fn explain_page(
                     } }
                 }
                 label { (tr.t("access.what"))
-                    select name="permission" { @for module in Module::ALL { @for right in module.rights() {
-                        @let key = format!("{}.{}", module.key(), right.key());
-                        option value=(key) selected[key == value("permission")] { (permission_label(tr, &key)) }
-                    } } }
+                    (super::access::permission_select(tr, &value("permission")))
                 }
                 label { (tr.t("access.request_record")) input name="record" value=(value("record")) placeholder="contact:12"; }
                 label { (tr.t("admin_access.field")) input name="field" value=(value("field")) placeholder="phone"; }
