@@ -46,13 +46,15 @@ pub async fn explain_for(
     let record = match question.record {
         None => None,
         Some((entity, id)) => {
-            let owner_id = record_owner(app, entity, id).await?;
-            // A deal's status decides `read_only_when_won`.
-            status = app
-                .db
-                .record(entity, id)
-                .await?
-                .and_then(|r| r.field_str("status").map(str::to_owned));
+            let owner_id = match app.db.record(entity, id).await? {
+                Some(found) => {
+                    // A deal's status decides `read_only_when_won`.
+                    status = found.field_str("status").map(str::to_owned);
+                    found.owner_id
+                }
+                // Purged: its last version names the owner.
+                None => record_owner(app, entity, id).await?,
+            };
             Some(RecordRef {
                 entity,
                 id,

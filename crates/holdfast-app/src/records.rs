@@ -1375,6 +1375,9 @@ fn check_fields(actor: &Actor, before: Option<&Record>, after: &Record) -> Resul
         owner_id: basis.owner_id,
         status: status.as_deref(),
     };
+    let blank = before
+        .is_none()
+        .then(|| holdfast_domain::Patch::default().apply(after.entity, None, 0, after.created_at));
     for def in after.entity.fields() {
         let Some(effect) = actor.field_effect(after.entity, def.name, Some(context)) else {
             continue;
@@ -1384,13 +1387,9 @@ fn check_fields(actor: &Actor, before: Option<&Record>, after: &Record) -> Resul
             .unwrap_or(&Value::Null);
         let new = after.fields.get(def.name).unwrap_or(&Value::Null);
         // A new record gets the field's default; only what the actor set counts as a change.
-        let default = before.is_none()
-            && holdfast_domain::Patch::default()
-                .apply(after.entity, None, 0, after.created_at)
-                .fields
-                .get(def.name)
-                .unwrap_or(&Value::Null)
-                == new;
+        let default = blank
+            .as_ref()
+            .is_some_and(|b| b.fields.get(def.name).unwrap_or(&Value::Null) == new);
         if old != new && !default {
             let (code, what) = match effect {
                 FieldEffect::Hidden => ("field_hidden", "hidden"),
