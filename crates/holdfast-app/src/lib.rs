@@ -14,6 +14,7 @@ pub mod clock;
 pub mod error;
 pub mod home;
 pub mod records;
+pub mod revert;
 pub mod settings;
 pub mod users;
 

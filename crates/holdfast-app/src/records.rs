@@ -66,6 +66,16 @@ pub enum Change {
         action: &'static str,
         reason: String,
     },
+    /// Sets some fields back (`owner_id`, `tags`, a field name or `custom.KEY`) and leaves the
+    /// others as they are: how a revert undoes one user's changes without touching anyone
+    /// else's. Refused (409) if the record moved past `expected_version` meanwhile.
+    RevertFields {
+        entity: Entity,
+        id: i64,
+        expected_version: i64,
+        values: Vec<(String, Value)>,
+        reason: String,
+    },
 }
 
 /// How a [`Change::Revert`] is recorded in the record's history.
@@ -117,7 +127,9 @@ pub async fn apply_changes(
             Change::Update { entity, .. } | Change::RestoreVersion { entity, .. } => {
                 Action::Update(*entity)
             }
-            Change::Revert { entity, .. } => Action::Restore(*entity),
+            Change::Revert { entity, .. } | Change::RevertFields { entity, .. } => {
+                Action::Restore(*entity)
+            }
             Change::Delete { entity, .. } => Action::Delete(*entity),
             Change::Restore { entity, .. } => Action::Restore(*entity),
         };
@@ -243,6 +255,38 @@ impl WriteContext<'_> {
                 let reason = reason.as_deref().unwrap_or(&default_reason);
                 let record = self
                     .commit(tx, Some(&before), record, "restore_version", Some(reason))
+                    .await?;
+                Outcome {
+                    record,
+                    related: Vec::new(),
+                }
+            }
+            Change::RevertFields {
+                entity,
+                id,
+                expected_version,
+                values,
+                reason,
+            } => {
+                let before = live_record(tx, entity, id, app).await?;
+                check_record(actor, Action::Restore(entity), &before)?;
+                check_version(&before, Some(expected_version))?;
+                let mut snapshot = before.to_json();
+                for (field, value) in values {
+                    match field.strip_prefix("custom.") {
+                        Some(key) => {
+                            snapshot["custom"][key] = value;
+                        }
+                        None => snapshot[field.as_str()] = value,
+                    }
+                }
+                let patch = Patch::from_snapshot(entity, &snapshot, &before);
+                let mut record = patch.apply(entity, Some(&before), actor.user_id, tx.now());
+                check_fields(actor, Some(&before), &record)?;
+                self.finish_and_check(tx, &mut record, Some(&before))
+                    .await?;
+                let record = self
+                    .commit(tx, Some(&before), record, "revert", Some(&reason))
                     .await?;
                 Outcome {
                     record,
@@ -1207,74 +1251,6 @@ pub async fn restore_to_time(
         },
     )
     .await
-}
-
-/// Records changed after `to`, by `by` if given: what [`revert_to`] would put back. Reverting
-/// many records at once is for administrators.
-pub async fn revert_plan(
-    app: &App,
-    actor: &Actor,
-    to: Timestamp,
-    by: Option<i64>,
-) -> Result<Vec<(Entity, i64)>, AppError> {
-    authorize(actor, Action::Administer)?;
-    Ok(app.db.changed_since(to, by, 100_000).await?)
-}
-
-/// Puts each record back as it was at `to`, through the one write path: to its version then
-/// (out of the recycle bin if needed), or into the recycle bin if it did not exist yet. Runs in
-/// batches of [`MAX_BATCH`], each all or nothing.
-pub async fn revert_to(
-    app: &App,
-    actor: &Actor,
-    op_id: &str,
-    to: Timestamp,
-    records: &[(Entity, i64)],
-) -> Result<Vec<Outcome>, AppError> {
-    authorize(actor, Action::Administer)?;
-    let reason = format!("restored to how it was at {}", to.to_rfc3339());
-    let mut reverts = Vec::new();
-    let mut deletes = Vec::new();
-    for &(entity, id) in records {
-        let now = app.db.record(entity, id).await?;
-        let then = app.db.version_at(entity, id, to).await?;
-        let live_now = now.as_ref().is_some_and(|r| !r.is_deleted());
-        match then {
-            Some(then) if then.snapshot.get("deleted_at").is_none_or(Value::is_null) => reverts
-                .push(Change::Revert {
-                    entity,
-                    id,
-                    snapshot: then.snapshot,
-                    action: "restore_to_time",
-                    reason: reason.clone(),
-                }),
-            // Deleted then, or not created yet: it goes (back) to the recycle bin.
-            _ if live_now => deletes.push(Change::Delete {
-                entity,
-                id,
-                expected_version: None,
-                reason: Some(reason.clone()),
-            }),
-            _ => {}
-        }
-    }
-    let order = |entity: &Entity| Entity::ALL.iter().position(|e| e == entity);
-    reverts.sort_by_key(|c| match c {
-        Change::Revert { entity, id, .. } => (order(entity), *id),
-        _ => (None, 0),
-    });
-    // Dependents first, so a company's deletion does not take a contact that is queued too.
-    deletes.sort_by_key(|c| match c {
-        Change::Delete { entity, id, .. } => (std::cmp::Reverse(order(entity)), *id),
-        _ => (std::cmp::Reverse(None), 0),
-    });
-    let mut outcomes = Vec::new();
-    let mut changes = reverts.into_iter().chain(deletes).peekable();
-    while changes.peek().is_some() {
-        let batch: Vec<Change> = changes.by_ref().take(MAX_BATCH).collect();
-        outcomes.extend(apply_changes(app, actor, op_id, batch).await?);
-    }
-    Ok(outcomes)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,5 +1,4 @@
-//! `holdfast backup …`: create, verify, restore (whole or chosen records), keygen; and
-//! `holdfast revert`, which puts records back as they were at a time.
+//! `holdfast backup …`: create, verify, restore (whole or chosen records), keygen.
 //!
 //! Each command loads the configuration like `serve`, calls `holdfast_app::backup`, and draws
 //! a progress bar on a terminal while it runs.
@@ -106,25 +105,7 @@ pub struct RestoreRecordsArgs {
     dry_run: bool,
 }
 
-#[derive(Args)]
-pub struct RevertArgs {
-    #[command(flatten)]
-    target: DbArgs,
-    /// Put records back as they were at this time, e.g. 2026-12-01T09:00:00+08:00.
-    #[arg(long)]
-    to: String,
-    /// Only changes made by this user (a rogue or mistaken mass change).
-    #[arg(long)]
-    by: Option<String>,
-    /// Only list what would be reverted.
-    #[arg(long)]
-    dry_run: bool,
-    /// Revert without asking.
-    #[arg(long)]
-    yes: bool,
-}
-
-fn load(target: &DbArgs) -> anyhow::Result<Config> {
+pub(crate) fn load(target: &DbArgs) -> anyhow::Result<Config> {
     Config::load(
         target.config.as_deref(),
         std::env::vars(),
@@ -304,7 +285,7 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn confirm(question: &str) -> anyhow::Result<bool> {
+pub(crate) fn confirm(question: &str) -> anyhow::Result<bool> {
     if !std::io::stdin().is_terminal() {
         return Ok(false);
     }
@@ -383,7 +364,7 @@ async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn parse_time(text: &str, flag: &str) -> anyhow::Result<Timestamp> {
+pub(crate) fn parse_time(text: &str, flag: &str) -> anyhow::Result<Timestamp> {
     Timestamp::parse_rfc3339(text)
         .with_context(|| format!("{flag} {text:?} is not a time such as 2026-12-01T09:00:00+08:00"))
 }
@@ -395,7 +376,7 @@ fn parse_entity(text: &str) -> anyhow::Result<Entity> {
         .with_context(|| format!("{text:?} is not companies, contacts, deals or activities"))
 }
 
-async fn open_app(config: &Config) -> anyhow::Result<App> {
+pub(crate) async fn open_app(config: &Config) -> anyhow::Result<App> {
     App::open(
         &config.database_url()?,
         config.app_config(),
@@ -404,7 +385,7 @@ async fn open_app(config: &Config) -> anyhow::Result<App> {
     .await
 }
 
-fn describe(error: holdfast_app::AppError) -> anyhow::Error {
+pub(crate) fn describe(error: holdfast_app::AppError) -> anyhow::Error {
     match error {
         holdfast_app::AppError::Invalid(fields) => anyhow::anyhow!("{fields}"),
         holdfast_app::AppError::Internal(error) => error,
@@ -484,55 +465,6 @@ fn keygen(output: &Path) -> anyhow::Result<()> {
     println!(
         "Wrote a backup key to {} (public key {public}).\nSet backup.key_file to it, and keep a copy somewhere other than this machine: without it, encrypted backups cannot be restored.",
         output.display()
-    );
-    Ok(())
-}
-
-pub async fn revert(args: RevertArgs) -> anyhow::Result<()> {
-    let config = load(&args.target)?;
-    let to = parse_time(&args.to, "--to")?;
-    let app = open_app(&config).await?;
-    let by = match &args.by {
-        Some(name) => Some(
-            app.db
-                .user_by_username(name)
-                .await?
-                .with_context(|| format!("there is no user {name:?}"))?
-                .id,
-        ),
-        None => None,
-    };
-    let plan = holdfast_app::records::revert_plan(&app, &Actor::system(), to, by)
-        .await
-        .map_err(describe)?;
-    for (entity, id) in &plan {
-        println!("  {entity} {id}");
-    }
-    println!(
-        "{} records changed since {}{}",
-        plan.len(),
-        to.to_rfc3339(),
-        args.by
-            .as_ref()
-            .map(|b| format!(" by {b}"))
-            .unwrap_or_default()
-    );
-    if args.dry_run || plan.is_empty() {
-        app.db.close().await;
-        return Ok(());
-    }
-    if !args.yes && !confirm("Put these records back as they were then?")? {
-        app.db.close().await;
-        anyhow::bail!("not reverted: run again with --yes to revert");
-    }
-    let op_id = holdfast_app::random_hex(8)?;
-    let result = holdfast_app::records::revert_to(&app, &Actor::system(), &op_id, to, &plan)
-        .await
-        .map_err(describe);
-    app.db.close().await;
-    println!(
-        "Reverted {} records as new versions (op {op_id})",
-        result?.len()
     );
     Ok(())
 }

@@ -8,6 +8,7 @@ mod access_cmd;
 mod backup_cmd;
 mod bench;
 mod config;
+mod revert_cmd;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
@@ -52,7 +53,7 @@ enum Command {
         command: access_cmd::AccessCommand,
     },
     /// Put records back as they were at a time (for example after a mistaken mass change).
-    Revert(backup_cmd::RevertArgs),
+    Revert(revert_cmd::RevertArgs),
     /// Measure Holdfast against this machine's own limits on a made-up data set.
     Bench(BenchCli),
     /// Configuration helpers.
@@ -193,7 +194,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             upgrade(&config, args.check, args.yes).await
         }
         Command::Backup { command } => backup_cmd::run(command).await,
-        Command::Revert(args) => backup_cmd::revert(args).await,
+        Command::Revert(args) => revert_cmd::revert(args).await,
         Command::Access { command } => access_cmd::run(command).await,
         Command::Bench(args) => {
             anyhow::ensure!(args.contacts >= 10, "--contacts must be at least 10");

@@ -12,6 +12,7 @@ pub mod change;
 pub mod entity;
 pub mod error;
 pub mod record;
+pub mod revert;
 pub mod search;
 pub mod time;
 

@@ -22,8 +22,8 @@ pub mod write;
 pub use access::{AccessRequestRow, NotificationRow, ReviewRow, RoleRow};
 pub use backup_runs::{BackupLock, BackupRunResult, BackupRunRow};
 pub use read::{
-    AuditRow, BinEntry, ListQuery, Reach, SessionRow, Sort, SortValue, StageTotal, TokenRow,
-    UserRow, VersionRow,
+    AuditRow, BinEntry, Dependent, ListQuery, Reach, RecordHistory, SessionRow, Sort, SortValue,
+    StageTotal, TokenRow, UserRow, VersionRow,
 };
 pub use snapshot::{ColumnSpec, Snapshot, TableSpec};
 pub use write::{AuditDraft, NewUser, RecordWrite, SessionScope, UserUpdate, WriteTx};

@@ -110,6 +110,27 @@ pub struct VersionRow {
     pub snapshot: Value,
 }
 
+/// A live record hanging off another: see [`Db::live_dependents`].
+#[derive(Debug, Clone)]
+pub struct Dependent {
+    pub entity: Entity,
+    pub id: i64,
+    pub created_at: Timestamp,
+    pub created_by: i64,
+    pub updated_by: i64,
+}
+
+/// One record's history around a time: see [`Db::history_since`].
+#[derive(Debug, Clone)]
+pub struct RecordHistory {
+    pub entity: Entity,
+    pub record_id: i64,
+    /// The version in force at the time; `None` if the record did not exist yet.
+    pub then: Option<VersionRow>,
+    /// Every later version, oldest first.
+    pub after: Vec<VersionRow>,
+}
+
 #[derive(Debug, Clone)]
 pub struct AuditRow {
     pub seq: i64,
@@ -587,6 +608,80 @@ impl Db {
                 ))
             })
             .collect()
+    }
+
+    /// The history a revert reads for `records` (of one kind): for each, the version in force at
+    /// `since` (if it existed then) and every version after it, oldest first.
+    pub async fn history_since(
+        &self,
+        entity: Entity,
+        records: &[i64],
+        since: Timestamp,
+    ) -> anyhow::Result<Vec<RecordHistory>> {
+        let mut out: Vec<RecordHistory> = Vec::with_capacity(records.len());
+        for chunk in records.chunks(500) {
+            // Ids are integers, so listing them in the statement is safe and keeps one round trip.
+            let ids = chunk
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            let found = sqlx::query(&format!(
+                "{VERSION_SELECT} WHERE v.entity = $1 AND v.record_id IN ({ids})
+                   AND (v.at > $2 OR v.version = (SELECT MAX(w.version) FROM record_versions w
+                        WHERE w.entity = v.entity AND w.record_id = v.record_id AND w.at <= $2))
+                 ORDER BY v.record_id, v.version"
+            ))
+            .bind(entity.name())
+            .bind(since.micros())
+            .fetch_all(self.read_pool())
+            .await?;
+            for row in &found {
+                let version = version_from_row(row)?;
+                if out.last().is_none_or(|h| h.record_id != version.record_id) {
+                    out.push(RecordHistory {
+                        entity,
+                        record_id: version.record_id,
+                        then: None,
+                        after: Vec::new(),
+                    });
+                }
+                let Some(history) = out.last_mut() else {
+                    continue;
+                };
+                if version.at <= since {
+                    history.then = Some(version);
+                } else {
+                    history.after.push(version);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Live records that hang off `(entity, id)` (a company's contacts, deals and activities; a
+    /// contact's or deal's activities): what moving it to the recycle bin would take along.
+    pub async fn live_dependents(&self, entity: Entity, id: i64) -> anyhow::Result<Vec<Dependent>> {
+        let mut out = Vec::new();
+        for (dependent, field) in entity.dependents() {
+            let found = sqlx::query(&format!(
+                "SELECT id, created_at, created_by, updated_by FROM {} WHERE {field} = $1 AND deleted_at IS NULL ORDER BY id",
+                dependent.plural()
+            ))
+            .bind(id)
+            .fetch_all(self.read_pool())
+            .await?;
+            for row in &found {
+                out.push(Dependent {
+                    entity: *dependent,
+                    id: row.try_get(0)?,
+                    created_at: Timestamp(row.try_get(1)?),
+                    created_by: row.try_get(2)?,
+                    updated_by: row.try_get(3)?,
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// Records of a kind now in the recycle bin after being deleted at or after `since`, and

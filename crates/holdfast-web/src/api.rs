@@ -12,9 +12,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use holdfast_app::backup;
 use holdfast_app::records::{self, Change};
-use holdfast_app::{AppError, access, auth, settings, users};
+use holdfast_app::{AppError, access, auth, revert, settings, users};
 use holdfast_app::{SessionRow, TokenRow, UserRow, VersionRow};
-use holdfast_domain::{CustomFieldDef, CustomFieldKind, Entity, Timestamp};
+use holdfast_domain::access::authorize;
+use holdfast_domain::{Action, CustomFieldDef, CustomFieldKind, Entity, Timestamp};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -972,6 +973,93 @@ pub struct RevertBody {
     by_user_id: Option<i64>,
     #[serde(default)]
     dry_run: bool,
+    /// `keep` (default) or `revert`: what to do with every conflict not named in `choices`.
+    #[serde(default)]
+    conflicts: Option<String>,
+    #[serde(default)]
+    choices: Vec<RevertChoiceBody>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevertChoiceBody {
+    entity: String,
+    id: i64,
+    field: String,
+    choice: String,
+}
+
+fn revert_request(body: RevertBody) -> Result<(revert::Request, bool), ApiError> {
+    let to = time_param(Some(&body.to), "to")?;
+    let choice = |text: &str, field: String| {
+        revert::Choice::parse(text).ok_or_else(|| {
+            ApiError(AppError::invalid(
+                &field,
+                "invalid_choice",
+                "Choose keep (leave the later change) or revert (put the value at the time back)",
+            ))
+        })
+    };
+    let conflicts = match body.conflicts.as_deref() {
+        None => revert::Choice::Keep,
+        Some(text) => choice(text, "conflicts".into())?,
+    };
+    let mut choices = std::collections::BTreeMap::new();
+    for (index, item) in body.choices.into_iter().enumerate() {
+        let entity = Entity::from_name(&item.entity).ok_or_else(|| {
+            ApiError(AppError::invalid(
+                &format!("choices.{index}.entity"),
+                "invalid_choice",
+                "One of company, contact, deal, activity",
+            ))
+        })?;
+        let value = choice(&item.choice, format!("choices.{index}.choice"))?;
+        choices.insert((entity, item.id, item.field), value);
+    }
+    let request = revert::Request {
+        to,
+        by: body.by_user_id,
+        conflicts,
+        choices,
+        note: None,
+    };
+    Ok((request, body.dry_run))
+}
+
+/// A revert's preview or result, record by record, with its figures.
+fn revert_json(preview: &revert::Preview, dry_run: bool) -> Value {
+    let counts = preview.counts();
+    let records: Vec<Value> = preview
+        .items
+        .iter()
+        .map(|item| {
+            json!({
+                "entity": item.entity.name(),
+                "id": item.id,
+                "title": item.title,
+                "action": item.action(),
+                "reason": item.unchanged,
+                "fields": item.plan.fields,
+                "conflicts": item.plan.conflicts,
+            })
+        })
+        .collect();
+    json!({
+        "dry_run": dry_run,
+        "to": preview.to.to_rfc3339(),
+        "by_user_id": preview.by,
+        "records": records,
+        "summary": {
+            "records": counts.records,
+            "changing": counts.changing,
+            "fields": counts.fields,
+            "restored": counts.restored,
+            "deleted": counts.deleted,
+            "conflicts": counts.conflicts,
+            "unchanged": counts.unchanged,
+        },
+        "changed": if dry_run { 0 } else { counts.changing },
+    })
 }
 
 pub async fn revert(
@@ -979,17 +1067,14 @@ pub async fn revert(
     Auth(actor): Auth,
     ApiJson(body): ApiJson<RevertBody>,
 ) -> ApiResult {
-    let to = time_param(Some(&body.to), "to")?;
-    let plan = records::revert_plan(&state.app, &actor, to, body.by_user_id).await?;
-    let listed: Vec<Value> = plan
-        .iter()
-        .map(|(entity, id)| json!({"entity": entity.name(), "id": id}))
-        .collect();
-    if body.dry_run {
-        return ok(json!({"dry_run": true, "records": listed}));
-    }
-    let outcomes = records::revert_to(&state.app, &actor, &current_op_id(), to, &plan).await?;
-    ok(json!({"dry_run": false, "records": listed, "changed": outcomes.len()}))
+    authorize(&actor, Action::Administer).map_err(AppError::from)?;
+    let (request, dry_run) = revert_request(body)?;
+    let preview = if dry_run {
+        revert::preview(&state.app, &actor, &request).await?
+    } else {
+        revert::apply(&state.app, &actor, &current_op_id(), &request).await?
+    };
+    ok(revert_json(&preview, dry_run))
 }
 
 fn run_json(run: &holdfast_app::backup::schedule::BackupRunRow) -> Value {

@@ -332,7 +332,19 @@ fn static_schemas(schemas: &mut Map<String, Value>) {
             json!({"at": {"type": "string", "format": "date-time"}}),
         ),
     );
-    schemas.insert("Revert".into(), object(&["to"], json!({"to": {"type": "string", "format": "date-time"}, "by_user_id": {"type": "integer"}, "dry_run": {"type": "boolean"}})));
+    let choice = json!({"type": "string", "enum": ["keep", "revert"]});
+    schemas.insert("Revert".into(), object(&["to"], json!({
+        "to": {"type": "string", "format": "date-time"},
+        "by_user_id": {"type": "integer", "description": "Undo only this user's changes; without it, everyone's"},
+        "dry_run": {"type": "boolean", "description": "Only say, record by record, what would change"},
+        "conflicts": {"type": "string", "enum": ["keep", "revert"], "description": "Where someone else changed the same thing later: keep their change (default) or revert it too"},
+        "choices": {"type": "array", "description": "Per conflict, overriding `conflicts`", "items": object(&["entity", "id", "field", "choice"], json!({
+            "entity": {"type": "string", "enum": ["company", "contact", "deal", "activity"]},
+            "id": {"type": "integer"},
+            "field": {"type": "string", "description": "A field, or `record` for the record itself"},
+            "choice": choice,
+        }))},
+    })));
     schemas.insert("RestoreRecords".into(), object(&[], json!({"ids": {"type": "array", "items": {"type": "string", "description": "KIND:ID, e.g. contact:12"}}, "deleted_since": {"type": "string", "format": "date-time"}, "entity": string, "matching": string})));
     schemas.insert("Error".into(), json!({"type": "object", "properties": {"error": {"type": "object", "required": ["code", "message", "op_id"], "properties": {
         "code": string, "message": string, "op_id": string,

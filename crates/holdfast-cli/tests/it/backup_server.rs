@@ -466,7 +466,7 @@ on_both_backends!(
             assert_eq!(contact["name"], name);
         }
         let versions = app.versions_of("contact", contacts[2]).await;
-        assert_eq!(versions.last().unwrap().action, "restore_to_time");
+        assert_eq!(versions.last().unwrap().action, "restore");
 
         // One record back to a time, through the API.
         let restored = admin

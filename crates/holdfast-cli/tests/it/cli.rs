@@ -8,7 +8,7 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_holdfast");
 
-fn holdfast(args: &[&str], dir: &std::path::Path) -> Command {
+pub(crate) fn holdfast(args: &[&str], dir: &std::path::Path) -> Command {
     let mut command = Command::new(BIN);
     command
         .args(args)
@@ -18,7 +18,7 @@ fn holdfast(args: &[&str], dir: &std::path::Path) -> Command {
     command
 }
 
-fn admin_create(db: &TestDb, username: &str) {
+pub(crate) fn admin_create(db: &TestDb, username: &str) {
     let mut child = holdfast(
         &[
             "admin",
@@ -422,7 +422,7 @@ async fn both_backends_build_the_same_tables_columns_and_indexes() {
     }
 }
 
-fn run_ok(args: &[&str], dir: &std::path::Path) -> (String, String) {
+pub(crate) fn run_ok(args: &[&str], dir: &std::path::Path) -> (String, String) {
     let output = holdfast(args, dir).stdin(Stdio::null()).output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
@@ -430,7 +430,7 @@ fn run_ok(args: &[&str], dir: &std::path::Path) -> (String, String) {
     (stdout, stderr)
 }
 
-fn run_err(args: &[&str], dir: &std::path::Path) -> String {
+pub(crate) fn run_err(args: &[&str], dir: &std::path::Path) -> String {
     let output = holdfast(args, dir).stdin(Stdio::null()).output().unwrap();
     assert!(!output.status.success(), "{args:?} should fail");
     String::from_utf8_lossy(&output.stderr).into_owned()

@@ -11,4 +11,5 @@ mod cli;
 mod hostile;
 mod pages;
 mod records;
+mod revert;
 mod write_path;
