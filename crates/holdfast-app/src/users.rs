@@ -176,13 +176,24 @@ pub struct UserChange {
     pub pending: Option<bool>,
 }
 
-pub async fn update(
+/// What [`update`] would do to a user, after every check it makes: a dry run's answer.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UpdatePreview {
+    pub user_id: i64,
+    pub display_name: Option<String>,
+    pub active: Option<bool>,
+    /// Deactivating ends the user's sessions and revokes their API tokens: how many.
+    pub sessions_ended: usize,
+    pub tokens_revoked: usize,
+}
+
+/// Checks a change to a user and says what it would do, changing nothing.
+pub async fn preview_update(
     app: &App,
     actor: &Actor,
-    op_id: &str,
     id: i64,
-    change: UserChange,
-) -> Result<UserRow, AppError> {
+    change: &UserChange,
+) -> Result<(UserRow, UpdatePreview), AppError> {
     authorize(actor, Action::Administer)?;
     let user = app
         .db
@@ -231,6 +242,43 @@ pub async fn update(
             ));
         }
     }
+    let deactivating = change.active == Some(false) && user.active;
+    let now = app.now();
+    let (mut sessions_ended, mut tokens_revoked) = (0, 0);
+    if deactivating {
+        sessions_ended = app
+            .db
+            .sessions_of(id)
+            .await?
+            .iter()
+            .filter(|s| s.revoked_at.is_none() && s.expires_at > now)
+            .count();
+        tokens_revoked = app
+            .db
+            .tokens_of(id)
+            .await?
+            .iter()
+            .filter(|t| t.revoked_at.is_none() && t.expires_at.is_none_or(|at| at > now))
+            .count();
+    }
+    let preview = UpdatePreview {
+        user_id: id,
+        display_name: change.display_name.as_ref().map(|n| n.trim().to_owned()),
+        active: change.active,
+        sessions_ended,
+        tokens_revoked,
+    };
+    Ok((user, preview))
+}
+
+pub async fn update(
+    app: &App,
+    actor: &Actor,
+    op_id: &str,
+    id: i64,
+    change: UserChange,
+) -> Result<UserRow, AppError> {
+    let (user, _) = preview_update(app, actor, id, &change).await?;
     let deactivating = change.active == Some(false) && user.active;
     let detail = json!({
         "user_id": id,

@@ -266,6 +266,33 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Every row of every table a backup holds, plus every session: two equal fingerprints
+    /// mean nothing in the database changed in between (rows, audit log, sessions, tokens).
+    pub async fn fingerprint(&self) -> Vec<(String, Vec<Vec<Value>>)> {
+        let mut out = Vec::new();
+        let tables = self.app.db.backup_tables().await.unwrap();
+        let mut snapshot = self.app.db.snapshot().await.unwrap();
+        for table in &tables {
+            out.push((
+                table.name.clone(),
+                snapshot.rows(table, None, 1_000_000).await.unwrap(),
+            ));
+        }
+        drop(snapshot);
+        let mut sessions = Vec::new();
+        for user in self.app.db.users().await.unwrap() {
+            for session in self.app.db.sessions_of(user.id).await.unwrap() {
+                sessions.push(vec![
+                    session.id.into(),
+                    session.expires_at.micros().into(),
+                    session.revoked_at.map(|t| t.micros()).into(),
+                ]);
+            }
+        }
+        out.push(("sessions".into(), sessions));
+        out
+    }
+
     pub async fn versions_of(&self, entity: &str, id: i64) -> Vec<holdfast_app::VersionRow> {
         let entity = holdfast_domain::Entity::from_name(entity).unwrap();
         self.app.db.versions(entity, id).await.unwrap()

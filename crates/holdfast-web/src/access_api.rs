@@ -190,7 +190,9 @@ pub async fn team_create(
         body.dry_run,
     )
     .await?;
-    *response.status_mut() = axum::http::StatusCode::CREATED;
+    if !body.dry_run {
+        *response.status_mut() = axum::http::StatusCode::CREATED;
+    }
     Ok(response)
 }
 

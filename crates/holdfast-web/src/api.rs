@@ -700,6 +700,32 @@ pub async fn user_update(
 ) -> ApiResult {
     let id = id_of(&id, "user")?;
     let access = body.role.is_some() || body.team_id.is_some() || body.approve;
+    let account = users::UserChange {
+        display_name: body.display_name,
+        active: body.active,
+        ..Default::default()
+    };
+    let account_changes = account.display_name.is_some() || account.active.is_some();
+    if body.dry_run {
+        // Every part of the change is checked and previewed; nothing is written.
+        let mut answer = json!({"applied": false});
+        if access {
+            let change = access::AccessChange::SetUser {
+                user_id: id,
+                role: body.role,
+                team_id: body.team_id,
+                pending: body.approve.then_some(false),
+            };
+            let outcome =
+                access::change(&state.app, &actor, &current_op_id(), change, true).await?;
+            answer["preview"] = json!(outcome.preview);
+        }
+        if account_changes {
+            let (_, preview) = users::preview_update(&state.app, &actor, id, &account).await?;
+            answer["account"] = json!(preview);
+        }
+        return ok(answer);
+    }
     if access {
         // Role, team and approval change who sees what: previewed and audited with before/after.
         let change = access::AccessChange::SetUser {
@@ -708,19 +734,10 @@ pub async fn user_update(
             team_id: body.team_id,
             pending: body.approve.then_some(false),
         };
-        let outcome =
-            access::change(&state.app, &actor, &current_op_id(), change, body.dry_run).await?;
-        if body.dry_run {
-            return ok(json!({"applied": false, "preview": outcome.preview}));
-        }
+        access::change(&state.app, &actor, &current_op_id(), change, false).await?;
     }
-    if body.display_name.is_some() || body.active.is_some() {
-        let change = users::UserChange {
-            display_name: body.display_name,
-            active: body.active,
-            ..Default::default()
-        };
-        users::update(&state.app, &actor, &current_op_id(), id, change).await?;
+    if account_changes {
+        users::update(&state.app, &actor, &current_op_id(), id, account).await?;
     }
     ok(user_json(&users::get(&state.app, &actor, id).await?))
 }
