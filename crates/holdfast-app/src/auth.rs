@@ -163,7 +163,7 @@ pub async fn login(
         "auth.login",
         json!({"address": attempt.address}),
     );
-    let mut tx = app.db.begin_write(now).await?;
+    let mut tx = app.db.begin_write_in_read_only_mode(now).await?;
     let session_id = tx
         .create_session(
             user.id,
@@ -317,7 +317,7 @@ pub async fn revoke_session(
     op_id: &str,
     session_id: i64,
 ) -> Result<(), AppError> {
-    let mut tx = app.db.begin_write(app.now()).await?;
+    let mut tx = app.db.begin_write_in_read_only_mode(app.now()).await?;
     let audit = AuditDraft::new(
         actor,
         op_id,

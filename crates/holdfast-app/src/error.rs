@@ -3,6 +3,7 @@
 
 use holdfast_domain::{Denial, Entity, FieldErrors, Timestamp};
 use holdfast_store::StoreError;
+use holdfast_store::health::{FaultKind, classify};
 use serde_json::Value;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,8 +34,43 @@ pub enum AppError {
     Invalid(FieldErrors),
     #[error("too many failed logins; try again in {retry_after_seconds} s")]
     Throttled { retry_after_seconds: i64 },
+    /// The database cannot do this now: it was found damaged (read-only until it is restored)
+    /// or its disk is full. Nothing was changed.
+    #[error("{message}")]
+    Unavailable {
+        kind: FaultKind,
+        /// The engine's words.
+        detail: String,
+        message: String,
+    },
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
+}
+
+/// An engine error that says the database is damaged or its disk full becomes
+/// [`AppError::Unavailable`]; any other stays internal.
+fn internal_or_fault(error: anyhow::Error) -> AppError {
+    match classify(&error) {
+        Some((kind, detail)) => AppError::Unavailable {
+            kind,
+            message: fault_message(kind, &detail),
+            detail,
+        },
+        None => AppError::Internal(error),
+    }
+}
+
+/// What a client is told about a fault: what happened, that nothing changed, what to do.
+pub fn fault_message(kind: FaultKind, detail: &str) -> String {
+    match kind {
+        FaultKind::Corrupt => format!(
+            "The database was found damaged ({detail}), so Holdfast takes no changes until an administrator restores it from the newest verified backup \
+             (shown on /readyz and the Backups page, with the command). Nothing was changed; what you can see is still readable"
+        ),
+        FaultKind::DiskFull => format!(
+            "The disk holding the database is full ({detail}). Nothing was changed. An administrator must free space (old backups, logs) or move the data folder; writes work again as soon as there is room"
+        ),
+    }
 }
 
 impl AppError {
@@ -68,14 +104,19 @@ impl From<StoreError> for AppError {
             StoreError::Duplicate(field) => {
                 AppError::invalid(field, "taken", "Already in use; choose another")
             }
-            StoreError::Internal(error) => AppError::Internal(error),
+            StoreError::ReadOnly(fault) => AppError::Unavailable {
+                kind: fault.kind,
+                message: fault_message(fault.kind, &fault.detail),
+                detail: fault.detail,
+            },
+            StoreError::Internal(error) => internal_or_fault(error),
         }
     }
 }
 
 impl From<anyhow::Error> for AppError {
     fn from(error: anyhow::Error) -> Self {
-        AppError::Internal(error)
+        internal_or_fault(error)
     }
 }
 

@@ -11,6 +11,7 @@ pub mod access;
 pub mod auth;
 pub mod backup;
 pub mod clock;
+pub mod db_health;
 pub mod error;
 pub mod home;
 pub mod records;
@@ -149,6 +150,25 @@ impl App {
                  It was upgraded by a newer Holdfast; run that version (or newer) instead"
             ),
         }
+        // A damaged file is found before anyone writes to it: the instance then serves
+        // read-only, red on /readyz and the admin pages, until it is restored.
+        let started = std::time::Instant::now();
+        match db
+            .check_integrity(holdfast_store::health::Thoroughness::Quick, "start_check")
+            .await
+        {
+            Ok(None) => tracing::debug!(
+                ms = started.elapsed().as_millis(),
+                "integrity quick check passed"
+            ),
+            Ok(Some(problem)) => tracing::error!(
+                %problem,
+                "THE DATABASE IS DAMAGED: serving read-only. Restore the newest verified backup into a new data folder (see /readyz)"
+            ),
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "the integrity check could not run")
+            }
+        }
         Ok(App::new(db, config, clock))
     }
 }
@@ -185,6 +205,7 @@ pub fn pending_migrations(from: i64) -> Vec<(i64, &'static str)> {
         .collect()
 }
 
+pub use holdfast_store::health;
 pub use holdfast_store::limits::{RawLimits, measure_bare_sqlite};
 pub use holdfast_store::redact;
 

@@ -8,6 +8,7 @@ mod access_cmd;
 mod backup_cmd;
 mod bench;
 mod config;
+mod doctor_cmd;
 mod revert_cmd;
 
 use anyhow::Context as _;
@@ -54,6 +55,8 @@ enum Command {
     },
     /// Put records back as they were at a time (for example after a mistaken mass change).
     Revert(revert_cmd::RevertArgs),
+    /// Check the installation: database, schema, integrity, audit chain, backups.
+    Doctor(doctor_cmd::DoctorArgs),
     /// Measure Holdfast against this machine's own limits on a made-up data set.
     Bench(BenchCli),
     /// Configuration helpers.
@@ -196,6 +199,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backup { command } => backup_cmd::run(command).await,
         Command::Revert(args) => revert_cmd::revert(args).await,
         Command::Access { command } => access_cmd::run(command).await,
+        Command::Doctor(args) => doctor_cmd::run(args).await,
         Command::Bench(args) => {
             anyhow::ensure!(args.contacts >= 10, "--contacts must be at least 10");
             anyhow::ensure!(
@@ -342,11 +346,35 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             }
         }
     });
+    // The start did a quick check; a full one (indexes against their tables too) runs daily.
+    let integrity_app = app.clone();
+    let integrity_job = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(24 * 3600));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let db = &integrity_app.db;
+            match db
+                .check_integrity(holdfast_app::health::Thoroughness::Full, "daily_check")
+                .await
+            {
+                Ok(None) => tracing::info!("daily integrity check passed"),
+                Ok(Some(problem)) => tracing::error!(
+                    %problem,
+                    "THE DATABASE IS DAMAGED: serving read-only. Restore the newest verified backup (see /readyz)"
+                ),
+                Err(error) => {
+                    tracing::warn!(error = %format!("{error:#}"), "daily integrity check could not run")
+                }
+            }
+        }
+    });
     holdfast_web::serve(listener, app.clone(), shutdown_signal())
         .await
         .context("serving")?;
     purge_job.abort();
     backup_job.abort();
+    integrity_job.abort();
     if backups.on_shutdown {
         tracing::info!("taking the shutdown backup");
         match holdfast_app::backup::schedule::run(&app, "shutdown").await {

@@ -11,6 +11,7 @@
 
 pub mod access;
 pub mod backup_runs;
+pub mod health;
 pub mod limits;
 pub mod read;
 mod rows;
@@ -68,6 +69,9 @@ pub enum StoreError {
     /// A unique constraint refused the write; names the constraint's column.
     #[error("{0} is already taken")]
     Duplicate(&'static str),
+    /// The database was found corrupt: it takes no writes until it is restored.
+    #[error("the database is read-only because it was found damaged: {}", .0.detail)]
+    ReadOnly(health::Fault),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -104,6 +108,8 @@ pub struct Db {
     /// of failing with `SQLITE_BUSY`; on PostgreSQL it is the same pool as `read`.
     write: AnyPool,
     backend: Backend,
+    /// Faults seen in this database (corruption, a full disk), shared by every clone.
+    health: std::sync::Arc<health::Health>,
 }
 
 impl Db {
@@ -150,6 +156,16 @@ impl Db {
         };
         let db = match backend {
             Backend::Sqlite => {
+                // One connection by hand first: a pool would retry a failing open for its whole
+                // acquire timeout and then report only that it timed out.
+                sqlite_preflight(url)?;
+                let mut first = sqlx::AnyConnection::connect_with(&options)
+                    .await
+                    .map_err(|error| sqlite_open_error(url, error.into()))?;
+                if let Err(error) = first.execute("PRAGMA journal_mode = WAL").await {
+                    return Err(sqlite_open_error(url, error.into()));
+                }
+                first.close().await.ok();
                 let write = pool(1)
                     .connect_with(options.clone())
                     .await
@@ -162,6 +178,7 @@ impl Db {
                     read,
                     write,
                     backend,
+                    health: Default::default(),
                 }
             }
             Backend::Postgres => {
@@ -173,6 +190,7 @@ impl Db {
                     read: pool.clone(),
                     write: pool,
                     backend,
+                    health: Default::default(),
                 }
             }
         };
@@ -303,6 +321,15 @@ impl Db {
         Ok(self.write.execute(sql).await?.rows_affected())
     }
 
+    /// One integer from raw SQL; for tests that look at the file's layout.
+    #[doc(hidden)]
+    pub async fn query_i64_for_tests(&self, sql: &str) -> anyhow::Result<i64> {
+        Ok(sqlx::query(sql)
+            .fetch_one(&self.read)
+            .await?
+            .try_get::<i64, _>(0)?)
+    }
+
     /// Counts rows of a table; for tests and `doctor`.
     pub async fn count_rows(&self, table: &str) -> anyhow::Result<i64> {
         anyhow::ensure!(
@@ -317,6 +344,69 @@ impl Db {
 
     pub(crate) fn read_pool(&self) -> &AnyPool {
         &self.read
+    }
+}
+
+/// The file an SQLite URL names, if it names one.
+pub fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    (!path.is_empty() && path != ":memory:").then(|| std::path::PathBuf::from(path))
+}
+
+/// Opens the file and probes its folder the way SQLite will, so that a read-only or missing
+/// folder, or a file Holdfast may not write, is reported at once with the path and the
+/// operating system's reason.
+fn sqlite_preflight(url: &str) -> anyhow::Result<()> {
+    let Some(path) = sqlite_path(url) else {
+        return Ok(());
+    };
+    let create = url.contains("mode=rwc");
+    let folder = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    if !folder.is_dir() {
+        anyhow::bail!(
+            "cannot open the database {}: its folder {} does not exist",
+            path.display(),
+            folder.display()
+        );
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| {
+            format!(
+                "cannot open the database file {} for reading and writing",
+                path.display()
+            )
+        })?;
+    // SQLite keeps its write-ahead log and shared-memory index beside the file.
+    let probe = folder.join(format!(".holdfast-write-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("the data folder {} is not writable (SQLite keeps its journal files beside the database)", folder.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// An SQLite open error with the file it was about and, for a damaged file, how to recover.
+fn sqlite_open_error(url: &str, error: anyhow::Error) -> anyhow::Error {
+    let file = sqlite_path(url).map_or_else(|| redact(url), |p| p.display().to_string());
+    match health::classify(&error) {
+        Some((health::FaultKind::Corrupt, detail)) => anyhow::anyhow!(
+            "the database file {file} is damaged ({detail}). Restore the newest verified backup into a new data folder: \
+             `holdfast backup restore BACKUP_FILE --data-dir NEW_FOLDER` (backups are in the backup folder, by default DATA_DIR/backups), then serve from NEW_FOLDER; keep the damaged file for inspection"
+        ),
+        Some((health::FaultKind::DiskFull, detail)) => anyhow::anyhow!(
+            "cannot open the database file {file}: the disk is full ({detail}); free space and start again"
+        ),
+        None => error.context(format!("cannot open the database file {file}")),
     }
 }
 

@@ -72,6 +72,8 @@ pub struct RecordWrite<'a> {
 pub struct WriteTx {
     pub(crate) tx: Transaction<'static, Any>,
     backend: Backend,
+    /// Told when a commit goes through (a full disk has room again).
+    health: std::sync::Arc<crate::health::Health>,
     pub(crate) now: Timestamp,
     pub(crate) head_seq: i64,
     head_hash: String,
@@ -114,7 +116,22 @@ const AUDIT_INSERT_COLUMNS: &str = "seq, at, actor_id, actor_name, op_id, action
 impl Db {
     /// Starts a write transaction stamped with `now`: the one time used for the rows, versions
     /// and audit entries it writes.
+    ///
+    /// Refused while the database is known to be damaged (see [`crate::health`]).
     pub async fn begin_write(&self, now: Timestamp) -> Result<WriteTx, StoreError> {
+        if let Some(fault) = self.health.corrupt() {
+            return Err(StoreError::ReadOnly(fault));
+        }
+        self.begin_write_in_read_only_mode(now).await
+    }
+
+    /// A write transaction even while the database is read-only because it was found damaged:
+    /// only for signing in and out (so administrators can see what is wrong) and for restoring
+    /// a whole backup over it.
+    pub async fn begin_write_in_read_only_mode(
+        &self,
+        now: Timestamp,
+    ) -> Result<WriteTx, StoreError> {
         let mut tx = self
             .write
             .begin()
@@ -130,6 +147,7 @@ impl Db {
             .context("reading the audit head")?;
         Ok(WriteTx {
             backend: self.backend,
+            health: self.health.clone(),
             now,
             head_seq: head.try_get("seq")?,
             head_hash: head.try_get("hash")?,
@@ -143,6 +161,9 @@ impl Db {
 
     /// Marks a session as used, for the idle timeout. Bookkeeping, not audited.
     pub async fn touch_session(&self, session_id: i64, now: Timestamp) -> anyhow::Result<()> {
+        if self.health.corrupt().is_some() {
+            return Ok(());
+        }
         sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id = $2")
             .bind(now.micros())
             .bind(session_id)
@@ -152,6 +173,9 @@ impl Db {
     }
 
     pub async fn touch_token(&self, token_id: i64, now: Timestamp) -> anyhow::Result<()> {
+        if self.health.corrupt().is_some() {
+            return Ok(());
+        }
         sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
             .bind(now.micros())
             .bind(token_id)
@@ -258,6 +282,7 @@ impl WriteTx {
                 .await?;
         }
         self.tx.commit().await.context("committing")?;
+        self.health.write_succeeded();
         Ok(())
     }
 

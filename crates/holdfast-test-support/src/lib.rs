@@ -164,19 +164,7 @@ async fn spawn(backend: Backend, config: AppConfig, backups: bool) -> Option<Tes
     if backups {
         app = app.with_backups(backup_config(db.dir.path()));
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base_url = format!("http://{}", listener.local_addr().expect("address"));
-    let (sender, receiver) = tokio::sync::oneshot::channel::<()>();
-    let server_app = app.clone();
-    tokio::spawn(async move {
-        holdfast_web::serve(listener, server_app, async {
-            let _ = receiver.await;
-        })
-        .await
-        .expect("server runs");
-    });
+    let (base_url, sender) = serve_in_background(app.clone()).await;
     Some(TestApp {
         base_url,
         app,
@@ -184,6 +172,23 @@ async fn spawn(backend: Backend, config: AppConfig, backups: bool) -> Option<Tes
         db,
         shutdown: Some(sender),
     })
+}
+
+/// Serves `app` on 127.0.0.1 with a random port until the returned sender is dropped or sent.
+pub async fn serve_in_background(app: App) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base_url = format!("http://{}", listener.local_addr().expect("address"));
+    let (sender, receiver) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        holdfast_web::serve(listener, app, async {
+            let _ = receiver.await;
+        })
+        .await
+        .expect("server runs");
+    });
+    (base_url, sender)
 }
 
 impl Drop for TestApp {

@@ -7,6 +7,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use holdfast_app::AppError;
+use holdfast_app::health::FaultKind;
 use serde_json::{Value, json};
 
 tokio::task_local! {
@@ -111,6 +112,19 @@ impl IntoResponse for ApiError {
                 }
                 response
             }
+            AppError::Unavailable {
+                kind,
+                detail,
+                message,
+            } => {
+                tracing::error!(op_id = %current_op_id(), %detail, code = kind.code(), "database fault");
+                let mut response =
+                    body_response(fault_status(kind), kind.code(), &message, json!({}));
+                response
+                    .extensions_mut()
+                    .insert(ObservedFault { kind, detail });
+                response
+            }
             AppError::Internal(error) => {
                 tracing::error!(op_id = %current_op_id(), error = ?error, "internal error");
                 body_response(
@@ -121,6 +135,22 @@ impl IntoResponse for ApiError {
                 )
             }
         }
+    }
+}
+
+/// A database fault an answer ran into, for the middleware that records it in the database's
+/// health (the error mapping has no access to the application).
+#[derive(Debug, Clone)]
+pub struct ObservedFault {
+    pub kind: FaultKind,
+    pub detail: String,
+}
+
+/// 503 while the database is damaged (read-only), 507 while its disk is full.
+pub fn fault_status(kind: FaultKind) -> StatusCode {
+    match kind {
+        FaultKind::Corrupt => StatusCode::SERVICE_UNAVAILABLE,
+        FaultKind::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
     }
 }
 

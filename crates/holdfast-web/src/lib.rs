@@ -137,6 +137,7 @@ pub fn router(app: App) -> Router {
         .merge(pages)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(state.clone(), record_faults))
         .layer(middleware::from_fn(op_id_middleware))
         .with_state(state)
 }
@@ -152,6 +153,20 @@ pub async fn serve(
     axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Remembers the database faults answers ran into (a damaged database, a full disk), so that
+/// `/readyz`, the admin pages and the write path know of them.
+async fn record_faults(State(state): State<WebState>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if let Some(fault) = response.extensions().get::<error::ObservedFault>() {
+        state
+            .app
+            .db
+            .health()
+            .record(fault.kind, &fault.detail, "serving");
+    }
+    response
 }
 
 /// Names each request with an operation id (the client's `x-request-id` if it is sane), logs
@@ -200,6 +215,20 @@ async fn healthz() -> Response {
 }
 
 async fn readyz(State(state): State<WebState>) -> Response {
+    // A damaged database or a full disk is not ready, whatever a ping says.
+    let health = holdfast_app::db_health::status(&state.app).await;
+    if !health.is_ok() {
+        tracing::warn!(state = health.state, "not ready: database fault");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({
+                "status": "not_ready",
+                "reason": health.faults.first().map(|f| format!("{}: {}", f.kind.code(), f.detail)),
+                "database_health": health,
+            })),
+        )
+            .into_response();
+    }
     let db = state.app.db.ping().await;
     let schema = state.app.db.schema_state().await;
     match (db, schema) {
@@ -214,12 +243,16 @@ async fn readyz(State(state): State<WebState>) -> Response {
                 }),
                 Err(error) => json!({"state": "unknown", "problems": [format!("{error:#}")]}),
             };
-            axum::Json(json!({"status": "ready", "database": state.app.db.backend().name(), "backups": backups}))
+            axum::Json(json!({"status": "ready", "database": state.app.db.backend().name(), "database_health": health, "backups": backups}))
                 .into_response()
         }
         (db, schema) => {
             let reason = match (db, schema) {
-                (Err(error), _) => format!("database unreachable: {error:#}"),
+                (Err(error), _) => {
+                    // A fault the ping itself ran into (a damaged file) is remembered too.
+                    state.app.db.health().observe(&error, "serving");
+                    format!("database unreachable: {error:#}")
+                }
                 (_, Ok(state)) => format!("schema not current: {state:?}"),
                 (_, Err(error)) => format!("schema unreadable: {error:#}"),
             };

@@ -26,6 +26,7 @@ use anyhow::Context as _;
 use archive::{ArchiveReader, ArchiveWriter, HashingWriter, PartSummary, TableSummary};
 use holdfast_domain::access::authorize;
 use holdfast_domain::{Action, Actor, Entity, Timestamp};
+use holdfast_store::health::Thoroughness;
 use holdfast_store::{Db, SchemaState, TableSpec, schema, snapshot};
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
@@ -117,6 +118,7 @@ pub async fn create(
     now: Timestamp,
     progress: &Progress,
 ) -> anyhow::Result<Created> {
+    fit_to_back_up(db).await?;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the backup folder {}", dir.display()))?;
     let backup_id = crate::random_hex(8)?;
@@ -163,6 +165,37 @@ pub async fn create(
         sha256,
         manifest,
     })
+}
+
+/// A backup must be restorable by this Holdfast and must not copy damage: a database at another
+/// schema, or one found damaged (now or by a quick check), is refused, so that a bad copy never
+/// pushes good backups out of retention.
+async fn fit_to_back_up(db: &Db) -> anyhow::Result<()> {
+    match db.schema_state().await? {
+        SchemaState::Current | SchemaState::Empty => {}
+        SchemaState::Behind { found, wanted } => anyhow::bail!(
+            "refusing to back up: the database is at schema version {found} and this Holdfast serves version {wanted}. \
+             Run `holdfast upgrade` first (it copies the database before migrating), or back it up with the Holdfast that serves schema {found}"
+        ),
+        SchemaState::Ahead { found, wanted } => anyhow::bail!(
+            "refusing to back up: the database is at schema version {found}, newer than this Holdfast (version {wanted}); \
+             back it up with the Holdfast that serves schema {found}"
+        ),
+    }
+    let damage = match db.health().corrupt() {
+        Some(fault) => Some(fault.detail),
+        None => {
+            db.check_integrity(Thoroughness::Quick, "backup_check")
+                .await?
+        }
+    };
+    if let Some(damage) = damage {
+        anyhow::bail!(
+            "refusing to back up a damaged database ({damage}): the backups taken before it stay as they are. \
+             Restore the newest verified backup into a new data folder (`holdfast backup restore FILE --data-dir NEW_FOLDER`) and serve from there"
+        );
+    }
+    Ok(())
 }
 
 async fn write_archive(
@@ -505,7 +538,8 @@ async fn load(
         );
     }
     progress.start("restore", 0);
-    let mut tx = db.begin_write(now).await?;
+    // A restore is how a damaged database is mended, so it runs in read-only mode too.
+    let mut tx = db.begin_write_in_read_only_mode(now).await?;
     tx.restore_clear(&expected).await?;
     while let Some(part) = reader.next_part()? {
         let spec = specs

@@ -8,6 +8,7 @@ mod backup;
 mod backup_server;
 mod browser;
 mod cli;
+mod corruption;
 mod dry_run;
 mod hostile;
 mod pages;

@@ -1,6 +1,6 @@
 //! The backup page: whether backups are healthy (and why not), the recent backups with their
 //! restore drills, "back up now", and bringing deleted customers back from a backup.
-//! Administrators only (the use cases check it).
+//! Administrators only (the use cases check it); the database-health alert is for everyone.
 
 use super::layout::{bar_chart, csrf_field, empty, frame};
 use super::{Form, OrPage, Page, PageResult, error_page, html, redirect};
@@ -10,6 +10,7 @@ use crate::i18n::Tr;
 use axum::extract::{Path, Query, State};
 use holdfast_app::AppError;
 use holdfast_app::backup::{self, Job, Selection};
+use holdfast_app::health::FaultKind;
 use holdfast_domain::{Entity, Timestamp};
 use maud::{Markup, html};
 use std::collections::HashMap;
@@ -45,7 +46,9 @@ pub async fn backups_page(State(state): State<WebState>, page: Page) -> PageResu
         .take(10)
         .map(|(run, ms)| (short_time(tr, run.started_at), ms, seconds(ms)))
         .collect();
+    let database = database_alert(&state, &page).await;
     let body = html! {
+        (database)
         @if status.state == "off" {
             section.card.alert role="alert" { p { (tr.t("backup.off")) } }
         } @else {
@@ -269,6 +272,57 @@ pub async fn alert(state: &WebState, page: &Page) -> Markup {
             h2 { (tr.t("backup.state_red")) }
             ul { @for problem in &status.problems { li { (tr.f(&format!("backup.problem.{problem}"), &[("hours", &(status.every_minutes * 2 / 60))])) } } }
             p { a href="/admin/backups" { (tr.t("backup.open_page")) } }
+        }
+    }
+}
+
+/// The database's own health, for everyone on the home page and on the Backups page: a damaged
+/// database (read-only) or a full disk, with what found it; administrators also see how to
+/// recover. Nothing when all is well.
+pub async fn database_alert(state: &WebState, page: &Page) -> Markup {
+    let tr = &page.tr;
+    let health = holdfast_app::db_health::status(&state.app).await;
+    let Some(fault) = health.faults.first() else {
+        return html! {};
+    };
+    let found_by = tr
+        .t(&format!("database.found_by.{}", fault.found_by))
+        .to_owned();
+    let at = tr.datetime(Timestamp(fault.at));
+    let (title, detail) = match fault.kind {
+        FaultKind::Corrupt => (
+            tr.t("database.read_only"),
+            tr.f(
+                "database.read_only_detail",
+                &[
+                    ("found_by", &found_by),
+                    ("at", &at),
+                    ("detail", &fault.detail),
+                ],
+            ),
+        ),
+        FaultKind::DiskFull => (
+            tr.t("database.disk_full"),
+            tr.f(
+                "database.disk_full_detail",
+                &[("at", &at), ("detail", &fault.detail)],
+            ),
+        ),
+    };
+    let recovery = health.recovery.as_ref().filter(|_| page.actor.is_admin());
+    html! {
+        section.card.status.bad role="alert" id="database-health" {
+            h2 { (title) }
+            p { (detail) }
+            @if let Some(recovery) = recovery {
+                @if let (Some(file), Some(taken)) = (&recovery.backup, &recovery.taken_at) {
+                    p { (tr.f("database.recover_from", &[("file", file), ("taken", taken)])) }
+                } @else {
+                    p { (tr.t("database.no_backup")) }
+                }
+                p { (tr.t("database.recover")) }
+                pre { code { (recovery.command) } }
+            }
         }
     }
 }

@@ -100,6 +100,7 @@ async fn body(state: &WebState, page: &Page) -> Result<Markup, AppError> {
         charts.push((super::pipeline_name(tr, key, name).to_owned(), rows));
     }
     let alert = super::backups::alert(state, page).await;
+    let database = super::backups::database_alert(state, page).await;
     let overdue = holdfast_app::access::overdue_reviews(&state.app, &page.actor)
         .await?
         .filter(|count| *count > 0);
@@ -108,6 +109,7 @@ async fn body(state: &WebState, page: &Page) -> Result<Markup, AppError> {
         .len();
     let unread = holdfast_app::access::unread_notifications(&state.app, &page.actor).await?;
     Ok(html! {
+        (database)
         (alert)
         @if to_decide > 0 || unread > 0 {
             section.card.alert id="access-inbox" {

@@ -109,6 +109,9 @@ pub const ERROR_CODES: &[&str] = &[
     "invalid_key",
     "in_the_past",
     "invalid_record",
+    "database_corrupt",
+    "disk_full",
+    "revert_incomplete",
 ];
 
 /// How a page route is reached, for the test that every page checks who is asking.
@@ -713,6 +716,20 @@ pub fn error_page(tr: &Tr, error: AppError) -> Response {
             let detail = tr.f("error.retry_after", &[("seconds", &retry_after_seconds)]);
             let body = layout::error_body(tr, tr.t("error.too_many_attempts"), &detail, None);
             html_status(StatusCode::TOO_MANY_REQUESTS, body, "", false)
+        }
+        AppError::Unavailable {
+            kind,
+            detail,
+            message,
+        } => {
+            tracing::error!(op_id = %current_op_id(), %detail, code = kind.code(), "database fault");
+            let title = error_message(tr, kind.code(), kind.code());
+            let body = layout::error_body(tr, &title, &message, Some(("/", tr.t("nav.home"))));
+            let mut response = html_status(crate::error::fault_status(kind), body, "", false);
+            response
+                .extensions_mut()
+                .insert(crate::error::ObservedFault { kind, detail });
+            response
         }
         AppError::Internal(error) => {
             tracing::error!(op_id = %current_op_id(), error = ?error, "internal error");
