@@ -300,18 +300,70 @@ impl Db {
 
     /// A consistent copy of an SQLite database in one file (`VACUUM INTO`), taken while
     /// others keep reading and writing. Fails if `path` exists.
+    ///
+    /// Written as `.NAME.partial` beside `path`, checked (it opens, passes `quick_check` and has
+    /// the source's schema version), synced and only then renamed: a full disk or a crash never
+    /// leaves a file named like a good copy. A failed copy's partial file is removed, and so are
+    /// partial files earlier runs left behind.
     pub async fn sqlite_copy_to(&self, path: &std::path::Path) -> anyhow::Result<()> {
         anyhow::ensure!(
             self.backend == Backend::Sqlite,
             "file copies are for SQLite databases"
         );
         anyhow::ensure!(!path.exists(), "{} already exists", path.display());
-        let target = path.to_str().context("backup path is not valid UTF-8")?;
+        let folder = path.parent().unwrap_or(std::path::Path::new("."));
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("copy path has no file name")?;
+        remove_partials(folder);
+        let partial = folder.join(format!(".{name}.partial"));
+        let result = self.sqlite_copy_checked(&partial).await;
+        let result = result.and_then(|()| {
+            std::fs::File::open(&partial)?.sync_all()?;
+            std::fs::rename(&partial, path)
+                .with_context(|| format!("moving the copy into place as {}", path.display()))?;
+            if let Ok(dir) = std::fs::File::open(folder) {
+                let _ = dir.sync_all();
+            }
+            Ok(())
+        });
+        if let Err(error) = result {
+            let _ = std::fs::remove_file(&partial);
+            return Err(error.context(format!(
+                "copying the database to {} failed; nothing was left behind",
+                path.display()
+            )));
+        }
+        Ok(())
+    }
+
+    async fn sqlite_copy_checked(&self, partial: &std::path::Path) -> anyhow::Result<()> {
+        let target = partial.to_str().context("copy path is not valid UTF-8")?;
         sqlx::query("VACUUM INTO $1")
             .bind(target)
             .execute(&self.read)
             .await
-            .with_context(|| format!("copying the database to {target}"))?;
+            .with_context(|| format!("writing {target}"))?;
+        let mut copy = sqlx::AnyConnection::connect(&format!("sqlite://{target}?mode=ro")).await?;
+        let check: String = sqlx::query("PRAGMA quick_check")
+            .fetch_one(&mut copy)
+            .await?
+            .try_get(0)?;
+        let copied: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+            .fetch_one(&mut copy)
+            .await?
+            .try_get(0)?;
+        copy.close().await.ok();
+        anyhow::ensure!(
+            check == "ok",
+            "the copy does not pass a quick check: {check}"
+        );
+        let source = self.schema_version().await?.unwrap_or(0);
+        anyhow::ensure!(
+            copied == source,
+            "the copy is at schema version {copied}, the database at {source}"
+        );
         Ok(())
     }
 
@@ -407,6 +459,20 @@ fn sqlite_open_error(url: &str, error: anyhow::Error) -> anyhow::Error {
             "cannot open the database file {file}: the disk is full ({detail}); free space and start again"
         ),
         None => error.context(format!("cannot open the database file {file}")),
+    }
+}
+
+/// Removes `.NAME.partial` files an interrupted copy left in `folder`.
+fn remove_partials(folder: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.ends_with(".db.partial") {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 

@@ -9,6 +9,7 @@ mod backup_server;
 mod browser;
 mod cli;
 mod corruption;
+mod disk;
 mod dry_run;
 mod hostile;
 mod pages;
