@@ -30,6 +30,24 @@ pub struct Question {
 
 /// Answers "why can (or can't) this user do this?". Users may ask about themselves; asking
 /// about someone else takes the right to read the administration module.
+/// The id of the user an explanation is about, given as an id or a username (as the CLI takes
+/// it). Naming someone else needs the right to explain others, so a refusal never reveals
+/// whether a username exists.
+pub async fn user_named(app: &App, actor: &Actor, text: &str) -> Result<i64, AppError> {
+    let text = text.trim();
+    if let Ok(id) = text.parse::<i64>() {
+        return Ok(id);
+    }
+    if !text.eq_ignore_ascii_case(&actor.username) {
+        authorize(actor, Action::Audit)?;
+    }
+    app.db
+        .user_by_username(&text.to_lowercase())
+        .await?
+        .map(|user| user.id)
+        .ok_or_else(|| AppError::not_found(format!("user {text:?}")))
+}
+
 pub async fn explain_for(
     app: &App,
     actor: &Actor,

@@ -191,6 +191,7 @@ pub async fn actor_of(app: &App, user: &UserRow, kind: ActorKind) -> Result<Acto
         kind,
         access: app.access_config().await?,
         now: app.now(),
+        client: None,
     })
 }
 

@@ -22,8 +22,8 @@ pub mod users;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::AppError;
 pub use holdfast_store::{
-    AccessRequestRow, AuditRow, Backend, BinEntry, Db, NotificationRow, RoleRow, SchemaState,
-    SessionRow, StageTotal, TokenRow, UserRow, VersionRow,
+    AccessRequestRow, AuditFilter, AuditRow, Backend, BinEntry, Db, NotificationRow, RoleRow,
+    SchemaState, SessionRow, StageTotal, TokenRow, UserRow, VersionRow,
 };
 
 use holdfast_domain::{AccessConfig, Timestamp};

@@ -182,17 +182,14 @@ pub async fn put_pipeline(
 }
 
 /// The audit log, for administrators.
+/// Audit entries matching `filter`, oldest first (at most 1,000 a page; page on with
+/// `after_seq`).
 pub async fn audit_log(
     app: &App,
     actor: &Actor,
-    entity: Option<Entity>,
-    record_id: Option<i64>,
-    after_seq: Option<i64>,
+    filter: &holdfast_store::AuditFilter,
     limit: i64,
 ) -> Result<Vec<holdfast_store::AuditRow>, AppError> {
     authorize(actor, Action::Audit)?;
-    Ok(app
-        .db
-        .audit_entries(entity, record_id, after_seq, limit.clamp(1, 1000))
-        .await?)
+    Ok(app.db.audit_filtered(filter, limit.clamp(1, 1000)).await?)
 }

@@ -253,13 +253,7 @@ pub async fn preview_update(
             .iter()
             .filter(|s| s.revoked_at.is_none() && s.expires_at > now)
             .count();
-        tokens_revoked = app
-            .db
-            .tokens_of(id)
-            .await?
-            .iter()
-            .filter(|t| t.revoked_at.is_none() && t.expires_at.is_none_or(|at| at > now))
-            .count();
+        tokens_revoked = working_tokens(app, id).await?;
     }
     let preview = UpdatePreview {
         user_id: id,
@@ -386,6 +380,43 @@ pub async fn revoke_sessions(
         .await?;
     tx.commit().await?;
     Ok(revoked)
+}
+
+/// Revokes every API token of a user (a leaked script key, someone leaving): their scripts stop
+/// at their next request. Sessions in browsers are left alone; [`revoke_sessions`] ends those.
+pub async fn revoke_tokens(
+    app: &App,
+    actor: &Actor,
+    op_id: &str,
+    id: i64,
+) -> Result<u64, AppError> {
+    authorize(actor, Action::Administer)?;
+    app.db
+        .user(id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("user {id}")))?;
+    let mut tx = app.db.begin_write(app.now()).await?;
+    let revoked = tx
+        .revoke_tokens(
+            id,
+            None,
+            AuditDraft::new(actor, op_id, "token.revoke_all", json!({"user_id": id})),
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(revoked)
+}
+
+/// API tokens of a user that still work: what "log out everywhere" leaves alone.
+pub async fn working_tokens(app: &App, id: i64) -> Result<usize, AppError> {
+    let now = app.now();
+    Ok(app
+        .db
+        .tokens_of(id)
+        .await?
+        .iter()
+        .filter(|t| t.revoked_at.is_none() && t.expires_at.is_none_or(|at| at > now))
+        .count())
 }
 
 /// Names of active administrators: who can grant what a member was denied.

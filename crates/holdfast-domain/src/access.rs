@@ -491,6 +491,8 @@ pub struct Actor {
     /// The settings as of this request, and the request's time (grants expire).
     pub access: Arc<AccessConfig>,
     pub now: Timestamp,
+    /// The client's network address, when the actor is a request's; kept in audit entries.
+    pub client: Option<String>,
 }
 
 impl PartialEq for Actor {
@@ -509,6 +511,7 @@ impl Actor {
             kind: ActorKind::System,
             access: Arc::default(),
             now: Timestamp(0),
+            client: None,
         }
     }
 

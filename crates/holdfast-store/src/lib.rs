@@ -23,11 +23,11 @@ pub mod write;
 pub use access::{AccessRequestRow, NotificationRow, ReviewRow, RoleRow};
 pub use backup_runs::{BackupLock, BackupRunResult, BackupRunRow};
 pub use read::{
-    AuditRow, BinEntry, Dependent, ListQuery, Reach, RecordHistory, SessionRow, Sort, SortValue,
-    StageTotal, TokenRow, UserRow, VersionRow,
+    AuditFilter, AuditRow, BinEntry, Dependent, ListQuery, Reach, RecordHistory, SessionRow, Sort,
+    SortValue, StageTotal, TokenRow, UserRow, VersionRow,
 };
 pub use snapshot::{ColumnSpec, Snapshot, TableSpec};
-pub use write::{AuditDraft, NewUser, RecordWrite, SessionScope, UserUpdate, WriteTx};
+pub use write::{AuditDraft, NewUser, RecordWrite, SessionScope, UserUpdate, Via, WriteTx};
 
 use anyhow::Context as _;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};

@@ -145,6 +145,24 @@ pub struct AuditRow {
     pub detail: Value,
     pub prev_hash: String,
     pub hash: String,
+    /// The session or API token it came through, and the client's address.
+    pub via: crate::write::Via,
+}
+
+/// Which audit entries to list; every condition given must hold.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub entity: Option<Entity>,
+    pub record_id: Option<i64>,
+    pub actor_id: Option<i64>,
+    pub token_id: Option<i64>,
+    pub session_id: Option<i64>,
+    /// An exact action (`contact.update`), or a prefix ending in a dot (`contact.`).
+    pub action: Option<String>,
+    /// Times, inclusive.
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+    pub after_seq: Option<i64>,
 }
 
 /// A deletion in the recycle bin: the record deleted, and how many others went with it.
@@ -212,7 +230,7 @@ const TOKEN_COLUMNS: &str = "id, user_id, name, created_at, last_used_at, expire
 /// Versions with the name of the user who made each (a LEFT JOIN: system changes have no user).
 const VERSION_SELECT: &str = "SELECT v.entity, v.record_id, v.version, v.action, v.at, v.actor_id, u.username, v.op_id, v.reason, v.changed, v.snapshot
      FROM record_versions v LEFT JOIN users u ON u.id = v.actor_id";
-const AUDIT_COLUMNS: &str = "seq, at, actor_id, actor_name, op_id, action, entity, record_id, version, detail, prev_hash, hash";
+const AUDIT_COLUMNS: &str = "seq, at, actor_id, actor_name, op_id, action, entity, record_id, version, detail, prev_hash, hash, session_id, token_id, client";
 
 impl Db {
     pub async fn record(&self, entity: Entity, id: i64) -> anyhow::Result<Option<Record>> {
@@ -831,15 +849,53 @@ impl Db {
         after_seq: Option<i64>,
         limit: i64,
     ) -> anyhow::Result<Vec<AuditRow>> {
+        let filter = AuditFilter {
+            entity,
+            record_id,
+            after_seq,
+            ..AuditFilter::default()
+        };
+        self.audit_filtered(&filter, limit).await
+    }
+
+    /// Audit entries matching `filter`, oldest first, at most `limit`.
+    pub async fn audit_filtered(
+        &self,
+        filter: &AuditFilter,
+        limit: i64,
+    ) -> anyhow::Result<Vec<AuditRow>> {
         let mut params = Params::default();
         let mut conditions = vec!["1 = 1".to_owned()];
-        if let Some(entity) = entity {
+        if let Some(entity) = filter.entity {
             conditions.push(format!("entity = {}", params.text(entity.name())));
         }
-        if let Some(id) = record_id {
-            conditions.push(format!("record_id = {}", params.int(id)));
+        for (column, value) in [
+            ("record_id", filter.record_id),
+            ("actor_id", filter.actor_id),
+            ("token_id", filter.token_id),
+            ("session_id", filter.session_id),
+        ] {
+            if let Some(value) = value {
+                conditions.push(format!("{column} = {}", params.int(value)));
+            }
         }
-        if let Some(seq) = after_seq {
+        match filter.action.as_deref() {
+            Some(prefix) if prefix.ends_with('.') => {
+                // A range instead of LIKE: no wildcard characters to escape, and index-friendly.
+                let low = params.text(prefix);
+                let high = params.text(format!("{}/", prefix.trim_end_matches('.')));
+                conditions.push(format!("action >= {low} AND action < {high}"));
+            }
+            Some(action) => conditions.push(format!("action = {}", params.text(action))),
+            None => {}
+        }
+        if let Some(from) = filter.from {
+            conditions.push(format!("at >= {}", params.int(from.micros())));
+        }
+        if let Some(to) = filter.to {
+            conditions.push(format!("at <= {}", params.int(to.micros())));
+        }
+        if let Some(seq) = filter.after_seq {
             conditions.push(format!("seq > {}", params.int(seq)));
         }
         let limit = params.int(limit);
@@ -890,6 +946,7 @@ impl Db {
                     entry.record_id,
                     entry.version,
                     &detail,
+                    &entry.via,
                 );
                 anyhow::ensure!(
                     hash == entry.hash,
@@ -1246,6 +1303,11 @@ fn audit_from_row(row: &AnyRow) -> anyhow::Result<AuditRow> {
         detail: serde_json::from_str(&row.try_get::<String, _>(9)?)?,
         prev_hash: row.try_get(10)?,
         hash: row.try_get(11)?,
+        via: crate::write::Via {
+            session_id: row.try_get(12)?,
+            token_id: row.try_get(13)?,
+            client: row.try_get(14)?,
+        },
     })
 }
 

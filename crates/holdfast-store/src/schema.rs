@@ -397,6 +397,18 @@ CREATE TABLE access_reviews (
 CREATE INDEX access_reviews_user ON access_reviews (user_id, at);
 "#,
     },
+    Migration {
+        version: 9,
+        name: "audit entries name the session or token and the client address",
+        sql: r#"
+ALTER TABLE audit_log ADD COLUMN session_id BIGINT;
+ALTER TABLE audit_log ADD COLUMN token_id BIGINT;
+ALTER TABLE audit_log ADD COLUMN client TEXT;
+CREATE INDEX audit_log_actor ON audit_log (actor_id, seq);
+CREATE INDEX audit_log_token ON audit_log (token_id, seq);
+CREATE INDEX audit_log_at ON audit_log (at);
+"#,
+    },
 ];
 
 #[cfg(test)]

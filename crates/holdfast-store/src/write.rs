@@ -17,7 +17,7 @@ use crate::snapshot::{self, BACKUP_TABLES, EPHEMERAL_TABLES, REBUILT_TABLES, Tab
 use crate::{Backend, Db, StoreError};
 use anyhow::Context as _;
 use holdfast_domain::search::terms_for;
-use holdfast_domain::{Actor, CustomFieldDef, Entity, Record, Timestamp};
+use holdfast_domain::{Actor, ActorKind, CustomFieldDef, Entity, Record, Timestamp};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use sqlx::{Any, Row as _, Transaction};
@@ -37,6 +37,35 @@ pub struct AuditDraft {
     /// What changed (field names, not values: the audit log holds no personal data, so erasing
     /// a person never requires rewriting the tamper-evident chain), the reason, and so on.
     pub detail: Value,
+    /// How the actor acted: through which session or API token, from which address.
+    pub via: Via,
+}
+
+/// The session or API token an audited action came through, and the client's address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Via {
+    pub session_id: Option<i64>,
+    pub token_id: Option<i64>,
+    pub client: Option<String>,
+}
+
+impl Via {
+    pub fn of(actor: &Actor) -> Via {
+        let (session_id, token_id) = match actor.kind {
+            ActorKind::Session { session_id } => (Some(session_id), None),
+            ActorKind::ApiToken { token_id } => (None, Some(token_id)),
+            ActorKind::System => (None, None),
+        };
+        Via {
+            session_id,
+            token_id,
+            client: actor.client.clone(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        *self == Via::default()
+    }
 }
 
 impl AuditDraft {
@@ -50,6 +79,7 @@ impl AuditDraft {
             record_id: None,
             version: None,
             detail,
+            via: Via::of(actor),
         }
     }
 }
@@ -111,7 +141,7 @@ const PENDING_MAX: usize = 500;
 
 const VERSION_COLUMNS: &str =
     "entity, record_id, version, action, at, actor_id, op_id, reason, changed, snapshot";
-const AUDIT_INSERT_COLUMNS: &str = "seq, at, actor_id, actor_name, op_id, action, entity, record_id, version, detail, prev_hash, hash";
+const AUDIT_INSERT_COLUMNS: &str = "seq, at, actor_id, actor_name, op_id, action, entity, record_id, version, detail, prev_hash, hash, session_id, token_id, client";
 
 impl Db {
     /// Starts a write transaction stamped with `now`: the one time used for the rows, versions
@@ -715,6 +745,9 @@ impl WriteTx {
             Param::Text(Some(detail)),
             Param::Text(Some(self.head_hash.clone())),
             Param::Text(Some(hash.clone())),
+            Param::Int(draft.via.session_id),
+            Param::Int(draft.via.token_id),
+            Param::Text(draft.via.client.clone()),
         ]);
         self.head_seq = seq;
         self.head_hash = hash;
@@ -1151,6 +1184,7 @@ pub(crate) fn audit_hash(
         draft.record_id,
         draft.version,
         detail,
+        &draft.via,
     )
 }
 
@@ -1167,10 +1201,18 @@ pub(crate) fn audit_hash_parts(
     record_id: Option<i64>,
     version: Option<i64>,
     detail: &str,
+    via: &Via,
 ) -> String {
-    let canonical = json!([
+    let mut canonical = json!([
         prev_hash, seq, at, actor_id, actor_name, op_id, action, entity, record_id, version, detail
     ]);
+    // Entries written before Holdfast recorded the session, token and address (schema 9) have
+    // none, and hash exactly as they did then.
+    if !via.is_empty()
+        && let Some(parts) = canonical.as_array_mut()
+    {
+        parts.push(json!([via.session_id, via.token_id, via.client]));
+    }
     let digest = Sha256::digest(canonical.to_string().as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -42,7 +42,7 @@ pub async fn explain(
 ) -> ApiResult {
     query.only(&["user_id", "permission", "record", "field"])?;
     let user_id = match query.get("user_id") {
-        Some(id) => id_of(id, "user")?,
+        Some(id_or_name) => access::user_named(&state.app, &actor, id_or_name).await?,
         None => actor.user_id,
     };
     let record = query.get("record").map(parse_record_ref).transpose()?;

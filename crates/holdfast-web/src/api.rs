@@ -369,14 +369,19 @@ pub async fn bin_list(
     query: QueryPairs,
 ) -> ApiResult {
     query.only(&["entity", "limit"])?;
+    // `contact` or `contacts`: the routes say the plural, people often type the singular.
     let entity = match query.get("entity") {
-        Some(name) => Some(Entity::from_name(name).ok_or_else(|| {
-            ApiError(AppError::invalid(
-                "entity",
-                "invalid_choice",
-                "One of company, contact, deal, activity",
-            ))
-        })?),
+        Some(name) => Some(
+            Entity::from_name(name)
+                .or_else(|| Entity::from_plural(name))
+                .ok_or_else(|| {
+                    ApiError(AppError::invalid(
+                        "entity",
+                        "invalid_choice",
+                        "One of companies, contacts, deals, activities (or the singular)",
+                    ))
+                })?,
+        ),
         None => None,
     };
     let limit = query.int("limit")?.unwrap_or(records::DEFAULT_PAGE_SIZE);
@@ -768,7 +773,21 @@ pub async fn user_sessions_revoke(
     query.only(&[])?;
     let id = id_of(&id, "user")?;
     let revoked = users::revoke_sessions(&state.app, &actor, &current_op_id(), id).await?;
-    ok(json!({"sessions_revoked": revoked}))
+    // Said plainly: logging out of browsers does not stop scripts.
+    let tokens = users::working_tokens(&state.app, id).await?;
+    ok(json!({"sessions_revoked": revoked, "api_tokens_still_working": tokens}))
+}
+
+pub async fn user_tokens_revoke(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    ApiPath(id): ApiPath<String>,
+    query: QueryPairs,
+) -> ApiResult {
+    query.only(&[])?;
+    let id = id_of(&id, "user")?;
+    let revoked = users::revoke_tokens(&state.app, &actor, &current_op_id(), id).await?;
+    ok(json!({"tokens_revoked": revoked}))
 }
 
 // ---- settings and audit ------------------------------------------------------------------------
@@ -870,7 +889,8 @@ pub async fn audit_list(
     Auth(actor): Auth,
     query: QueryPairs,
 ) -> ApiResult {
-    query.only(&["entity", "record_id", "after", "limit"])?;
+    authorize(&actor, Action::Audit).map_err(AppError::from)?;
+    query.only(AUDIT_FILTERS)?;
     let entity = match query.get("entity") {
         Some(name) => Some(Entity::from_name(name).ok_or_else(|| {
             ApiError(AppError::invalid(
@@ -881,20 +901,33 @@ pub async fn audit_list(
         })?),
         None => None,
     };
-    let entries = settings::audit_log(
-        &state.app,
-        &actor,
+    let time = |name: &str| {
+        query
+            .get(name)
+            .map(|t| time_param(Some(t), name))
+            .transpose()
+    };
+    let filter = holdfast_app::AuditFilter {
         entity,
-        query.int("record_id")?,
-        query.int("after")?,
-        query.int("limit")?.unwrap_or(100),
-    )
-    .await?;
+        record_id: query.int("record_id")?,
+        actor_id: query.int("actor_id")?,
+        token_id: query.int("token_id")?,
+        session_id: query.int("session_id")?,
+        action: query.get("action").map(str::to_owned),
+        from: time("from")?,
+        to: time("to")?,
+        after_seq: query.int("after")?,
+    };
+    let limit = query.int("limit")?.unwrap_or(100);
+    let entries = settings::audit_log(&state.app, &actor, &filter, limit).await?;
     ok(json!({"items": entries.iter().map(|e| json!({
         "seq": e.seq,
         "at": e.at.to_rfc3339(),
         "actor_id": e.actor_id,
         "actor": e.actor_name,
+        "session_id": e.via.session_id,
+        "token_id": e.via.token_id,
+        "client": e.via.client,
         "op_id": e.op_id,
         "action": e.action,
         "entity": e.entity,
@@ -904,6 +937,20 @@ pub async fn audit_list(
         "hash": e.hash,
     })).collect::<Vec<_>>()}))
 }
+
+/// The audit log's query parameters.
+pub const AUDIT_FILTERS: &[&str] = &[
+    "entity",
+    "record_id",
+    "actor_id",
+    "token_id",
+    "session_id",
+    "action",
+    "from",
+    "to",
+    "after",
+    "limit",
+];
 
 fn time_param(value: Option<&str>, field: &str) -> Result<Timestamp, ApiError> {
     let text = value.ok_or_else(|| {

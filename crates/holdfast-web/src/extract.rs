@@ -36,16 +36,29 @@ impl FromRequestParts<WebState> for Auth {
                     message: "Send the API token as: Authorization: Bearer hf_…".into(),
                 }));
             }
-            return Ok(Auth(auth::authenticate_token(&state.app, token).await?));
+            let actor = auth::authenticate_token(&state.app, token).await?;
+            return Ok(Auth(with_client(actor, parts)));
         }
         match session_cookie(parts) {
-            Some(token) => Ok(Auth(auth::authenticate_session(&state.app, &token).await?)),
+            Some(token) => {
+                let actor = auth::authenticate_session(&state.app, &token).await?;
+                Ok(Auth(with_client(actor, parts)))
+            }
             None => Err(ApiError(AppError::Unauthenticated {
                 code: "login_required",
                 message: "Log in first (POST /api/v1/auth/login) or send an API token".into(),
             })),
         }
     }
+}
+
+/// The actor with the address the request came from, for the audit log.
+pub fn with_client(mut actor: holdfast_domain::Actor, parts: &Parts) -> holdfast_domain::Actor {
+    actor.client = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip().to_string());
+    actor
 }
 
 /// The `Set-Cookie` value that starts a browser session (`token`) or ends it (`None`).

@@ -29,6 +29,8 @@ pub struct Operation {
     /// The response schema name; `Record`, `RecordList` and `Outcome` are per entity.
     pub response: &'static str,
     pub query: Vec<&'static str>,
+    /// Answers 201 Created (200 for a dry run, where the body has one) rather than 200.
+    pub creates: bool,
 }
 
 /// The documentation of one path: its operations, and whether it is open without login.
@@ -58,6 +60,7 @@ impl RouteDoc {
                 body,
                 response,
                 query: Vec::new(),
+                creates: false,
             }],
         }
     }
@@ -108,7 +111,16 @@ impl RouteDoc {
             body,
             response,
             query: Vec::new(),
+            creates: false,
         });
+        self
+    }
+
+    /// The operation added last answers 201 Created.
+    pub fn created(mut self) -> RouteDoc {
+        if let Some(last) = self.operations.last_mut() {
+            last.creates = true;
+        }
         self
     }
 
@@ -378,21 +390,19 @@ fn operation(op: &Operation, entity: Option<Entity>, public: bool, path: &str) -
         query.extend(holdfast_app::records::list_filters(entity));
     }
     parameters.extend(query.iter().map(|name| json!({"name": name, "in": "query", "required": false, "schema": {"type": "string"}})));
-    let success = if op.method == "POST"
-        && matches!(op.response, "Record" | "User" | "Token")
-        && !path.contains("/restore")
-    {
-        "201"
-    } else {
-        "200"
-    };
+    let success = if op.creates { "201" } else { "200" };
+    let mut responses = json!({
+        success: {"description": "Success", "content": {"application/json": {"schema": schema_ref(&response)}}},
+        "default": {"description": "Error: 400 malformed, 401 not logged in, 403 not allowed, 404 not found, 409 conflict, 413 too large, 422 invalid fields, 429 throttled, 503 database damaged (read-only), 507 disk full", "content": {"application/json": {"schema": schema_ref("Error")}}},
+    });
+    let dry_run = matches!(op.body, Body::Named(name) if named_has_dry_run(name));
+    if op.creates && dry_run {
+        responses["200"] = json!({"description": "Dry run: the preview; nothing was created", "content": {"application/json": {"schema": schema_ref(&response)}}});
+    }
     let mut out = json!({
         "summary": op.summary,
         "parameters": parameters,
-        "responses": {
-            success: {"description": "Success", "content": {"application/json": {"schema": schema_ref(&response)}}},
-            "default": {"description": "Error: 400 malformed, 401 not logged in, 403 not allowed, 404 not found, 409 conflict, 413 too large, 422 invalid fields, 429 throttled", "content": {"application/json": {"schema": schema_ref("Error")}}},
-        },
+        "responses": responses,
     });
     let body = match op.body {
         Body::None => None,
@@ -407,6 +417,15 @@ fn operation(op: &Operation, entity: Option<Entity>, public: bool, path: &str) -
         out["security"] = json!([]);
     }
     out
+}
+
+/// Whether a named request schema has a `dry_run` flag.
+fn named_has_dry_run(name: &str) -> bool {
+    let mut schemas = Map::new();
+    static_schemas(&mut schemas);
+    schemas
+        .get(name)
+        .is_some_and(|schema| schema["properties"].get("dry_run").is_some())
 }
 
 /// Builds the whole document.

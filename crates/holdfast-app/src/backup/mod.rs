@@ -119,6 +119,19 @@ pub async fn create(
     progress: &Progress,
 ) -> anyhow::Result<Created> {
     fit_to_back_up(db).await?;
+    create_as_is(db, dir, key, now, progress).await
+}
+
+/// [`create`] without its checks: an archive of whatever schema the database is at, as the
+/// Holdfast of that schema would have written it. For tests of restoring older archives.
+#[doc(hidden)]
+pub async fn create_as_is(
+    db: &Db,
+    dir: &Path,
+    key: Option<&Key>,
+    now: Timestamp,
+    progress: &Progress,
+) -> anyhow::Result<Created> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the backup folder {}", dir.display()))?;
     let backup_id = crate::random_hex(8)?;

@@ -197,6 +197,12 @@ fn api_table() -> Vec<(&'static str, &'static str, Need, Value)> {
             none.clone(),
         ),
         (
+            "POST",
+            "/api/v1/users/{missing}/revoke-tokens",
+            ADMIN_EDIT,
+            none.clone(),
+        ),
+        (
             "GET",
             "/api/v1/custom-fields",
             Records(self::Right::View),
@@ -385,6 +391,7 @@ fn page_table() -> Vec<(&'static str, &'static str, Need)> {
         ("POST", "/admin/users/{missing}/active", ADMIN_EDIT),
         ("POST", "/admin/users/{missing}/password", ADMIN_EDIT),
         ("POST", "/admin/users/{missing}/revoke-sessions", ADMIN_EDIT),
+        ("POST", "/admin/users/{missing}/revoke-tokens", ADMIN_EDIT),
         ("GET", "/admin/backups", ADMIN_EDIT),
         ("POST", "/admin/backups/run", ADMIN_EDIT),
         ("GET", "/admin/backups/{missing}", ADMIN_EDIT),
@@ -2263,3 +2270,36 @@ on_both_backends!(
         );
     }
 );
+
+on_both_backends!(explaining_takes_a_username_as_well_as_an_id, |app| {
+    let admin = app.admin().await;
+    let rep = app.user("xiaoli", "rep").await;
+    let by_name = admin
+        .get("/api/v1/access/explain?user_id=XiaoLi&permission=contacts.view")
+        .await
+        .expect(200);
+    let by_id = admin
+        .get(&format!(
+            "/api/v1/access/explain?user_id={}&permission=contacts.view",
+            rep.user_id
+        ))
+        .await
+        .expect(200);
+    assert_eq!(by_name, by_id);
+    let missing = admin
+        .get("/api/v1/access/explain?user_id=nobody&permission=contacts.view")
+        .await;
+    assert_eq!(missing.status, 404);
+    // A member may ask about themselves by name, not about others (whether or not they exist).
+    rep.get("/api/v1/access/explain?user_id=xiaoli&permission=contacts.view")
+        .await
+        .expect(200);
+    for name in ["admin", "nobody"] {
+        let refused = rep
+            .get(&format!(
+                "/api/v1/access/explain?user_id={name}&permission=contacts.view"
+            ))
+            .await;
+        assert_eq!(refused.status, 403, "{name}");
+    }
+});

@@ -289,3 +289,128 @@ on_both_backends!(members_are_refused_administration_with_a_reason, |app| {
         );
     }
 });
+
+on_both_backends!(
+    administrators_end_sessions_and_revoke_tokens_separately_and_say_which,
+    |app| {
+        let admin = app.admin().await;
+        let rep = app.user("xiaozhao", "rep").await;
+        let (_, cookie) = login(&app, "xiaozhao", "correct horse battery").await;
+        let browser = rep.with_cookie(&cookie.unwrap());
+        browser.get("/api/v1/me").await.expect(200);
+
+        let path = format!("/api/v1/users/{}/revoke-sessions", rep.user_id);
+        let ended = admin.post(&path, json!(null)).await.expect(200);
+        assert_eq!(ended["sessions_revoked"], 1);
+        assert_eq!(ended["api_tokens_still_working"], 1, "{ended}");
+        assert_eq!(browser.get("/api/v1/me").await.status, 401);
+        rep.get("/api/v1/me").await.expect(200);
+
+        let path = format!("/api/v1/users/{}/revoke-tokens", rep.user_id);
+        let revoked = admin.post(&path, json!(null)).await.expect(200);
+        assert_eq!(revoked["tokens_revoked"], 1);
+        assert_eq!(rep.get("/api/v1/me").await.status, 401);
+        let audit = app
+            .app
+            .db
+            .audit_entries(None, None, None, 1000)
+            .await
+            .unwrap();
+        let entry = audit
+            .iter()
+            .rev()
+            .find(|e| e.action == "token.revoke_all")
+            .expect("audited");
+        assert_eq!(entry.actor_id, admin.user_id);
+        assert_eq!(entry.detail["user_id"], rep.user_id);
+        // Members cannot revoke someone else's tokens.
+        let other = app.user("xiaoqian", "rep").await;
+        let path = format!("/api/v1/users/{}/revoke-tokens", other.user_id);
+        assert_eq!(rep.post(&path, json!(null)).await.status, 401);
+        let manager = app.user("jingli", "manager").await;
+        assert_eq!(manager.post(&path, json!(null)).await.status, 403);
+        other.get("/api/v1/me").await.expect(200);
+    }
+);
+
+on_both_backends!(
+    the_audit_log_names_the_token_or_session_and_address_and_filters_by_them,
+    |app| {
+        let admin = app.admin().await;
+        let rep = app.user("xiaosun", "rep").await;
+        let token_id = rep.get("/api/v1/me/tokens").await.expect(200)["items"][0]["id"]
+            .as_i64()
+            .unwrap();
+        let (_, cookie) = login(&app, "xiaosun", "correct horse battery").await;
+        let browser = rep.with_cookie(&cookie.unwrap());
+        app.clock.advance_seconds(60);
+        let start = app.app.now();
+        let id = rep.create("contacts", json!({"name": "钱先生"})).await;
+        app.clock.advance_seconds(60);
+        browser
+            .patch(
+                &format!("/api/v1/contacts/{id}"),
+                json!({"expected_version": 1, "title": "总经理"}),
+            )
+            .await
+            .expect(200);
+        admin.create("companies", json!({"name": "钱氏集团"})).await;
+
+        let list = |query: String| {
+            let admin = admin.clone();
+            async move {
+                admin
+                    .get(&format!("/api/v1/audit?{query}"))
+                    .await
+                    .expect(200)["items"]
+                    .as_array()
+                    .unwrap()
+                    .clone()
+            }
+        };
+        let by_token = list(format!("token_id={token_id}")).await;
+        assert_eq!(by_token.len(), 1, "{by_token:?}");
+        assert_eq!(by_token[0]["action"], "contact.create");
+        assert_eq!(by_token[0]["client"], "127.0.0.1");
+        assert!(by_token[0]["session_id"].is_null());
+        let by_rep = list(format!("actor_id={}&action=contact.", rep.user_id)).await;
+        let actions: Vec<&str> = by_rep
+            .iter()
+            .map(|e| e["action"].as_str().unwrap())
+            .collect();
+        assert_eq!(actions, ["contact.create", "contact.update"]);
+        assert!(by_rep[1]["session_id"].is_i64());
+        assert!(by_rep[1]["token_id"].is_null());
+        let within = holdfast_domain::Timestamp(start.micros() + 30_000_000);
+        let window = list(format!(
+            "from={}&to={}",
+            start.to_rfc3339().replace('+', "%2B"),
+            within.to_rfc3339().replace('+', "%2B")
+        ))
+        .await;
+        assert_eq!(window.len(), 1, "{window:?}");
+        assert_eq!(window[0]["action"], "contact.create");
+        let exact = list("action=company.create".into()).await;
+        assert_eq!(exact.len(), 1);
+        assert_eq!(exact[0]["actor_id"], admin.user_id);
+        let bad = admin.get("/api/v1/audit?from=yesterday").await;
+        assert_eq!(bad.status, 422);
+        assert_eq!(bad.body["error"]["fields"][0]["field"], "from");
+
+        // The session, token and address are part of what the hash chain protects.
+        assert!(app.app.db.verify_audit_chain().await.is_ok());
+        let seq = by_token[0]["seq"].as_i64().unwrap();
+        app.app
+            .db
+            .execute_raw_for_tests(&format!(
+                "UPDATE audit_log SET client = '10.0.0.9' WHERE seq = {seq}"
+            ))
+            .await
+            .unwrap();
+        let broken = app.app.db.verify_audit_chain().await.unwrap_err();
+        assert!(
+            format!("{broken:#}").contains(&format!("audit entry {seq}")),
+            "{broken:#}"
+        );
+    }
+);

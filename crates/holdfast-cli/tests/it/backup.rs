@@ -655,7 +655,23 @@ async fn an_older_schema_is_upgraded_and_a_newer_one_refused() {
     .unwrap();
     let progress = Progress::default();
     let dir = old.dir.path().join("backups");
-    let taken = backup::create(
+    // This Holdfast refuses to back up a schema it does not serve, naming both versions.
+    let refused = backup::create(
+        &db,
+        &dir,
+        None,
+        holdfast_test_support::TEST_EPOCH,
+        &progress,
+    )
+    .await
+    .unwrap_err();
+    let message = format!("{refused:#}");
+    assert!(
+        message.contains("schema version 3") && message.contains("holdfast upgrade"),
+        "{message}"
+    );
+    // The archive an older Holdfast would have written.
+    let taken = backup::create_as_is(
         &db,
         &dir,
         None,

@@ -672,3 +672,27 @@ on_both_backends!(
         assert_eq!(rare["items"].as_array().unwrap().len(), 1);
     }
 );
+
+on_both_backends!(
+    the_recycle_bin_filter_takes_the_singular_and_the_plural,
+    |app| {
+        let admin = app.admin().await;
+        let id = admin.create("contacts", json!({"name": "孙女士"})).await;
+        admin.create("companies", json!({"name": "孙氏"})).await;
+        admin
+            .delete(&format!("/api/v1/contacts/{id}"))
+            .await
+            .expect(200);
+        for spelling in ["contact", "contacts"] {
+            let bin = admin
+                .get(&format!("/api/v1/recycle-bin?entity={spelling}"))
+                .await
+                .expect(200);
+            assert_eq!(bin["items"].as_array().unwrap().len(), 1, "{spelling}");
+            assert_eq!(bin["items"][0]["id"], id);
+        }
+        let wrong = admin.get("/api/v1/recycle-bin?entity=people").await;
+        assert_eq!(wrong.status, 422);
+        assert_eq!(wrong.body["error"]["fields"][0]["field"], "entity");
+    }
+);

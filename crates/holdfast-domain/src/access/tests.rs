@@ -60,6 +60,7 @@ fn actor(config: &AccessConfig, id: i64) -> Actor {
         kind: ActorKind::System,
         access: Arc::new(config.clone()),
         now: Timestamp(1_000),
+        client: None,
     }
 }
 

@@ -104,6 +104,10 @@ async fn render(
                                     (csrf_field(&page.csrf))
                                     button type="submit" { (tr.t("admin.revoke_sessions")) }
                                 }
+                                form.inline method="post" action=(format!("/admin/users/{}/revoke-tokens", user.id)) {
+                                    (csrf_field(&page.csrf))
+                                    button type="submit" { (tr.t("admin.revoke_tokens")) }
+                                }
                                 details {
                                     summary { (tr.t("admin.reset_password")) }
                                     form.inline method="post" action=(format!("/admin/users/{}/password", user.id)) {
@@ -247,6 +251,19 @@ pub async fn user_revoke_post(
         .await
         .or_page(&page.tr)?;
     Ok(redirect("/admin/users", "sessions_revoked"))
+}
+
+pub async fn user_tokens_revoke_post(
+    State(state): State<WebState>,
+    page: Page,
+    Path(id): Path<String>,
+    _form: Form,
+) -> PageResult {
+    let id = user_id(&page, &id)?;
+    users::revoke_tokens(&state.app, &page.actor, &current_op_id(), id)
+        .await
+        .or_page(&page.tr)?;
+    Ok(redirect("/admin/users", "tokens_revoked"))
 }
 
 /// A role's name in the reader's language: built-in roles are translated, custom ones are shown

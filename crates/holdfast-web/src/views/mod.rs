@@ -360,6 +360,13 @@ pub fn pages() -> (Router<WebState>, Vec<PageDoc>) {
         true,
     );
     add(
+        "/admin/users/{id}/revoke-tokens",
+        post(admin::user_tokens_revoke_post),
+        P,
+        false,
+        true,
+    );
+    add(
         "/{collection}",
         get(records::list_page).post(records::create_post),
         GP,
@@ -502,7 +509,7 @@ impl FromRequestParts<WebState> for Page {
             return Err(login());
         };
         let (actor, user) = match auth::session_user(&state.app, &token).await {
-            Ok(found) => found,
+            Ok((actor, user)) => (crate::extract::with_client(actor, parts), user),
             Err(AppError::Unauthenticated { .. }) => return Err(login()),
             Err(error) => {
                 let tr = Tr::new(
