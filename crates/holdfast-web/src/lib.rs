@@ -122,7 +122,7 @@ pub fn routes() -> Routes {
         .add("/api/v1/{collection}/{id}/restore", post(api::record_restore), D::per_entity("POST", "Bring a deletion back from the recycle bin, with everything deleted with it", Body::Named("Reason"), "Outcome"))
         .add("/api/v1/{collection}/{id}/versions", get(api::record_versions), D::per_entity("GET", "Every version of the record, oldest first", Body::None, "List"))
         .add("/api/v1/{collection}/{id}/versions/{version}", get(api::record_version), D::per_entity("GET", "One version with its full snapshot", Body::None, "Object"))
-        .add("/api/v1/{collection}/{id}/versions/{version}/restore", post(api::record_version_restore), D::per_entity("POST", "Make an earlier version current again (as a new version)", Body::Named("Reason"), "Record"))
+        .add("/api/v1/{collection}/{id}/versions/{version}/restore", post(api::record_version_restore), D::per_entity("POST", "Make an earlier version current again (as a new version)", Body::Named("RestoreVersion"), "Record"))
         .add("/api/v1/{collection}/{id}/as-of", get(api::record_as_of), D::per_entity("GET", "The record as it was at a time (its newest version then)", Body::None, "Object").params(&["at"]))
         .add("/api/v1/{collection}/{id}/restore-to-time", post(api::record_restore_to_time), D::per_entity("POST", "Put the record back as it was at a time, as a new version", Body::Named("At"), "Outcome"))
         .add("/api/v1/{collection}/{id}/diff", get(api::record_diff), D::per_entity("GET", "Field-by-field difference between two versions", Body::None, "Object").params(&["from", "to"]))

@@ -153,10 +153,14 @@ fn field_schema(kind: FieldKind) -> Value {
             json!({"type": "string", "maxLength": max})
         }
         FieldKind::Email => json!({"type": "string", "format": "email", "maxLength": 254}),
-        FieldKind::Phone => json!({"type": "string", "maxLength": 50}),
+        FieldKind::Phone => {
+            json!({"type": "string", "maxLength": 50, "pattern": "^[0-9 +()#/xX.-]*$", "description": "Digits (at least 3) with optional + - ( ) # / x and spaces", "example": "+86 138 0013 8000"})
+        }
         FieldKind::Integer { min } => json!({"type": "integer", "format": "int64", "minimum": min}),
-        FieldKind::Currency => json!({"type": "string", "pattern": "^[A-Za-z]{3}$"}),
-        FieldKind::Date => json!({"type": "string", "format": "date"}),
+        FieldKind::Currency => {
+            json!({"type": "string", "pattern": "^[A-Za-z]{3}$", "example": "CNY"})
+        }
+        FieldKind::Date => json!({"type": "string", "format": "date", "example": "2026-12-01"}),
         FieldKind::Timestamp => json!({"type": "string", "format": "date-time"}),
         FieldKind::Ref(target) => {
             json!({"type": "integer", "format": "int64", "description": format!("id of a {}", target.name())})
@@ -284,10 +288,14 @@ fn static_schemas(schemas: &mut Map<String, Value>) {
     );
     schemas.insert("TokenCreate".into(), object(&["name"], json!({"name": string, "expires_in_days": {"type": "integer", "minimum": 1, "maximum": 3650}})));
     schemas.insert("Token".into(), json!({"type": "object", "properties": {"id": {"type": "integer"}, "name": string, "secret": string}}));
-    let role_key = json!({"type": "string", "description": "admin, manager, rep, auditor or a custom role's key"});
+    let role_key = json!({"type": "string", "description": "admin, manager, rep, auditor or a custom role's key", "example": "rep"});
+    let username = json!({"type": "string", "minLength": 2, "maxLength": 64, "pattern": "^[\\p{L}\\p{N}._@-]{2,64}$", "description": "Letters, digits and . _ - @; not case-sensitive", "example": "xiaoli"});
+    let display_name =
+        json!({"type": "string", "minLength": 1, "maxLength": 100, "pattern": "\\S"});
+    let record_ref = json!({"type": "string", "pattern": "^(company|companies|contact|contacts|deal|deals|activity|activities):[1-9][0-9]*$", "description": "KIND:ID of one record", "example": "contact:1"});
     schemas.insert("User".into(), json!({"type": "object", "properties": {"id": {"type": "integer"}, "username": string, "display_name": string, "role": role_key, "team_id": {"type": ["integer", "null"]}, "active": {"type": "boolean"}, "pending": {"type": "boolean"}}}));
-    schemas.insert("UserCreate".into(), object(&["username", "password"], json!({"username": string, "display_name": string, "password": {"type": "string", "minLength": 10}, "role": role_key})));
-    schemas.insert("UserUpdate".into(), object(&[], json!({"display_name": string, "role": role_key, "team_id": {"type": ["integer", "null"]}, "active": {"type": "boolean"}, "approve": {"type": "boolean"}, "dry_run": {"type": "boolean"}})));
+    schemas.insert("UserCreate".into(), object(&["username", "password"], json!({"username": username, "display_name": display_name, "password": {"type": "string", "minLength": 10}, "role": role_key})));
+    schemas.insert("UserUpdate".into(), object(&[], json!({"display_name": display_name, "role": role_key, "team_id": {"type": ["integer", "null"]}, "active": {"type": "boolean"}, "approve": {"type": "boolean"}, "dry_run": {"type": "boolean"}})));
     let permissions: Vec<String> = holdfast_domain::Module::ALL
         .iter()
         .flat_map(|m| {
@@ -305,7 +313,15 @@ fn static_schemas(schemas: &mut Map<String, Value>) {
             json!({"on": {"type": "boolean"}, "dry_run": {"type": "boolean"}}),
         ),
     );
-    schemas.insert("AccessRequest".into(), object(&["reason"], json!({"permission": {"type": "string", "enum": permissions}, "record": {"type": "string", "description": "KIND:ID of one record to have shared"}, "reason": string})));
+    let mut request = object(
+        &["reason"],
+        json!({"permission": {"type": "string", "enum": permissions, "description": "A right to ask for"}, "record": record_ref, "reason": string}),
+    );
+    request["description"] =
+        "Ask for a right (`permission`) or for one record to be shared (`record`)".into();
+    request["anyOf"] = json!([{"required": ["permission"]}, {"required": ["record"]}]);
+    schemas.insert("AccessRequest".into(), request);
+    schemas.insert("Review".into(), object(&["outcome"], json!({"outcome": {"type": "string", "enum": ["confirmed", "trimmed"]}, "note": string})));
     schemas.insert(
         "Decision".into(),
         object(
@@ -328,6 +344,13 @@ fn static_schemas(schemas: &mut Map<String, Value>) {
         object(
             &[],
             json!({"reason": string, "expected_version": {"type": "integer"}}),
+        ),
+    );
+    schemas.insert(
+        "RestoreVersion".into(),
+        object(
+            &["expected_version"],
+            json!({"reason": string, "expected_version": {"type": "integer", "description": "The record's current version, so a change made meanwhile is not overwritten"}}),
         ),
     );
     schemas.insert(
@@ -357,7 +380,13 @@ fn static_schemas(schemas: &mut Map<String, Value>) {
             "choice": choice,
         }))},
     })));
-    schemas.insert("RestoreRecords".into(), object(&[], json!({"ids": {"type": "array", "items": {"type": "string", "description": "KIND:ID, e.g. contact:12"}}, "deleted_since": {"type": "string", "format": "date-time"}, "entity": string, "matching": string})));
+    let mut restore = object(
+        &[],
+        json!({"ids": {"type": "array", "items": record_ref, "minItems": 1}, "deleted_since": {"type": "string", "format": "date-time"}, "entity": {"type": "string", "enum": ["company", "contact", "deal", "activity"]}, "matching": string}),
+    );
+    restore["description"] = "Which records: `ids`, or `entity` with `matching` (a name), or everything deleted or purged since `deleted_since`".into();
+    restore["anyOf"] = json!([{"required": ["ids"]}, {"required": ["entity", "matching"]}, {"required": ["deleted_since"]}]);
+    schemas.insert("RestoreRecords".into(), restore);
     schemas.insert("Error".into(), json!({"type": "object", "properties": {"error": {"type": "object", "required": ["code", "message", "op_id"], "properties": {
         "code": string, "message": string, "op_id": string,
         "fields": {"type": "array", "items": {"type": "object", "properties": {"field": string, "code": string, "message": string}}},

@@ -15,4 +15,5 @@ mod hostile;
 mod pages;
 mod records;
 mod revert;
+mod schema_fuzz;
 mod write_path;
