@@ -358,6 +358,14 @@ pub async fn reset_password(
     Ok(())
 }
 
+/// What an administrator ends for a user: browser sessions, or API tokens. Kept apart because
+/// a logout does not stop scripts, and stopping scripts need not log anyone out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credentials {
+    Sessions,
+    Tokens,
+}
+
 /// Logs a user out everywhere. Returns how many sessions ended.
 pub async fn revoke_sessions(
     app: &App,
@@ -365,21 +373,7 @@ pub async fn revoke_sessions(
     op_id: &str,
     id: i64,
 ) -> Result<u64, AppError> {
-    authorize(actor, Action::Administer)?;
-    app.db
-        .user(id)
-        .await?
-        .ok_or_else(|| AppError::not_found(format!("user {id}")))?;
-    let mut tx = app.db.begin_write(app.now()).await?;
-    let revoked = tx
-        .revoke_sessions(
-            id,
-            SessionScope::AllExcept(None),
-            AuditDraft::new(actor, op_id, "session.revoke_all", json!({"user_id": id})),
-        )
-        .await?;
-    tx.commit().await?;
-    Ok(revoked)
+    revoke(app, actor, op_id, id, Credentials::Sessions).await
 }
 
 /// Revokes every API token of a user (a leaked script key, someone leaving): their scripts stop
@@ -390,19 +384,34 @@ pub async fn revoke_tokens(
     op_id: &str,
     id: i64,
 ) -> Result<u64, AppError> {
+    revoke(app, actor, op_id, id, Credentials::Tokens).await
+}
+
+async fn revoke(
+    app: &App,
+    actor: &Actor,
+    op_id: &str,
+    id: i64,
+    what: Credentials,
+) -> Result<u64, AppError> {
     authorize(actor, Action::Administer)?;
     app.db
         .user(id)
         .await?
         .ok_or_else(|| AppError::not_found(format!("user {id}")))?;
     let mut tx = app.db.begin_write(app.now()).await?;
-    let revoked = tx
-        .revoke_tokens(
-            id,
-            None,
-            AuditDraft::new(actor, op_id, "token.revoke_all", json!({"user_id": id})),
-        )
-        .await?;
+    let detail = json!({"user_id": id});
+    let revoked = match what {
+        Credentials::Sessions => {
+            let audit = AuditDraft::new(actor, op_id, "session.revoke_all", detail);
+            tx.revoke_sessions(id, SessionScope::AllExcept(None), audit)
+                .await?
+        }
+        Credentials::Tokens => {
+            let audit = AuditDraft::new(actor, op_id, "token.revoke_all", detail);
+            tx.revoke_tokens(id, None, audit).await?
+        }
+    };
     tx.commit().await?;
     Ok(revoked)
 }

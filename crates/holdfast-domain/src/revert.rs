@@ -199,6 +199,16 @@ struct Touch {
     after: Value,
 }
 
+/// Where a record stands for a revert: not yet created and in the recycle bin are the same,
+/// out of sight.
+fn sight(snapshot: Option<&Value>) -> Value {
+    json!(if is_live(snapshot) {
+        "live"
+    } else {
+        "in_recycle_bin"
+    })
+}
+
 fn presence_name(snapshot: Option<&Value>) -> Value {
     match snapshot {
         None => json!("absent"),
@@ -219,17 +229,8 @@ pub fn plan(then: Option<&Value>, steps: &[Step<'_>], whose: Whose) -> Option<Re
     let mut presence: Vec<Touch> = Vec::new();
     let mut previous = then;
     for (index, step) in steps.iter().enumerate() {
-        // Not yet created and in the recycle bin are the same for a revert: out of sight.
-        let was = json!(if is_live(previous) {
-            "live"
-        } else {
-            "in_recycle_bin"
-        });
-        let now = json!(if is_live(Some(step.snapshot)) {
-            "live"
-        } else {
-            "in_recycle_bin"
-        });
+        let was = sight(previous);
+        let now = sight(Some(step.snapshot));
         if was != now {
             presence.push(Touch {
                 step: index,
