@@ -1465,12 +1465,12 @@ pub async fn export(
     for record in &rows {
         let cell = |value: Option<&Value>| match value {
             None | Some(Value::Null) => String::new(),
-            Some(Value::String(text)) => text.clone(),
+            Some(Value::String(text)) => spreadsheet_safe(text),
             Some(other) => other.to_string(),
         };
         let mut line = vec![record.id.to_string(), record.owner_id.to_string()];
         line.extend(visible.iter().map(|name| cell(record.fields.get(*name))));
-        line.push(record.tags.join(" "));
+        line.push(spreadsheet_safe(&record.tags.join(" ")));
         line.push(record.created_at.to_rfc3339());
         line.push(record.updated_at.to_rfc3339());
         writer
@@ -1499,4 +1499,61 @@ pub async fn export(
         csv,
         rows: rows.len(),
     })
+}
+
+/// A cell that Excel, WPS or LibreOffice will show as text rather than run as a formula: text
+/// starting with `=`, `+`, `-`, `@`, a tab or a carriage return (or their full-width forms, which
+/// WPS also reads as formula signs) gets a leading apostrophe. Plain numbers and phone numbers
+/// (`+86 138 0013 8000`, `-12.5`) cannot call a function and are left as they are.
+pub fn spreadsheet_safe(text: &str) -> String {
+    const TRIGGERS: &[char] = &['=', '+', '-', '@', '\t', '\r', '＝', '＋', '－', '＠'];
+    let Some(first) = text.chars().next() else {
+        return String::new();
+    };
+    let plain_number = text
+        .chars()
+        .all(|c| c.is_ascii_digit() || " +-().#/xX".contains(c))
+        && text.chars().any(|c| c.is_ascii_digit());
+    if TRIGGERS.contains(&first) && !plain_number {
+        format!("'{text}")
+    } else {
+        text.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod csv_tests {
+    use super::spreadsheet_safe;
+
+    #[test]
+    fn formulas_become_text_and_phone_numbers_stay() {
+        for formula in [
+            "=HYPERLINK(\"http://evil.example\",\"点我\")",
+            "+cmd|' /C calc'!A0",
+            "-2+3+cmd|' /C calc'!A0",
+            "@SUM(1+1)*cmd|' /C calc'!A0",
+            "\t=1+1",
+            "\r=1+1",
+            "＝HYPERLINK(\"x\")",
+            "＋1＋1",
+            "－1",
+            "＠SUM(A1)",
+        ] {
+            assert_eq!(
+                spreadsheet_safe(formula),
+                format!("'{formula}"),
+                "{formula}"
+            );
+        }
+        for plain in [
+            "+86 138 0013 8000",
+            "-12",
+            "010-6512 3456",
+            "张伟",
+            "a=b",
+            "",
+        ] {
+            assert_eq!(spreadsheet_safe(plain), plain);
+        }
+    }
 }

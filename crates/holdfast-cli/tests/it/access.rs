@@ -2303,3 +2303,41 @@ on_both_backends!(explaining_takes_a_username_as_well_as_an_id, |app| {
         assert_eq!(refused.status, 403, "{name}");
     }
 });
+
+on_both_backends!(exported_cells_never_run_as_spreadsheet_formulas, |app| {
+    let admin = app.admin().await;
+    admin
+        .create(
+            "contacts",
+            json!({"name": "=HYPERLINK(\"http://evil.example\",\"点我\")", "title": "＝1+1", "phone": "+86 138 0013 8000", "tags": ["@SUM(1)"]}),
+        )
+        .await;
+    let response = reqwest::Client::new()
+        .get(format!("{}/api/v1/contacts/export", app.base_url))
+        .header("Authorization", exporter_token(&app, admin.user_id).await)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    let mut reader = csv::Reader::from_reader(text.trim_start_matches('\u{FEFF}').as_bytes());
+    let header: Vec<String> = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    let row = reader.records().next().unwrap().unwrap();
+    let cell = |name: &str| row[header.iter().position(|h| h == name).unwrap()].to_owned();
+    assert_eq!(
+        cell("name"),
+        "'=HYPERLINK(\"http://evil.example\",\"点我\")"
+    );
+    assert_eq!(cell("title"), "'＝1+1");
+    assert_eq!(cell("tags"), "'@SUM(1)");
+    assert_eq!(
+        cell("phone"),
+        "+86 138 0013 8000",
+        "phone numbers stay readable"
+    );
+});
