@@ -11,8 +11,8 @@ use holdfast_domain::access::{
     permission_key,
 };
 use holdfast_domain::{
-    AccessConfig, Action, Actor, Entity, Explanation, Module, RecordRef, Right, RoleDef, Scope,
-    Timestamp,
+    AccessConfig, Action, Actor, Denial, Entity, Explanation, Module, RecordRef, Right, RoleDef,
+    Scope, Timestamp,
 };
 use holdfast_store::{AccessRequestRow, AuditDraft, NotificationRow, RoleRow};
 use serde::Serialize;
@@ -679,6 +679,49 @@ pub struct ChangeOutcome {
 
 /// Previews (`dry_run`) or applies a change to the permission settings. Applying writes the
 /// change and an audit entry with the before, the after and the preview's figures.
+/// Only administrators hand out what they do not hold: someone who administers through a custom
+/// role may not make anyone an administrator, nor give (or define) a role with rights they lack
+/// or a wider record scope than their own. Otherwise `administration.edit` would be a way to
+/// everything.
+pub fn check_grantable(actor: &Actor, role: &RoleDef) -> Result<(), AppError> {
+    if actor.is_admin() {
+        return Ok(());
+    }
+    let refuse = |message: String| {
+        AppError::Forbidden(Denial {
+            code: "not_grantable",
+            message,
+            grantable_by: actor.access.admin_names(),
+            explanation: None,
+        })
+    };
+    if role.is_admin() {
+        return Err(refuse(
+            "Only administrators can make someone an administrator".into(),
+        ));
+    }
+    let missing: Vec<String> = role
+        .rights
+        .iter()
+        .filter(|permission| !actor.can(**permission))
+        .map(|permission| holdfast_domain::access::permission_key(*permission))
+        .collect();
+    if !missing.is_empty() {
+        return Err(refuse(format!(
+            "You cannot give rights you do not have yourself: {}. An administrator can",
+            missing.join(", ")
+        )));
+    }
+    let own_scope = actor.role().map_or(Scope::Own, |r| r.scope);
+    if role.scope > own_scope {
+        return Err(refuse(format!(
+            "You cannot give a wider reach over records ({:?}) than your own ({own_scope:?}). An administrator can",
+            role.scope
+        )));
+    }
+    Ok(())
+}
+
 pub async fn change(
     app: &App,
     actor: &Actor,
@@ -688,6 +731,17 @@ pub async fn change(
 ) -> Result<ChangeOutcome, AppError> {
     authorize(actor, Action::Administer)?;
     let before = app.access_config().await?;
+    match &change {
+        AccessChange::PutRole(row) => check_grantable(actor, &row.to_def())?,
+        AccessChange::SetUser {
+            role: Some(key), ..
+        } => {
+            if let Some(role) = before.role(key) {
+                check_grantable(actor, role)?;
+            }
+        }
+        _ => {}
+    }
     let after = apply_to(&before, &change)?;
     let preview = preview(app, &before, &after).await?;
     if dry_run {
@@ -978,6 +1032,16 @@ pub async fn decide(
         .access_request(id)
         .await?
         .ok_or_else(|| AppError::not_found(format!("access request {id}")))?;
+    if matches!(decision, Decision::Approve { .. }) && request.user_id == actor.user_id {
+        // Nobody approves their own request: an owner could otherwise grant themselves more
+        // than they have through a request about their own record.
+        return Err(AppError::Forbidden(Denial {
+            code: "own_request",
+            message: "You cannot approve your own access request; an administrator (or, for a record, its owner) decides it".into(),
+            grantable_by: actor.access.admin_names(),
+            explanation: None,
+        }));
+    }
     may_decide(app, actor, &request).await?;
     let (from, status, note, expires_at) = match &decision {
         Decision::Approve { expires_at } => {

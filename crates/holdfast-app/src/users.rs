@@ -54,7 +54,10 @@ pub async fn create(
 
 /// A role key must name a role that exists.
 fn check_role(actor: &Actor, role: &str) -> Result<(), AppError> {
-    if actor.access.role(role).is_some() || actor.is_system() && role == ADMIN {
+    if let Some(def) = actor.access.role(role) {
+        return crate::access::check_grantable(actor, def);
+    }
+    if actor.is_system() && role == ADMIN {
         return Ok(());
     }
     let known: Vec<&str> = actor.access.roles.iter().map(|r| r.key.as_str()).collect();

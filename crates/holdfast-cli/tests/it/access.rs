@@ -2341,3 +2341,118 @@ on_both_backends!(exported_cells_never_run_as_spreadsheet_formulas, |app| {
         "phone numbers stay readable"
     );
 });
+
+on_both_backends!(
+    administering_through_a_custom_role_grants_nothing_beyond_its_own,
+    |app| {
+        let admin = app.admin().await;
+        admin
+        .put(
+            "/api/v1/access/roles/deputy",
+            json!({"name": "Deputy", "rights": ["administration.view", "administration.edit", "contacts.view"], "scope": "own"}),
+        )
+        .await
+        .expect(200);
+        let deputy = app.user("deputy", "deputy").await;
+        let rep = app.user("xiaoma", REP).await;
+        // The token's first use stamps it; after that, a refused request changes nothing.
+        deputy.get("/api/v1/me").await.expect(200);
+        let before = app.fingerprint().await;
+        let refusals = [
+            (
+                "PATCH",
+                format!("/api/v1/users/{}", deputy.user_id),
+                json!({"role": ADMIN}),
+            ),
+            (
+                "PATCH",
+                format!("/api/v1/users/{}", rep.user_id),
+                json!({"role": ADMIN}),
+            ),
+            (
+                "PATCH",
+                format!("/api/v1/users/{}", rep.user_id),
+                json!({"role": MANAGER}),
+            ),
+            (
+                "POST",
+                "/api/v1/users".to_owned(),
+                json!({"username": "backdoor", "password": "a long enough password", "role": ADMIN}),
+            ),
+            (
+                "PUT",
+                "/api/v1/access/roles/deputy".to_owned(),
+                json!({"name": "Deputy", "rights": ["administration.view", "administration.edit", "contacts.view", "contacts.delete"], "scope": "own"}),
+            ),
+            (
+                "PUT",
+                "/api/v1/access/roles/wide".to_owned(),
+                json!({"name": "Wide", "rights": ["contacts.view"], "scope": "all"}),
+            ),
+        ];
+        for (method, path, body) in refusals {
+            let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+            let reply = deputy.send(method.clone(), &path, Some(body.clone())).await;
+            assert_eq!(reply.status, 403, "{method} {path} {body}: {}", reply.body);
+            assert_eq!(reply.error_code(), "not_grantable");
+            assert!(
+                reply.body["error"]["grantable_by"]
+                    .as_array()
+                    .is_some_and(|a| !a.is_empty())
+            );
+        }
+        assert!(app.fingerprint().await == before, "nothing changed");
+        // Within their own rights and reach they may act.
+        deputy
+            .put(
+                "/api/v1/access/roles/narrow",
+                json!({"name": "Narrow", "rights": ["contacts.view"], "scope": "own"}),
+            )
+            .await
+            .expect(200);
+        // An administrator can do all of it.
+        admin
+            .patch(
+                &format!("/api/v1/users/{}", rep.user_id),
+                json!({"role": MANAGER}),
+            )
+            .await
+            .expect(200);
+    }
+);
+
+on_both_backends!(nobody_approves_their_own_access_request, |app| {
+    let admin = app.admin().await;
+    admin
+        .put(
+            "/api/v1/access/roles/viewer",
+            json!({"name": "Viewer", "rights": ["contacts.view", "contacts.create"], "scope": "own"}),
+        )
+        .await
+        .expect(200);
+    let viewer = app.user("viewer", "viewer").await;
+    let own = viewer
+        .create("contacts", json!({"name": "自己的客户"}))
+        .await;
+    let request = viewer
+        .post(
+            "/api/v1/access/requests",
+            json!({"permission": "contacts.edit", "record": format!("contact:{own}"), "reason": "想改电话"}),
+        )
+        .await
+        .expect(201)["id"]
+        .as_i64()
+        .unwrap();
+    let approve = format!("/api/v1/access/requests/{request}/approve");
+    let refused = viewer.post(&approve, json!({})).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert_eq!(refused.error_code(), "own_request");
+    let edit = viewer
+        .patch(
+            &format!("/api/v1/contacts/{own}"),
+            json!({"expected_version": 1, "title": "经理"}),
+        )
+        .await;
+    assert_eq!(edit.status, 403, "still without the edit right");
+    admin.post(&approve, json!({})).await.expect(200);
+});

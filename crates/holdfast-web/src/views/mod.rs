@@ -112,6 +112,8 @@ pub const ERROR_CODES: &[&str] = &[
     "database_corrupt",
     "disk_full",
     "revert_incomplete",
+    "not_grantable",
+    "own_request",
 ];
 
 /// How a page route is reached, for the test that every page checks who is asking.
