@@ -155,3 +155,45 @@ on_both_backends!(
         assert_eq!(app.app.db.count_rows("contacts").await.unwrap(), 0);
     }
 );
+
+on_both_backends!(every_response_carries_the_security_headers, |app| {
+    let admin = app.admin().await;
+    let id = admin.create("contacts", json!({"name": "安全"})).await;
+    let http = reqwest::Client::new();
+    let auth = admin.auth.clone().unwrap();
+    for (path, kind) in [
+        (format!("/api/v1/contacts/{id}"), "json"),
+        ("/api/v1/contacts/999999".to_owned(), "json error"),
+        ("/api/v1/contacts/export".to_owned(), "csv"),
+        ("/api/v1/nowhere".to_owned(), "json 404"),
+        ("/readyz".to_owned(), "health"),
+        ("/login".to_owned(), "page"),
+        ("/assets/app.css".to_owned(), "asset"),
+    ] {
+        let response = http
+            .get(format!("{}{path}", app.base_url))
+            .header("Authorization", &auth)
+            .send()
+            .await
+            .unwrap();
+        let headers = response.headers();
+        for (name, value) in [
+            ("x-content-type-options", Some("nosniff")),
+            ("referrer-policy", Some("same-origin")),
+            ("x-frame-options", Some("DENY")),
+            ("permissions-policy", None),
+            ("content-security-policy", None),
+            ("cache-control", None),
+        ] {
+            let found = headers.get(name).map(|v| v.to_str().unwrap().to_owned());
+            assert!(found.is_some(), "{kind} {path}: no {name}");
+            if let Some(value) = value {
+                assert_eq!(found.as_deref(), Some(value), "{kind} {path}: {name}");
+            }
+        }
+        let cache = headers["cache-control"].to_str().unwrap();
+        if kind != "asset" {
+            assert_eq!(cache, "no-store", "{kind} {path}: data is never cached");
+        }
+    }
+});
