@@ -308,7 +308,8 @@ async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
     let db = open_db(&config).await?;
     if backup::holds_data(&db).await? && !args.yes {
         let question = format!(
-            "{} holds data. Restoring replaces all of it with the backup taken {} (a safety backup of the current data is taken first).",
+            "{} holds data. Restoring replaces all of it with the backup taken {} (a safety backup of the current data is taken first). \
+             Every session ends and every API token is revoked: everyone, administrators too, signs in again, and scripts need new tokens.",
             holdfast_app::redact(&config.database_url()?),
             Timestamp(header.created_at).to_rfc3339()
         );
@@ -356,7 +357,7 @@ async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         );
     }
     println!(
-        "Restored {} rows from the backup taken {} into {}. Everyone logs in again.",
+        "Restored {} rows from the backup taken {} into {}. Every session ended and every API token was revoked: everyone signs in again, scripts need new tokens.",
         restored.manifest.rows_total(),
         Timestamp(restored.manifest.created_at).to_rfc3339(),
         holdfast_app::redact(&config.database_url()?)

@@ -1031,6 +1031,19 @@ impl WriteTx {
         Ok(())
     }
 
+    /// Step 4 (after the restored rows were compared with the manifest): revokes every API
+    /// token the backup brought back. A token revoked after the backup was taken would
+    /// otherwise work again, and sessions were already emptied in step 1: everyone signs in
+    /// again and scripts get new tokens. Returns how many were revoked.
+    pub async fn restore_revoke_tokens(&mut self) -> Result<u64, StoreError> {
+        let done = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE revoked_at IS NULL")
+            .bind(self.now.micros())
+            .execute(&mut *self.tx)
+            .await
+            .context("revoking the restored API tokens")?;
+        Ok(done.rows_affected())
+    }
+
     /// Step 2: inserts rows as a backup holds them (see `snapshot`). A cell of the wrong type
     /// is refused, naming the table and column.
     pub async fn restore_rows(

@@ -612,6 +612,7 @@ async fn load(
         }
     }
     if let Some(by) = restored_by {
+        let tokens_revoked = tx.restore_revoke_tokens().await?;
         let draft = holdfast_store::AuditDraft::new(
             by.actor,
             by.op_id,
@@ -621,6 +622,8 @@ async fn load(
                 "backup_created_at": Timestamp(manifest.created_at).to_rfc3339(),
                 "file": by.file,
                 "rows": manifest.rows_total(),
+                "sessions_ended": "all",
+                "tokens_revoked": tokens_revoked,
             }),
         );
         tx.audit_event(draft).await?;

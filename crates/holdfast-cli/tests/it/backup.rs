@@ -481,7 +481,7 @@ async fn round_trip(from: Backend, to: Backend) {
     assert!(db.verify_audit_chain().await.unwrap() > companies);
 
     // Identical content: a backup of the restored database holds the same rows, apart from
-    // the audit entry that records the restore.
+    // the audit entry that records the restore and the API tokens it revoked.
     let again = backup::create(
         &db,
         &target.dir.path().join("again"),
@@ -494,6 +494,8 @@ async fn round_trip(from: Backend, to: Backend) {
     for (before, after) in created.manifest.tables.iter().zip(&again.manifest.tables) {
         if before.name == "audit_log" {
             assert_eq!(after.rows, before.rows + 1, "one entry for the restore");
+        } else if before.name == "api_tokens" {
+            assert_eq!(after.rows, before.rows, "the same tokens, now revoked");
         } else if before.name != "audit_head" {
             assert_eq!(before, after, "table {}", before.name);
         }
@@ -558,11 +560,20 @@ on_both_backends!(
     restoring_over_current_data_takes_a_safety_backup_first,
     |app| {
         let (company, admin) = seed(&app).await;
+        let leaver = app.user("leaver", "rep").await;
         let dir = app.db.dir.path().join("backups");
         let progress = Progress::default();
         let taken = backup::create(&app.app.db, &dir, None, app.app.now(), &progress)
             .await
             .unwrap();
+        // After the backup, someone leaves and their script's token is revoked.
+        admin
+            .post(
+                &format!("/api/v1/users/{}/revoke-tokens", leaver.user_id),
+                json!(null),
+            )
+            .await
+            .expect(200);
         admin
             .patch(
                 &format!("/api/v1/companies/{company}"),
@@ -580,9 +591,20 @@ on_both_backends!(
         let safety = restored
             .safety_backup
             .expect("a safety backup of the current data");
-        // Sessions do not come back from the past: everyone logs in again. (The administrator's
-        // API token was issued before the backup, so it still works.)
+        // Nothing that signs in comes back from the past: sessions are gone and every API token is
+        // revoked — the leaver's, revoked after the backup, stays revoked; everyone signs in again.
         assert_eq!(app.app.db.count_rows("sessions").await.unwrap(), 0);
+        assert_eq!(leaver.get("/api/v1/me").await.status, 401);
+        assert_eq!(admin.get("/api/v1/me").await.status, 401);
+        let admin_id = admin.user_id;
+        let sign_in_again = || async {
+            let actor = holdfast_test_support::actor(&app.app, admin_id).await;
+            let token = holdfast_app::auth::create_token(&app.app, &actor, "t", "again", None)
+                .await
+                .unwrap();
+            app.client_with_token(admin_id, &token.secret)
+        };
+        let admin = sign_in_again().await;
         let restored_company = admin
             .get(&format!("/api/v1/companies/{company}"))
             .await
@@ -605,6 +627,11 @@ on_both_backends!(
             .filter(|a| a.action == "backup.restored")
             .collect();
         assert_eq!(restores.len(), 1);
+        assert_eq!(
+            restores[0].detail["tokens_revoked"], 2,
+            "{}",
+            restores[0].detail
+        );
 
         // The safety backup holds what was there before the restore.
         let header = backup::read_header(&safety, None).unwrap();
@@ -612,6 +639,7 @@ on_both_backends!(
             .await
             .unwrap();
         assert_eq!(back.manifest.backup_id, header.backup_id);
+        let admin = sign_in_again().await;
         assert_eq!(
             admin
                 .get(&format!("/api/v1/companies/{company}"))
