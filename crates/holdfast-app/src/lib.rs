@@ -18,6 +18,7 @@ pub mod records;
 pub mod revert;
 pub mod settings;
 pub mod users;
+pub mod visible;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::AppError;

@@ -6,6 +6,7 @@
 //! version and its audit entry together. A delete that takes related records along, or a
 //! restore that brings them back, is one transaction too: all of it lands, or none of it does.
 
+use crate::visible::VisibleRecord;
 use crate::{App, AppError};
 use holdfast_domain::access::{FieldContext, FieldEffect, FieldRule, authorize, authorize_record};
 use holdfast_domain::change::validate_record;
@@ -84,8 +85,14 @@ pub const REVERT_ACTIONS: &[&str] = &["restore_backup", "restore_to_time"];
 /// What a change did: the record it was about, and every other record it moved along.
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    pub record: Record,
-    pub related: Vec<Record>,
+    pub record: VisibleRecord,
+    pub related: Vec<VisibleRecord>,
+}
+
+/// What one change did inside the transaction, before it is shown to anyone.
+struct Done {
+    record: Record,
+    related: Vec<Record>,
 }
 
 /// The one write path for customer records. See the module documentation.
@@ -164,7 +171,17 @@ pub async fn apply_changes(
         }
     }
     tx.commit().await?;
-    Ok(outcomes)
+    Ok(outcomes
+        .into_iter()
+        .map(|done| Outcome {
+            record: VisibleRecord::of(actor, done.record),
+            related: done
+                .related
+                .into_iter()
+                .map(|r| VisibleRecord::of(actor, r))
+                .collect(),
+        })
+        .collect())
 }
 
 impl WriteContext<'_> {
@@ -175,7 +192,7 @@ impl WriteContext<'_> {
         tx: &mut WriteTx,
         custom_defs: &[holdfast_domain::CustomFieldDef],
         change: Change,
-    ) -> Result<Outcome, AppError> {
+    ) -> Result<Done, AppError> {
         let actor = self.actor;
         let outcome = match change {
             Change::Create { entity, input } => {
@@ -187,7 +204,7 @@ impl WriteContext<'_> {
                 self.finish_and_check(tx, &mut record, None).await?;
                 let reason = patch.reason.as_deref();
                 let record = self.commit(tx, None, record, "create", reason).await?;
-                Outcome {
+                Done {
                     record,
                     related: Vec::new(),
                 }
@@ -196,7 +213,7 @@ impl WriteContext<'_> {
                 let patch = Patch::parse(entity, &input, PatchMode::Update, custom_defs)?;
                 let before = live_record(tx, entity, id, app).await?;
                 check_record(actor, Action::Update(entity), &before)?;
-                check_version(&before, patch.expected_version)?;
+                check_version(actor, &before, patch.expected_version)?;
                 let mut record = patch.apply(entity, Some(&before), actor.user_id, tx.now());
                 check_fields(actor, Some(&before), &record)?;
                 if record.owner_id != before.owner_id {
@@ -209,7 +226,7 @@ impl WriteContext<'_> {
                 let record = self
                     .commit(tx, Some(&before), record, "update", reason)
                     .await?;
-                Outcome {
+                Done {
                     record,
                     related: Vec::new(),
                 }
@@ -223,7 +240,7 @@ impl WriteContext<'_> {
                 let before = live_record(tx, entity, id, app).await?;
                 check_record(actor, Action::Delete(entity), &before)?;
                 if expected_version.is_some() {
-                    check_version(&before, expected_version)?;
+                    check_version(actor, &before, expected_version)?;
                 }
                 self.delete(tx, before, reason.as_deref()).await?
             }
@@ -239,7 +256,7 @@ impl WriteContext<'_> {
             } => {
                 let before = live_record(tx, entity, id, app).await?;
                 check_record(actor, Action::Update(entity), &before)?;
-                check_version(&before, Some(expected_version))?;
+                check_version(actor, &before, Some(expected_version))?;
                 let old = app.db.version(entity, id, version).await?.ok_or_else(|| {
                     AppError::not_found(format!("version {version} of {entity} {id}"))
                 })?;
@@ -256,7 +273,7 @@ impl WriteContext<'_> {
                 let record = self
                     .commit(tx, Some(&before), record, "restore_version", Some(reason))
                     .await?;
-                Outcome {
+                Done {
                     record,
                     related: Vec::new(),
                 }
@@ -270,7 +287,7 @@ impl WriteContext<'_> {
             } => {
                 let before = live_record(tx, entity, id, app).await?;
                 check_record(actor, Action::Restore(entity), &before)?;
-                check_version(&before, Some(expected_version))?;
+                check_version(actor, &before, Some(expected_version))?;
                 let mut snapshot = before.to_json();
                 for (field, value) in values {
                     match field.strip_prefix("custom.") {
@@ -288,7 +305,7 @@ impl WriteContext<'_> {
                 let record = self
                     .commit(tx, Some(&before), record, "revert", Some(&reason))
                     .await?;
-                Outcome {
+                Done {
                     record,
                     related: Vec::new(),
                 }
@@ -331,7 +348,7 @@ impl WriteContext<'_> {
                 let record = self
                     .commit(tx, before.as_ref(), record, action, Some(&reason))
                     .await?;
-                Outcome {
+                Done {
                     record,
                     related: Vec::new(),
                 }
@@ -461,7 +478,7 @@ impl WriteContext<'_> {
         tx: &mut WriteTx,
         root: Record,
         reason: Option<&str>,
-    ) -> Result<Outcome, AppError> {
+    ) -> Result<Done, AppError> {
         let deletion = Deletion {
             at: tx.now(),
             by: self.actor.user_id,
@@ -518,7 +535,7 @@ impl WriteContext<'_> {
         let record = self
             .commit(tx, Some(&root), after, "delete", root_reason.as_deref())
             .await?;
-        Ok(Outcome { record, related })
+        Ok(Done { record, related })
     }
 
     /// Brings back everything one deletion moved to the recycle bin, with the same ids.
@@ -528,7 +545,7 @@ impl WriteContext<'_> {
         entity: Entity,
         id: i64,
         reason: Option<&str>,
-    ) -> Result<Outcome, AppError> {
+    ) -> Result<Done, AppError> {
         let record = tx
             .record(entity, id)
             .await?
@@ -566,7 +583,7 @@ impl WriteContext<'_> {
         }
         let record = restored
             .ok_or_else(|| anyhow::anyhow!("{entity} {id} missing from its own deletion batch"))?;
-        Ok(Outcome { record, related })
+        Ok(Done { record, related })
     }
 }
 
@@ -595,7 +612,7 @@ fn in_bin(app: &App, entity: Entity, id: i64, deletion: Deletion) -> AppError {
     }
 }
 
-fn check_version(record: &Record, expected: Option<i64>) -> Result<(), AppError> {
+fn check_version(actor: &Actor, record: &Record, expected: Option<i64>) -> Result<(), AppError> {
     match expected {
         Some(version) if version == record.version => Ok(()),
         _ => Err(AppError::Conflict {
@@ -608,7 +625,7 @@ fn check_version(record: &Record, expected: Option<i64>) -> Result<(), AppError>
                 record.version,
                 record.version
             ),
-            current: Some(record.to_json()),
+            current: Some(VisibleRecord::of(actor, record.clone()).to_json()),
         }),
     }
 }
@@ -621,25 +638,24 @@ pub async fn get(
     entity: Entity,
     id: i64,
     include_deleted: bool,
-) -> Result<Record, AppError> {
+) -> Result<VisibleRecord, AppError> {
     authorize(actor, Action::Read(entity))?;
-    let mut record = app
+    let record = app
         .db
         .record(entity, id)
         .await?
         .ok_or_else(|| AppError::not_found(format!("{entity} {id}")))?;
     check_record(actor, Action::Read(entity), &record)?;
-    redact(actor, &mut record);
     match record.deleted {
         Some(deletion) if !include_deleted => Err(in_bin(app, entity, id, deletion)),
-        _ => Ok(record),
+        _ => Ok(VisibleRecord::of(actor, record)),
     }
 }
 
 /// A page of a list and the cursor of the next page, if there is one.
 #[derive(Debug, Clone)]
 pub struct Page {
-    pub items: Vec<Record>,
+    pub items: Vec<VisibleRecord>,
     pub next_cursor: Option<String>,
 }
 
@@ -692,9 +708,10 @@ pub async fn list(
             });
         }
     }
-    for item in &mut items {
-        redact(actor, item);
-    }
+    let items = items
+        .into_iter()
+        .map(|item| VisibleRecord::of(actor, item))
+        .collect();
     Ok(Page { items, next_cursor })
 }
 
@@ -1235,9 +1252,18 @@ pub async fn restore_to_time(
     at: Timestamp,
 ) -> Result<Outcome, AppError> {
     authorize(actor, Action::Restore(entity))?;
-    let then = as_of(app, actor, entity, id, at).await?.ok_or_else(|| {
-        AppError::not_found(format!("{entity} {id} as it was at {}", at.to_rfc3339()))
-    })?;
+    let missing = || AppError::not_found(format!("{entity} {id} as it was at {}", at.to_rfc3339()));
+    // `as_of` checks the actor's reach; its answer has the actor's hidden fields taken out,
+    // and restoring from that would blank them, so the snapshot comes unredacted from the
+    // store (the write path still refuses a change to a field the actor may not see).
+    as_of(app, actor, entity, id, at)
+        .await?
+        .ok_or_else(missing)?;
+    let then = app
+        .db
+        .version_at(entity, id, at)
+        .await?
+        .ok_or_else(missing)?;
     apply_change(
         app,
         actor,
@@ -1420,7 +1446,7 @@ pub async fn export(
             "An export holds every matching record; leave out limit and cursor",
         ));
     }
-    let mut rows: Vec<Record> = Vec::new();
+    let mut rows: Vec<VisibleRecord> = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
         let mut page_params = params.to_vec();

@@ -2456,3 +2456,91 @@ on_both_backends!(nobody_approves_their_own_access_request, |app| {
     assert_eq!(edit.status, 403, "still without the edit right");
     admin.post(&approve, json!({})).await.expect(200);
 });
+
+on_both_backends!(writes_and_their_errors_never_return_a_hidden_field, |app| {
+    let admin = app.admin().await;
+    admin
+        .put(
+            "/api/v1/access/roles/no_mobile",
+            json!({"name": "No mobile", "rights": ["contacts.view", "contacts.create", "contacts.edit", "contacts.delete", "contacts.restore"],
+                   "scope": "own", "fields": {"contact.mobile": "hidden"}}),
+        )
+        .await
+        .expect(200);
+    let user = app.user("nomobile", "no_mobile").await;
+    let id = admin
+        .create(
+            "contacts",
+            json!({"name": "刘洋", "mobile": "13912345678", "owner_id": user.user_id}),
+        )
+        .await;
+    let secret = "13912345678";
+    let hidden = |label: &str, body: &Value| {
+        let text = body.to_string();
+        assert!(
+            !text.contains(secret),
+            "{label} leaked the hidden mobile: {text}"
+        );
+        assert!(
+            !text.contains("\"mobile\""),
+            "{label} carries the hidden field: {text}"
+        );
+    };
+    let path = format!("/api/v1/contacts/{id}");
+    hidden("GET", &user.get(&path).await.expect(200));
+    let updated = user
+        .patch(
+            &path,
+            json!({"expected_version": 1, "name": "刘洋（北京）"}),
+        )
+        .await
+        .expect(200);
+    hidden("PATCH", &updated);
+    let stale = user
+        .patch(&path, json!({"expected_version": 1, "name": "旧版本"}))
+        .await;
+    assert_eq!(stale.status, 409);
+    hidden("409 of a stale PATCH", &stale.body);
+    let restored_version = user
+        .post(
+            &format!("{path}/versions/1/restore"),
+            json!({"expected_version": 2}),
+        )
+        .await
+        .expect(200);
+    hidden("restore-version", &restored_version);
+    let stale_restore = user
+        .post(
+            &format!("{path}/versions/1/restore"),
+            json!({"expected_version": 1}),
+        )
+        .await;
+    assert_eq!(stale_restore.status, 409);
+    hidden("409 of a stale restore-version", &stale_restore.body);
+    let then = app.app.now();
+    app.clock.advance_seconds(60);
+    hidden(
+        "restore-to-time",
+        &user
+            .post(
+                &format!("{path}/restore-to-time"),
+                json!({"at": then.to_rfc3339()}),
+            )
+            .await
+            .expect(200),
+    );
+    hidden("DELETE", &user.delete(&path).await.expect(200));
+    hidden(
+        "restore from the bin",
+        &user
+            .post(&format!("{path}/restore"), json!({}))
+            .await
+            .expect(200),
+    );
+    let created = user
+        .post("/api/v1/contacts", json!({"name": "新客户"}))
+        .await
+        .expect(201);
+    hidden("POST", &created);
+    hidden("list", &user.get("/api/v1/contacts").await.expect(200));
+});

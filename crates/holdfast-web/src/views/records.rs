@@ -236,7 +236,7 @@ async fn list_body(
             Err(AppError::Invalid(errors)) => (Vec::new(), None, errors),
             Err(error) => return Err(error),
         };
-    let refs: Vec<&Record> = items.iter().collect();
+    let refs: Vec<&Record> = items.iter().map(|item| &**item).collect();
     let titles = link_titles(state, page, &refs).await?;
     let columns = list_columns(entity);
     let q = query.get("q").cloned().unwrap_or_default();
@@ -509,16 +509,18 @@ async fn detail_body(
             ("limit".to_owned(), "50".to_owned()),
         ];
         let found = records::list(&state.app, &page.actor, *dependent, &params).await?;
+        let items: Vec<Record> = found.items.into_iter().map(|r| r.into_record()).collect();
         if *dependent == Entity::Activity {
-            activities = found.items;
+            activities = items;
         } else {
-            related_lists.push((*dependent, found.items));
+            related_lists.push((*dependent, items));
         }
     }
     if entity == Entity::Contact && readable(Entity::Deal) {
         let params = vec![("contact_id".to_owned(), id.to_string())];
         let deals = records::list(&state.app, &page.actor, Entity::Deal, &params).await?;
-        related_lists.push((Entity::Deal, deals.items));
+        let deals = deals.items.into_iter().map(|r| r.into_record()).collect();
+        related_lists.push((Entity::Deal, deals));
     }
     let versions = records::history(&state.app, &page.actor, entity, id).await?;
     let mut shown: Vec<&Record> = vec![&record];
@@ -1146,7 +1148,7 @@ pub async fn edit_post(
         Ok(_) => Ok(redirect(&format!("/{}/{id}", entity.plural()), "saved")),
         Err(AppError::Invalid(errors)) => {
             // Keep the version the user started from, so a second attempt is still checked.
-            let mut based_on = current.clone();
+            let mut based_on = current.clone().into_record();
             based_on.version = form
                 .get("expected_version")
                 .parse()
