@@ -1306,7 +1306,7 @@ fn check_record(actor: &Actor, action: Action, record: &Record) -> Result<(), Ap
 
 /// The scope check for a record known only by a version's snapshot (purged since, or as it
 /// was): its owner then.
-fn check_snapshot(
+pub(crate) fn check_snapshot(
     actor: &Actor,
     action: Action,
     entity: Entity,
@@ -1344,14 +1344,18 @@ pub fn redact(actor: &Actor, record: &mut Record) {
 
 /// The same for a version: its snapshot and its list of changed fields.
 pub fn redact_version(actor: &Actor, version: &mut VersionRow) {
-    let entity = version.entity;
-    let owner_id = version
-        .snapshot
+    let hidden = redact_snapshot(actor, version.entity, &mut version.snapshot);
+    version.changed.retain(|name| !hidden.contains(name));
+}
+
+/// Takes the fields the actor's role hides out of a record's JSON (a version's or a backup's
+/// copy); returns their names.
+pub fn redact_snapshot(actor: &Actor, entity: Entity, snapshot: &mut Value) -> Vec<String> {
+    let owner_id = snapshot
         .get("owner_id")
         .and_then(Value::as_i64)
         .unwrap_or(0);
-    let status = version
-        .snapshot
+    let status = snapshot
         .get("status")
         .and_then(Value::as_str)
         .map(str::to_owned);
@@ -1359,12 +1363,18 @@ pub fn redact_version(actor: &Actor, version: &mut VersionRow) {
         owner_id,
         status: status.as_deref(),
     };
-    let hidden =
-        |name: &str| actor.field_effect(entity, name, Some(context)) == Some(FieldEffect::Hidden);
-    if let Some(map) = version.snapshot.as_object_mut() {
-        map.retain(|key, _| !hidden(key));
+    let hidden: Vec<String> = entity
+        .fields()
+        .iter()
+        .filter(|def| {
+            actor.field_effect(entity, def.name, Some(context)) == Some(FieldEffect::Hidden)
+        })
+        .map(|def| def.name.to_owned())
+        .collect();
+    if let Some(map) = snapshot.as_object_mut() {
+        map.retain(|key, _| !hidden.contains(key));
     }
-    version.changed.retain(|name| !hidden(name));
+    hidden
 }
 
 /// A change may not touch a field the actor's role hides or makes read-only.

@@ -769,9 +769,20 @@ pub async fn candidates(
     selection: &Selection,
 ) -> Result<Vec<Candidate>, AppError> {
     authorize(actor, Action::Backups)?;
-    let found = read_candidates(app, path, key, selection)
+    let mut found = read_candidates(app, path, key, selection)
         .await
         .map_err(backup_problem)?;
+    // Someone who reaches backups through a custom role sees in them only what they may see
+    // in the CRM: records in their reach, without the fields their role hides.
+    found.retain(|c| {
+        records::check_snapshot(actor, Action::Read(c.entity), c.entity, c.id, &c.snapshot).is_ok()
+    });
+    for candidate in &mut found {
+        let hidden = records::redact_snapshot(actor, candidate.entity, &mut candidate.snapshot);
+        if hidden.iter().any(|f| f == candidate.entity.title_field()) {
+            candidate.title.clear();
+        }
+    }
     if let Selection::Ids(ids) = selection
         && let Some((entity, id)) = ids
             .iter()

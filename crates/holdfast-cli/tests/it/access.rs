@@ -2544,3 +2544,54 @@ on_both_backends!(writes_and_their_errors_never_return_a_hidden_field, |app| {
     hidden("POST", &created);
     hidden("list", &user.get("/api/v1/contacts").await.expect(200));
 });
+
+on_both_backends!(
+    the_backup_record_picker_shows_only_what_the_role_may_see,
+    holdfast_test_support::spawn_app_with_backups,
+    |app| {
+        let admin = app.admin().await;
+        admin
+            .put(
+                "/api/v1/access/roles/keeper",
+                json!({"name": "Backup keeper", "rights": ["administration.view", "administration.edit", "contacts.view"],
+                       "scope": "own", "fields": {"contact.mobile": "hidden"}}),
+            )
+            .await
+            .expect(200);
+        let keeper = app.user("keeper", "keeper").await;
+        let mine = admin
+            .create(
+                "contacts",
+                json!({"name": "客户甲", "mobile": "13800001111", "owner_id": keeper.user_id}),
+            )
+            .await;
+        admin
+            .create(
+                "contacts",
+                json!({"name": "客户乙", "mobile": "13900002222"}),
+            )
+            .await;
+        let run = holdfast_app::backup::schedule::run(&app.app, "manual")
+            .await
+            .unwrap();
+        let path = format!(
+            "/api/v1/backups/{}/records?entity=contact&matching=%E5%AE%A2%E6%88%B7",
+            run.id
+        );
+        let everything = admin.get(&path).await.expect(200);
+        assert_eq!(
+            everything["items"].as_array().unwrap().len(),
+            2,
+            "{everything}"
+        );
+        let seen = keeper.get(&path).await.expect(200);
+        let items = seen["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1, "{seen}");
+        assert_eq!(items[0]["id"], mine);
+        let text = seen.to_string();
+        assert!(
+            !text.contains("13800001111") && !text.contains("13900002222"),
+            "{text}"
+        );
+    }
+);
