@@ -80,6 +80,16 @@ pub async fn explain_for(
             })
         }
     };
+    if let Some(asked) = record
+        && !may_know_of(app, actor, asked).await?
+    {
+        // The same answer as for an id that does not exist: whether a record outside your
+        // reach exists, who owns it and where it stands is not yours to learn.
+        return Err(AppError::not_found(format!(
+            "{} {}",
+            asked.entity, asked.id
+        )));
+    }
     if let Some(field) = &question.field {
         let entity = record.map(|r| r.entity).ok_or_else(|| {
             AppError::invalid(
@@ -107,6 +117,26 @@ pub async fn explain_for(
         status,
     };
     Ok(explain(&config, question.user_id, &target, app.now()))
+}
+
+/// Whether the actor may learn that a record exists (and so have it explained): it is in their
+/// reach or shared with them, they asked for access to it, or they may explain anyone's access.
+async fn may_know_of(app: &App, actor: &Actor, record: RecordRef) -> Result<bool, AppError> {
+    // Scope only: a switched-off module or a missing right is explained as such, since it is
+    // about the user and not about the record.
+    let in_reach = actor
+        .scope_owners()
+        .is_none_or(|owners| owners.contains(&record.owner_id))
+        || actor.shared(record.entity).contains(&record.id);
+    if in_reach || authorize(actor, Action::Audit).is_ok() {
+        return Ok(true);
+    }
+    Ok(app
+        .db
+        .access_requests_of(actor.user_id, 500)
+        .await?
+        .iter()
+        .any(|request| request.record == Some((record.entity, record.id))))
 }
 
 /// The owner of a record, live, in the recycle bin, or (purged) as its last version said.

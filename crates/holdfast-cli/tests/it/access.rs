@@ -972,7 +972,28 @@ on_both_backends!(
             .await;
         // Allowed, by role and within scope.
         assert_eq!(failing(&rep, &format!("record=contact:{mine}")).await, None);
-        // out_of_scope.
+        // A record outside one's reach is not explained to oneself: that would tell whether it
+        // exists, whose it is and where it stands. The answer is the one for a missing id.
+        let unseen = rep
+            .get(&format!("/api/v1/access/explain?record=contact:{theirs}"))
+            .await;
+        assert_eq!(unseen.status, 404, "{}", unseen.body);
+        let missing = rep
+            .get("/api/v1/access/explain?record=contact:999999")
+            .await;
+        assert_eq!(unseen.body["error"]["code"], missing.body["error"]["code"]);
+        assert!(
+            !unseen.body.to_string().contains("other"),
+            "{}",
+            unseen.body
+        );
+        // Once one has asked for access to it, the record's refusal is explained: out_of_scope.
+        rep.post(
+            "/api/v1/access/requests",
+            json!({"record": format!("contact:{theirs}"), "reason": "同一个客户"}),
+        )
+        .await
+        .expect(201);
         assert_eq!(
             failing(&rep, &format!("record=contact:{theirs}"))
                 .await
