@@ -41,6 +41,7 @@ impl FromRequestParts<WebState> for Auth {
         }
         match session_cookie(parts) {
             Some(token) => {
+                refuse_cross_site(parts)?;
                 let actor = auth::authenticate_session(&state.app, &token).await?;
                 Ok(Auth(with_client(actor, parts)))
             }
@@ -50,6 +51,44 @@ impl FromRequestParts<WebState> for Auth {
             })),
         }
     }
+}
+
+/// A browser's cookie goes along with requests other sites make it send. A change made with the
+/// session cookie must therefore come from a script of this site: one that sends JSON (which
+/// a plain cross-site form cannot) or the `X-Requested-With` header, from this origin. Tokens
+/// (`Authorization`) are not sent by browsers on their own and need neither.
+fn refuse_cross_site(parts: &Parts) -> Result<(), ApiError> {
+    let safe = matches!(
+        parts.method,
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    if safe {
+        return Ok(());
+    }
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    let refuse = |message: &str| {
+        Err(ApiError(AppError::Forbidden(
+            holdfast_domain::Denial::simple("cross_site", message),
+        )))
+    };
+    if let Some(origin) = header(header::ORIGIN.as_str()) {
+        let origin_host = origin.split("://").nth(1).unwrap_or(origin);
+        if origin == "null" || header(header::HOST.as_str()).is_none_or(|host| host != origin_host)
+        {
+            return refuse("This request came from another site; it was not carried out");
+        }
+    }
+    let json = header(header::CONTENT_TYPE.as_str()).is_some_and(|t| {
+        t.split(';')
+            .next()
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+    });
+    if !json && header("x-requested-with").is_none() {
+        return refuse(
+            "With the session cookie, send changes as JSON (Content-Type: application/json) or with an X-Requested-With header; scripts can use an API token instead",
+        );
+    }
+    Ok(())
 }
 
 /// The actor with the address the request came from, for the audit log.

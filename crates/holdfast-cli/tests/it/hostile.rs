@@ -197,3 +197,77 @@ on_both_backends!(every_response_carries_the_security_headers, |app| {
         }
     }
 });
+
+on_both_backends!(
+    cookie_authenticated_api_changes_must_come_from_this_site,
+    |app| {
+        let admin = app.admin().await;
+        let id = admin.create("contacts", json!({"name": "跨站"})).await;
+        admin
+            .patch(
+                &format!("/api/v1/contacts/{id}"),
+                json!({"expected_version": 1, "name": "跨站 2"}),
+            )
+            .await
+            .expect(200);
+        let login = reqwest::Client::new()
+            .post(format!("{}/api/v1/auth/login", app.base_url))
+            .json(&json!({"username": "admin", "password": "correct horse battery"}))
+            .send()
+            .await
+            .unwrap();
+        let cookie = login.headers()["set-cookie"].to_str().unwrap();
+        let cookie = cookie.split(';').next().unwrap().to_owned();
+        let url = format!("{}/api/v1/contacts/{id}/versions/1/restore", app.base_url);
+        let body = r#"{"expected_version": 2}"#;
+        let send = |content_type: Option<&'static str>, origin: Option<&'static str>| {
+            let mut request = reqwest::Client::new()
+                .post(&url)
+                .header("Cookie", &cookie)
+                .body(body);
+            if let Some(content_type) = content_type {
+                request = request.header("Content-Type", content_type);
+            }
+            if let Some(origin) = origin {
+                request = request.header("Origin", origin);
+            }
+            request.send()
+        };
+        // What a cross-site form can send: text/plain or a form encoding, or no type at all.
+        for (content_type, origin) in [
+            (Some("text/plain"), None),
+            (Some("application/x-www-form-urlencoded"), None),
+            (None, None),
+            (Some("application/json"), Some("null")),
+            (Some("application/json"), Some("http://evil.example")),
+        ] {
+            let response = send(content_type, origin).await.unwrap();
+            assert_eq!(response.status(), 403, "{content_type:?} {origin:?}");
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "cross_site");
+        }
+        assert_eq!(
+            app.versions_of("contact", id).await.len(),
+            2,
+            "nothing changed"
+        );
+        // From this site's own script: JSON, or the X-Requested-With header.
+        send(Some("application/json"), None)
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
+        assert_eq!(app.versions_of("contact", id).await.len(), 3);
+        // Tokens are not sent by browsers on their own: the same text/plain request with a token
+        // is not a cross-site risk.
+        let with_token = reqwest::Client::new()
+            .post(&url)
+            .header("Authorization", admin.auth.clone().unwrap())
+            .header("Content-Type", "text/plain")
+            .body(r#"{"expected_version": 3}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(with_token.status(), 200);
+    }
+);

@@ -36,16 +36,35 @@ async fn session(app: &TestApp, username: &str, role: &str) -> String {
     cookie.split(';').next().unwrap().to_owned()
 }
 
+/// The anti-forgery token a page shows a signed-in browser: derived from its session.
+pub(crate) fn session_token(cookies: &str) -> Option<String> {
+    cookies
+        .split(';')
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == holdfast_web::extract::SESSION_COOKIE)
+        .map(|(_, token)| holdfast_web::views::session_csrf(token))
+}
+
+/// Posts a form as the browser would after loading its page: a `csrf` field given as [`CSRF`]
+/// becomes the token the page would have shown (the session's, when signed in).
 pub(crate) async fn post_form(
     app: &TestApp,
     path: &str,
     cookies: &str,
     fields: &[(&str, &str)],
 ) -> reqwest::Response {
+    let token = session_token(cookies).unwrap_or_else(|| CSRF.to_owned());
+    let fields: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(name, value)| match (*name, *value) {
+            ("csrf", CSRF) => (*name, token.as_str()),
+            other => other,
+        })
+        .collect();
     http()
         .post(format!("{}{path}", app.base_url))
         .header("Cookie", cookies)
-        .form(fields)
+        .form(&fields)
         .send()
         .await
         .unwrap()
@@ -166,6 +185,7 @@ on_both_backends!(
 
 on_both_backends!(forms_without_the_anti_forgery_token_change_nothing, |app| {
     let member = session(&app, "rep", "rep").await;
+    let right = session_token(&member).unwrap();
     let audit = app.app.db.count_rows("audit_log").await.unwrap();
     let attempts = [
         // No token at all.
@@ -183,17 +203,23 @@ on_both_backends!(forms_without_the_anti_forgery_token_change_nothing, |app| {
             ],
             None,
         ),
-        // No cookie to match.
-        (
-            member.clone(),
-            vec![("name", "Forged"), ("csrf", CSRF)],
-            None,
-        ),
-        // The right token, posted from another site.
+        // A cookie and token pair planted in the browser (say, by a sibling site): the token is
+        // not this session's.
         (
             format!("{member}; holdfast_csrf={CSRF}"),
             vec![("name", "Forged"), ("csrf", CSRF)],
+            None,
+        ),
+        // The right token, posted from another site, or from a sandboxed frame (Origin: null).
+        (
+            member.clone(),
+            vec![("name", "Forged"), ("csrf", &right)],
             Some("http://evil.example"),
+        ),
+        (
+            member.clone(),
+            vec![("name", "Forged"), ("csrf", &right)],
+            Some("null"),
         ),
     ];
     for (cookies, fields, origin) in attempts {
@@ -232,8 +258,9 @@ on_both_backends!(
     |app| {
         let member = session(&app, "rep", "rep").await;
         let cookies = format!("{member}; holdfast_csrf={CSRF}");
+        let token = session_token(&member).unwrap();
         let form = [
-            ("csrf", CSRF),
+            ("csrf", token.as_str()),
             ("name", ""),
             ("email", "nope"),
             ("mobile", "call me"),

@@ -482,6 +482,13 @@ fn locale_of(headers: &HeaderMap, user: Option<&UserRow>) -> Locale {
         .unwrap_or(Locale::En)
 }
 
+/// The anti-forgery token of a signed-in session: derived from the session's secret, so a
+/// token planted in a browser (a cookie set by a sibling site) or lifted from another session
+/// does not pass, and it ends with the session.
+pub fn session_csrf(session_token: &str) -> String {
+    holdfast_app::sha256_hex(&format!("holdfast-csrf:{session_token}"))[..32].to_owned()
+}
+
 fn csrf_of(headers: &HeaderMap) -> (String, bool) {
     match cookie(headers, CSRF_COOKIE)
         .filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -525,7 +532,7 @@ impl FromRequestParts<WebState> for Page {
             locale_of(&parts.headers, Some(&user)),
             state.app.config.utc_offset_minutes,
         );
-        let (csrf, new_csrf) = csrf_of(&parts.headers);
+        let (csrf, new_csrf) = (session_csrf(&token), false);
         let notice = notice_of(parts, &tr);
         Ok(Page {
             actor,
@@ -594,8 +601,10 @@ impl<S: Send + Sync> FromRequest<S> for Form {
             headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
             headers.get(header::HOST).and_then(|v| v.to_str().ok()),
         ) {
+            // `null` comes from sandboxed frames, data: pages and cross-site redirects: never
+            // from a form of ours.
             let origin_host = origin.split("://").nth(1).unwrap_or(origin);
-            if origin != "null" && origin_host != host {
+            if origin == "null" || origin_host != host {
                 return Err(forged());
             }
         }
@@ -603,7 +612,12 @@ impl<S: Send + Sync> FromRequest<S> for Form {
             axum::Form::<HashMap<String, String>>::from_request(request, state)
                 .await
                 .map_err(|_| forged())?;
-        let expected = cookie(&headers, CSRF_COOKIE);
+        // Signed in: the token belongs to the session; before signing in (login, setup): the
+        // token in the anti-forgery cookie.
+        let expected = match cookie(&headers, crate::extract::SESSION_COOKIE) {
+            Some(session) => Some(session_csrf(&session)),
+            None => cookie(&headers, CSRF_COOKIE),
+        };
         match (expected, fields.get("csrf")) {
             (Some(cookie), Some(sent)) if !cookie.is_empty() && &cookie == sent => Ok(Form(fields)),
             _ => Err(forged()),
