@@ -1197,8 +1197,21 @@ pub async fn as_of(
     Ok(Some(row))
 }
 
+/// A page of a list as it was at `at`, and where the next page starts (`None` at the end).
+#[derive(Debug, Clone)]
+pub struct AsOfPage {
+    pub items: Vec<VersionRow>,
+    /// The record id to continue after. A page can be short and still have a next one: the
+    /// reading stops after [`AS_OF_SCAN_PAGES`] pages of history, so that no request reads a
+    /// whole history table.
+    pub next_after: Option<i64>,
+}
+
+/// How many pages of history one as-of list request reads at most.
+pub const AS_OF_SCAN_PAGES: usize = 5;
+
 /// A page of a list as it was at `at`: records that existed then and were not in the recycle
-/// bin, as they were then, in id order after `after_id`.
+/// bin, as they were then, in id order after `after_id`. The actor's reach is part of the query.
 pub async fn list_as_of(
     app: &App,
     actor: &Actor,
@@ -1206,40 +1219,51 @@ pub async fn list_as_of(
     at: Timestamp,
     after_id: i64,
     limit: i64,
-) -> Result<Vec<VersionRow>, AppError> {
+) -> Result<AsOfPage, AppError> {
     authorize(actor, Action::Read(entity))?;
     let limit = limit.clamp(1, MAX_PAGE_SIZE);
-    let mut out = Vec::new();
+    let reach = reach(actor, entity);
+    let mut items = Vec::new();
     let mut after = after_id;
-    loop {
-        let page = app.db.versions_as_of(entity, at, after, limit).await?;
-        let Some(last) = page.last() else { break };
-        after = last.record_id;
+    for _ in 0..AS_OF_SCAN_PAGES {
+        let page = app
+            .db
+            .versions_as_of(entity, at, after, limit, reach.as_ref())
+            .await?;
         let full = page.len() as i64 == limit;
-        out.extend(
-            page.into_iter()
-                .filter(|v| v.snapshot.get("deleted_at").is_none_or(Value::is_null))
-                .filter(|v| {
-                    check_snapshot(
-                        actor,
-                        Action::Read(entity),
-                        entity,
-                        v.record_id,
-                        &v.snapshot,
-                    )
-                    .is_ok()
-                })
-                .map(|mut v| {
-                    redact_version(actor, &mut v);
-                    v
-                }),
-        );
-        if out.len() as i64 >= limit || !full {
-            break;
+        let Some(last) = page.last() else {
+            return Ok(AsOfPage {
+                items,
+                next_after: None,
+            });
+        };
+        after = last.record_id;
+        for mut version in page {
+            if version
+                .snapshot
+                .get("deleted_at")
+                .is_none_or(Value::is_null)
+            {
+                redact_version(actor, &mut version);
+                items.push(version);
+            }
+            if items.len() as i64 == limit {
+                // Continue after the last record shown, not the last one read.
+                let next_after = items.last().map(|v| v.record_id);
+                return Ok(AsOfPage { items, next_after });
+            }
+        }
+        if !full {
+            return Ok(AsOfPage {
+                items,
+                next_after: None,
+            });
         }
     }
-    out.truncate(usize::try_from(limit).unwrap_or(0));
-    Ok(out)
+    Ok(AsOfPage {
+        items,
+        next_after: Some(after),
+    })
 }
 
 /// Puts one record back as it was at `at`, as a new version (`restore_to_time`).

@@ -577,25 +577,40 @@ impl Db {
 
     /// Every record of a kind as it was at `at` (its newest version then, deleted ones
     /// included), in id order after `after_id`. Purged records have no history and are absent.
+    ///
+    /// With `reach`, only records the asking user reaches now (the record as it stands decides,
+    /// as for one record's history), in the SQL so nothing outside is read.
     pub async fn versions_as_of(
         &self,
         entity: Entity,
         at: Timestamp,
         after_id: i64,
         limit: i64,
+        reach: Option<&Reach>,
     ) -> anyhow::Result<Vec<VersionRow>> {
-        let found = sqlx::query(&format!(
-            "{VERSION_SELECT} WHERE v.entity = $1 AND v.record_id > $2 AND v.at <= $3
+        let mut params = Params::default();
+        let kind = params.text(entity.name());
+        let after = params.int(after_id);
+        let at = params.int(at.micros());
+        let scope = match reach {
+            Some(reach) => format!(
+                "AND v.record_id IN (SELECT id FROM {} WHERE {})",
+                entity.plural(),
+                reach.condition(&mut params)
+            ),
+            None => String::new(),
+        };
+        let limit = params.int(limit);
+        let sql = format!(
+            "{VERSION_SELECT} WHERE v.entity = {kind} AND v.record_id > {after} AND v.at <= {at} {scope}
                AND v.version = (SELECT MAX(w.version) FROM record_versions w
-                                WHERE w.entity = v.entity AND w.record_id = v.record_id AND w.at <= $3)
-             ORDER BY v.record_id LIMIT $4"
-        ))
-        .bind(entity.name())
-        .bind(after_id)
-        .bind(at.micros())
-        .bind(limit)
-        .fetch_all(self.read_pool())
-        .await?;
+                                WHERE w.entity = v.entity AND w.record_id = v.record_id AND w.at <= {at})
+             ORDER BY v.record_id LIMIT {limit}"
+        );
+        let found = params
+            .bind(sqlx::query(&sql))
+            .fetch_all(self.read_pool())
+            .await?;
         found.iter().map(version_from_row).collect()
     }
 

@@ -980,14 +980,11 @@ async fn record_list_as_of(
     let at = time_param(query.get("as_of"), "as_of")?;
     let after = query.int("after")?.unwrap_or(0);
     let limit = query.int("limit")?.unwrap_or(records::DEFAULT_PAGE_SIZE);
-    let items = records::list_as_of(&state.app, actor, entity, at, after, limit).await?;
-    let next = (items.len() as i64 == limit.clamp(1, records::MAX_PAGE_SIZE))
-        .then(|| items.last().map(|v| v.record_id))
-        .flatten();
+    let page = records::list_as_of(&state.app, actor, entity, at, after, limit).await?;
     ok(json!({
         "as_of": at.to_rfc3339(),
-        "items": items.iter().map(|v| v.snapshot.clone()).collect::<Vec<_>>(),
-        "next_after": next,
+        "items": page.items.iter().map(|v| v.snapshot.clone()).collect::<Vec<_>>(),
+        "next_after": page.next_after,
     }))
 }
 

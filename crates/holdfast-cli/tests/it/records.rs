@@ -696,3 +696,92 @@ on_both_backends!(
         assert_eq!(wrong.body["error"]["fields"][0]["field"], "entity");
     }
 );
+
+on_both_backends!(
+    lists_as_they_were_read_only_what_is_in_reach_and_stop_early,
+    |app| {
+        use holdfast_app::records::{AS_OF_SCAN_PAGES, Change, MAX_PAGE_SIZE, apply_changes};
+        use holdfast_domain::Entity;
+        let admin = app.admin().await;
+        let rep = app.user("xiaotang", "rep").await;
+        let boss = holdfast_test_support::actor(&app.app, admin.user_id).await;
+        // Many records of someone else, all in the recycle bin at the time asked about, and three
+        // of the rep's own after them.
+        let scanned = AS_OF_SCAN_PAGES * MAX_PAGE_SIZE as usize;
+        let mut ids = Vec::new();
+        for chunk in 0..(scanned + 100).div_ceil(1000) {
+            let count = (scanned + 100 - chunk * 1000).min(1000);
+            let changes = (0..count)
+                .map(|n| Change::Create {
+                    entity: Entity::Contact,
+                    input: json!({"name": format!("旧客户{chunk}-{n}")}),
+                })
+                .collect();
+            for outcome in apply_changes(&app.app, &boss, "t", changes).await.unwrap() {
+                ids.push(outcome.record.id);
+            }
+        }
+        for chunk in ids.chunks(1000) {
+            let changes = chunk
+                .iter()
+                .map(|id| Change::Delete {
+                    entity: Entity::Contact,
+                    id: *id,
+                    expected_version: None,
+                    reason: None,
+                })
+                .collect();
+            apply_changes(&app.app, &boss, "t", changes).await.unwrap();
+        }
+        let mine: Vec<i64> = {
+            let mut mine = Vec::new();
+            for name in ["甲", "乙", "丙"] {
+                mine.push(rep.create("contacts", json!({"name": name})).await);
+            }
+            mine
+        };
+        app.clock.advance_seconds(60);
+        let at = app.app.now().to_rfc3339().replace('+', "%2B");
+
+        // The rep's reach is in the query: their three records, nothing else read for them.
+        let page = rep
+            .get(&format!("/api/v1/contacts?as_of={at}&limit=2"))
+            .await
+            .expect(200);
+        let ids_of = |page: &serde_json::Value| -> Vec<i64> {
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v["id"].as_i64().unwrap())
+                .collect()
+        };
+        assert_eq!(ids_of(&page), mine[..2]);
+        let next = page["next_after"].as_i64().unwrap();
+        let rest = rep
+            .get(&format!("/api/v1/contacts?as_of={at}&limit=2&after={next}"))
+            .await
+            .expect(200);
+        assert_eq!(ids_of(&rest), mine[2..]);
+        assert!(rest["next_after"].is_null());
+
+        // Someone who reaches everything pages through history in bounded steps: a request that
+        // meets only deleted records stops after a few pages and says where to go on.
+        let first = admin
+            .get(&format!(
+                "/api/v1/contacts?as_of={at}&limit={MAX_PAGE_SIZE}"
+            ))
+            .await
+            .expect(200);
+        assert!(ids_of(&first).is_empty(), "all in the recycle bin then");
+        assert_eq!(first["next_after"], ids[scanned - 1]);
+        let second = admin
+            .get(&format!(
+                "/api/v1/contacts?as_of={at}&limit={MAX_PAGE_SIZE}&after={}",
+                ids[scanned - 1]
+            ))
+            .await
+            .expect(200);
+        assert_eq!(ids_of(&second), mine);
+    }
+);

@@ -406,7 +406,7 @@ async fn as_of_body(
     let tr = &page.tr;
     let at = parse_local_time(tr, at_text, "as_of")?;
     let after = query.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
-    let items = records::list_as_of(
+    let records::AsOfPage { items, next_after } = records::list_as_of(
         &state.app,
         &page.actor,
         entity,
@@ -415,7 +415,6 @@ async fn as_of_body(
         records::DEFAULT_PAGE_SIZE,
     )
     .await?;
-    let full = items.len() as i64 == records::DEFAULT_PAGE_SIZE;
     let at_input = tr.datetime_input(at);
     Ok(html! {
         p.notice { (tr.f("list.as_of_title", &[("at", &tr.datetime(at))])) " " a href=(format!("/{}", entity.plural())) { (tr.t("list.back_to_now")) } }
@@ -439,10 +438,8 @@ async fn as_of_body(
                 }
             } }
         }
-        @if full {
-            @if let Some(last) = items.last() {
-                nav.pager { a rel="next" href=(format!("/{}?as_of={at_input}&after={}", entity.plural(), last.record_id)) { (tr.t("list.next_page")) } }
-            }
+        @if let Some(next) = next_after {
+            nav.pager { a rel="next" href=(format!("/{}?as_of={at_input}&after={next}", entity.plural())) { (tr.t("list.next_page")) } }
         }
     })
 }
