@@ -55,6 +55,12 @@ pub struct AppConfig {
     pub dormant_after_days: i64,
     /// A right not used this long is unused (days).
     pub unused_after_days: i64,
+    /// A client gets this long to send its request body; a slower one is answered 408 and
+    /// holds nothing afterwards.
+    pub body_timeout_seconds: u64,
+    /// Requests handled at once; more wait up to `busy_wait_ms`, then get 503 `busy`.
+    pub max_concurrent_requests: usize,
+    pub busy_wait_ms: u64,
 }
 
 impl Default for AppConfig {
@@ -71,6 +77,9 @@ impl Default for AppConfig {
             access_review_days: 90,
             dormant_after_days: 60,
             unused_after_days: 90,
+            body_timeout_seconds: 30,
+            max_concurrent_requests: 128,
+            busy_wait_ms: 5_000,
         }
     }
 }

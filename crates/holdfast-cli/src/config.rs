@@ -29,6 +29,28 @@ pub struct Config {
     pub login: LoginConfig,
     pub backup: BackupSection,
     pub access: AccessSection,
+    pub limits: LimitsSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Seconds a client gets to send its request body (slow clients cannot hold the server).
+    pub body_timeout_seconds: u64,
+    /// Requests handled at once; more wait up to `busy_wait_ms`, then get 503 busy.
+    pub max_concurrent_requests: usize,
+    pub busy_wait_ms: u64,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        let app = AppConfig::default();
+        LimitsSection {
+            body_timeout_seconds: app.body_timeout_seconds,
+            max_concurrent_requests: app.max_concurrent_requests,
+            busy_wait_ms: app.busy_wait_ms,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -134,6 +156,7 @@ impl Default for Config {
             login: LoginConfig::default(),
             backup: BackupSection::default(),
             access: AccessSection::default(),
+            limits: LimitsSection::default(),
         }
     }
 }
@@ -395,6 +418,9 @@ impl Config {
             access_review_days: self.access.review_every_days,
             dormant_after_days: self.access.dormant_after_days,
             unused_after_days: self.access.unused_after_days,
+            body_timeout_seconds: self.limits.body_timeout_seconds,
+            max_concurrent_requests: self.limits.max_concurrent_requests,
+            busy_wait_ms: self.limits.busy_wait_ms,
         }
     }
 }

@@ -38,6 +38,8 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 #[derive(Clone)]
 pub struct WebState {
     pub app: App,
+    /// Permits for requests being handled at once (`AppConfig::max_concurrent_requests`).
+    pub gate: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// The router plus the documentation of every route it has.
@@ -131,7 +133,10 @@ pub fn routes() -> Routes {
 /// The application: every API route and page, the operation-id middleware, the body limit, and
 /// 404s in the format of whoever asked (JSON under `/api/`, a page elsewhere).
 pub fn router(app: App) -> Router {
-    let state = WebState { app };
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(
+        app.config.max_concurrent_requests.max(1),
+    ));
+    let state = WebState { app, gate };
     let (pages, _) = views::pages();
     routes()
         .router
@@ -139,6 +144,7 @@ pub fn router(app: App) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), record_faults))
+        .layer(middleware::from_fn_with_state(state.clone(), limits))
         .layer(middleware::from_fn(op_id_middleware))
         .layer(middleware::from_fn(security_headers))
         .with_state(state)
@@ -183,6 +189,54 @@ async fn security_headers(request: Request, next: Next) -> Response {
         }
     }
     response
+}
+
+/// Slow or too many clients cannot hold the server: the body must arrive within the body
+/// timeout (read here, before any handler or database connection is involved; 408 otherwise),
+/// and only so many requests are handled at once (the rest wait briefly, then get 503 `busy`
+/// with `Retry-After`). Handlers then run to completion, so a change is never cut off halfway.
+async fn limits(State(state): State<WebState>, request: Request, next: Next) -> Response {
+    let config = &state.app.config;
+    let (parts, body) = request.into_parts();
+    let read = axum::body::to_bytes(body, MAX_BODY_BYTES + 1);
+    let body = match tokio::time::timeout(
+        std::time::Duration::from_secs(config.body_timeout_seconds),
+        read,
+    )
+    .await
+    {
+        Ok(Ok(bytes)) => bytes,
+        // Too large: the body-limit layer inside answers 413 with the usual body.
+        Ok(Err(_)) => axum::body::Bytes::from(vec![0u8; MAX_BODY_BYTES + 1]),
+        Err(_) => {
+            return error::ApiError::bad_request(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "The request body did not arrive within {} seconds; nothing was done. Send it again",
+                    config.body_timeout_seconds
+                ),
+            )
+            .into_response();
+        }
+    };
+    let request = Request::from_parts(parts, axum::body::Body::from(body));
+    let wait = std::time::Duration::from_millis(config.busy_wait_ms);
+    let Ok(Ok(_permit)) = tokio::time::timeout(wait, state.gate.clone().acquire_owned()).await
+    else {
+        let mut response = error::ApiError::bad_request(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "The server is handling as many requests as it takes at once; try again in a few seconds".to_owned(),
+        )
+        .into_response();
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("5"),
+        );
+        return response;
+    };
+    next.run(request).await
 }
 
 /// Remembers the database faults answers ran into (a damaged database, a full disk), so that

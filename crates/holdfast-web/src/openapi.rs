@@ -422,7 +422,7 @@ fn operation(op: &Operation, entity: Option<Entity>, public: bool, path: &str) -
     let success = if op.creates { "201" } else { "200" };
     let mut responses = json!({
         success: {"description": "Success", "content": {"application/json": {"schema": schema_ref(&response)}}},
-        "default": {"description": "Error: 400 malformed, 401 not logged in, 403 not allowed, 404 not found, 409 conflict, 413 too large, 422 invalid fields, 429 throttled, 503 database damaged (read-only), 507 disk full", "content": {"application/json": {"schema": schema_ref("Error")}}},
+        "default": {"description": "Error: 400 malformed, 401 not logged in, 403 not allowed, 404 not found, 408 body too slow, 409 conflict, 413 too large, 422 invalid fields, 429 throttled, 503 busy or database damaged (read-only), 507 disk full", "content": {"application/json": {"schema": schema_ref("Error")}}},
     });
     let dry_run = matches!(op.body, Body::Named(name) if named_has_dry_run(name));
     if op.creates && dry_run {

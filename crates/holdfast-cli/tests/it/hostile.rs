@@ -271,3 +271,78 @@ on_both_backends!(
         assert_eq!(with_token.status(), 200);
     }
 );
+
+async fn spawn_with_tight_limits(
+    backend: holdfast_test_support::Backend,
+) -> Option<holdfast_test_support::TestApp> {
+    let config = holdfast_app::AppConfig {
+        body_timeout_seconds: 1,
+        max_concurrent_requests: 1,
+        busy_wait_ms: 0,
+        ..holdfast_app::AppConfig::default()
+    };
+    holdfast_test_support::spawn_app_with(backend, config).await
+}
+
+on_both_backends!(
+    slow_or_too_many_clients_cannot_hold_the_server,
+    spawn_with_tight_limits,
+    |app| {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let admin = app.admin().await;
+        // A client that sends headers and then only part of its body is answered 408 once the
+        // body timeout passes, and nothing is created.
+        let address = app.base_url.trim_start_matches("http://").to_owned();
+        let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let head = format!(
+            "POST /api/v1/contacts HTTP/1.1\r\nHost: {address}\r\nAuthorization: {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\": ",
+            admin.auth.clone().unwrap()
+        );
+        slow.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = vec![0u8; 2048];
+        let read = tokio::time::timeout(std::time::Duration::from_secs(10), slow.read(&mut answer))
+            .await
+            .expect("answered after the body timeout")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer[..read]);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(answer.contains("request_timeout"), "{answer}");
+        assert_eq!(app.app.db.count_rows("contacts").await.unwrap(), 0);
+
+        // More requests at once than the server takes: the rest are told to come back.
+        let requests = (0..50).map(|_| {
+            let admin = admin.clone();
+            async move { admin.get("/api/v1/contacts?q=%E5%BC%A0").await }
+        });
+        let replies = futures_join_all(requests).await;
+        let busy: Vec<_> = replies.iter().filter(|r| r.status == 503).collect();
+        assert!(
+            replies.iter().all(|r| r.status == 200 || r.status == 503),
+            "{:?}",
+            replies.iter().map(|r| r.status).collect::<Vec<_>>()
+        );
+        assert!(
+            !busy.is_empty(),
+            "fifty at once with room for one: some must wait"
+        );
+        assert_eq!(busy[0].error_code(), "busy");
+        assert_eq!(busy[0].headers["retry-after"], "5");
+        // And afterwards the server answers as usual.
+        admin.get("/api/v1/contacts").await.expect(200);
+    }
+);
+
+/// Runs the futures at once and returns their results in order (tokio has no join_all).
+async fn futures_join_all<F: std::future::Future + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for handle in handles {
+        out.push(handle.await.unwrap());
+    }
+    out
+}
