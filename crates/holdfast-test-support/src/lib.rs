@@ -261,6 +261,20 @@ impl TestApp {
         }
     }
 
+    /// Signs `username` in with the test password and returns the `Cookie` header value of the
+    /// new session (`holdfast_session=…`).
+    pub async fn session_cookie(&self, username: &str) -> String {
+        let login = reqwest::Client::new()
+            .post(format!("{}/api/v1/auth/login", self.base_url))
+            .json(&serde_json::json!({"username": username, "password": "correct horse battery"}))
+            .send()
+            .await
+            .expect("login sent");
+        assert_eq!(login.status(), 200, "{username} signs in");
+        let cookie = login.headers()["set-cookie"].to_str().expect("cookie");
+        cookie.split(';').next().unwrap_or_default().to_owned()
+    }
+
     /// Audit entries of one record, oldest first, read straight from the database.
     pub async fn audit_of(&self, entity: &str, id: i64) -> Vec<holdfast_app::AuditRow> {
         let entity = holdfast_domain::Entity::from_name(entity).unwrap();

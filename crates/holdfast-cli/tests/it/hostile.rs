@@ -210,14 +210,7 @@ on_both_backends!(
             )
             .await
             .expect(200);
-        let login = reqwest::Client::new()
-            .post(format!("{}/api/v1/auth/login", app.base_url))
-            .json(&json!({"username": "admin", "password": "correct horse battery"}))
-            .send()
-            .await
-            .unwrap();
-        let cookie = login.headers()["set-cookie"].to_str().unwrap();
-        let cookie = cookie.split(';').next().unwrap().to_owned();
+        let cookie = app.session_cookie("admin").await;
         let url = format!("{}/api/v1/contacts/{id}/versions/1/restore", app.base_url);
         let body = r#"{"expected_version": 2}"#;
         let send = |content_type: Option<&'static str>, origin: Option<&'static str>| {
