@@ -42,6 +42,9 @@ pub enum AppError {
         /// The engine's words.
         detail: String,
         message: String,
+        /// The engine just reported it (as opposed to a write refused because the fault was
+        /// already known): the web layer records fresh faults in the database's health.
+        fresh: bool,
     },
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -55,6 +58,7 @@ fn internal_or_fault(error: anyhow::Error) -> AppError {
             kind,
             message: fault_message(kind, &detail),
             detail,
+            fresh: true,
         },
         None => AppError::Internal(error),
     }
@@ -108,6 +112,7 @@ impl From<StoreError> for AppError {
                 kind: fault.kind,
                 message: fault_message(fault.kind, &fault.detail),
                 detail: fault.detail,
+                fresh: false,
             },
             StoreError::Internal(error) => internal_or_fault(error),
         }

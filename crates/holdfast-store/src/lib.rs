@@ -415,6 +415,10 @@ fn sqlite_preflight(url: &str) -> anyhow::Result<()> {
     let Some(path) = sqlite_path(url) else {
         return Ok(());
     };
+    if url.contains("mode=ro") {
+        // Opened for reading only: nothing here needs to be writable.
+        return Ok(());
+    }
     let create = url.contains("mode=rwc");
     let folder = path
         .parent()

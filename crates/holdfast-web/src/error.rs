@@ -116,13 +116,16 @@ impl IntoResponse for ApiError {
                 kind,
                 detail,
                 message,
+                fresh,
             } => {
                 tracing::error!(op_id = %current_op_id(), %detail, code = kind.code(), "database fault");
                 let mut response =
                     body_response(fault_status(kind), kind.code(), &message, json!({}));
-                response
-                    .extensions_mut()
-                    .insert(ObservedFault { kind, detail });
+                if fresh {
+                    response
+                        .extensions_mut()
+                        .insert(ObservedFault { kind, detail });
+                }
                 response
             }
             AppError::Internal(error) => {

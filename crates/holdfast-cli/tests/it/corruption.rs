@@ -245,6 +245,11 @@ async fn a_damaged_sqlite_file_is_found_refused_for_backup_and_restored_from_the
         .post("/api/v1/contacts", json!({"name": "新客户"}))
         .await;
     assert_eq!(refused.error_code(), "database_corrupt");
+    assert_eq!(
+        unchecked.db.health().corruption_errors(),
+        1,
+        "a refused write is not another engine error"
+    );
     unchecked.db.close().await;
 
     // The header: the file is not recognisable as a database; the error names it and the way

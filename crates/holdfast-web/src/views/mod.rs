@@ -744,14 +744,17 @@ pub fn error_page(tr: &Tr, error: AppError) -> Response {
             kind,
             detail,
             message,
+            fresh,
         } => {
             tracing::error!(op_id = %current_op_id(), %detail, code = kind.code(), "database fault");
             let title = error_message(tr, kind.code(), kind.code());
             let body = layout::error_body(tr, &title, &message, Some(("/", tr.t("nav.home"))));
             let mut response = html_status(crate::error::fault_status(kind), body, "", false);
-            response
-                .extensions_mut()
-                .insert(crate::error::ObservedFault { kind, detail });
+            if fresh {
+                response
+                    .extensions_mut()
+                    .insert(crate::error::ObservedFault { kind, detail });
+            }
             response
         }
         AppError::Internal(error) => {
