@@ -51,11 +51,6 @@ impl VisibleRecord {
     pub fn into_record(self) -> Record {
         self.record
     }
-
-    /// Whether the actor may not see `field`.
-    pub fn is_hidden(&self, field: &str) -> bool {
-        self.hidden.contains(&field)
-    }
 }
 
 impl std::ops::Deref for VisibleRecord {

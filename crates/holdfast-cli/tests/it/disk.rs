@@ -64,12 +64,11 @@ async fn a_read_only_data_folder_is_named_at_once_with_the_reason() {
     let Some(mount) = Mount::tmpfs(&dir.path().join("data"), "8m") else {
         return;
     };
+    // An existing database file (an empty file is an empty SQLite database) on a file system
+    // that has since become read-only. Nothing holds it open, so the remount cannot be busy.
     let file = mount.0.join("holdfast.db");
+    std::fs::write(&file, b"").unwrap();
     let url = format!("sqlite://{}?mode=rwc", file.display());
-    let app = holdfast_app::App::open(&url, holdfast_app::AppConfig::default(), clock())
-        .await
-        .unwrap();
-    app.db.close().await;
     mount.remount("ro");
     let error = holdfast_app::App::open(&url, holdfast_app::AppConfig::default(), clock())
         .await
