@@ -13,6 +13,7 @@ use crate::records::{self, Change, MAX_BATCH};
 use crate::{App, AppError};
 use holdfast_domain::revert::{self, PresenceChange, RecordPlan, Step, Unchanged, Whose, is_live};
 use holdfast_domain::{Action, Actor, Entity, Timestamp, access::authorize};
+use holdfast_store::RecordHistory;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -149,57 +150,9 @@ pub async fn preview(app: &App, actor: &Actor, request: &Request) -> Result<Prev
             continue;
         };
         for history in app.db.history_since(entity, ids, request.to).await? {
-            let Some(last) = history.after.last() else {
-                continue;
-            };
-            let then = history.then.as_ref().map(|v| &v.snapshot);
-            let steps: Vec<Step<'_>> = history
-                .after
-                .iter()
-                .map(|v| Step {
-                    actor_id: v.actor_id,
-                    snapshot: &v.snapshot,
-                })
-                .collect();
-            let Some(mut plan) = revert::plan(then, &steps, whose) else {
-                continue;
-            };
-            let live_now = is_live(Some(&last.snapshot));
-            let then_live = is_live(then);
-            if plan.presence == Some(PresenceChange::Delete) {
-                hold_if_others_hang_off(app, request, entity, history.record_id, &mut plan).await?;
+            if let Some(item) = plan_item(app, request, whose, &history).await? {
+                items.push(item);
             }
-            resolve(
-                request,
-                entity,
-                history.record_id,
-                &mut plan,
-                live_now,
-                then_live,
-            );
-            let title = last
-                .snapshot
-                .get(entity.title_field())
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
-            let root = last.snapshot.get("deleted_with").and_then(|with| {
-                Some((
-                    Entity::from_name(with.get("entity")?.as_str()?)?,
-                    with.get("id")?.as_i64()?,
-                ))
-            });
-            items.push(Item {
-                root,
-                entity,
-                id: history.record_id,
-                title,
-                version: last.version,
-                live_now,
-                then_live,
-                unchanged: plan.unchanged(live_now, then_live),
-                plan,
-            });
         }
     }
     stays_with_root(&mut items);
@@ -208,6 +161,67 @@ pub async fn preview(app: &App, actor: &Actor, request: &Request) -> Result<Prev
         by: request.by,
         items,
     })
+}
+
+/// One record's plan, from its history around the time; `None` if `whose` did not change it.
+async fn plan_item(
+    app: &App,
+    request: &Request,
+    whose: Whose,
+    history: &RecordHistory,
+) -> Result<Option<Item>, AppError> {
+    let entity = history.entity;
+    let Some(last) = history.after.last() else {
+        return Ok(None);
+    };
+    let then = history.then.as_ref().map(|v| &v.snapshot);
+    let steps: Vec<Step<'_>> = history
+        .after
+        .iter()
+        .map(|v| Step {
+            actor_id: v.actor_id,
+            snapshot: &v.snapshot,
+        })
+        .collect();
+    let Some(mut plan) = revert::plan(then, &steps, whose) else {
+        return Ok(None);
+    };
+    let live_now = is_live(Some(&last.snapshot));
+    let then_live = is_live(then);
+    if plan.presence == Some(PresenceChange::Delete) {
+        hold_if_others_hang_off(app, request, entity, history.record_id, &mut plan).await?;
+    }
+    resolve(
+        request,
+        entity,
+        history.record_id,
+        &mut plan,
+        live_now,
+        then_live,
+    );
+    let title = last
+        .snapshot
+        .get(entity.title_field())
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let root = last.snapshot.get("deleted_with").and_then(|with| {
+        Some((
+            Entity::from_name(with.get("entity")?.as_str()?)?,
+            with.get("id")?.as_i64()?,
+        ))
+    });
+    Ok(Some(Item {
+        root,
+        entity,
+        id: history.record_id,
+        title,
+        version: last.version,
+        live_now,
+        then_live,
+        unchanged: plan.unchanged(live_now, then_live),
+        plan,
+    }))
 }
 
 /// A record the revert would move to the recycle bin takes what hangs off it along: if any of
