@@ -215,6 +215,7 @@ pub fn pending_migrations(from: i64) -> Vec<(i64, &'static str)> {
         .collect()
 }
 
+pub use holdfast_store::files;
 pub use holdfast_store::health;
 pub use holdfast_store::limits::{RawLimits, measure_bare_sqlite};
 pub use holdfast_store::redact;

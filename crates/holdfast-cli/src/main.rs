@@ -267,8 +267,9 @@ async fn open_app(config: &Config) -> anyhow::Result<App> {
 
 fn prepare_data_dir(config: &Config) -> anyhow::Result<()> {
     if config.database_url.is_empty() {
+        // Only the account running Holdfast may look inside: the database and backups are here.
         let dir = config.absolute_data_dir()?;
-        std::fs::create_dir_all(&dir)
+        holdfast_app::files::private_dir(&dir)
             .with_context(|| format!("creating the data folder {}", dir.display()))?;
     }
     Ok(())
@@ -495,7 +496,8 @@ async fn upgrade(config: &Config, check: bool, yes: bool) -> anyhow::Result<()> 
     match db.backend() {
         Backend::Sqlite => {
             let dir = config.absolute_data_dir()?.join("backups");
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            holdfast_app::files::private_dir(&dir)
+                .with_context(|| format!("creating {}", dir.display()))?;
             let stamp = holdfast_app::compact_utc_now();
             let path = dir.join(format!("pre-upgrade-v{found}-{stamp}.db"));
             db.sqlite_copy_to(&path).await?;

@@ -11,6 +11,7 @@
 
 pub mod access;
 pub mod backup_runs;
+pub mod files;
 pub mod health;
 pub mod limits;
 pub mod read;
@@ -320,6 +321,7 @@ impl Db {
         let partial = folder.join(format!(".{name}.partial"));
         let result = self.sqlite_copy_checked(&partial).await;
         let result = result.and_then(|()| {
+            files::make_private(&partial)?;
             std::fs::File::open(&partial)?.sync_all()?;
             std::fs::rename(&partial, path)
                 .with_context(|| format!("moving the copy into place as {}", path.display()))?;
@@ -431,18 +433,28 @@ fn sqlite_preflight(url: &str) -> anyhow::Result<()> {
             folder.display()
         );
     }
-    std::fs::OpenOptions::new()
+    let mut options = std::fs::OpenOptions::new();
+    options
         .read(true)
         .write(true)
         .create(create)
-        .truncate(false)
-        .open(&path)
-        .with_context(|| {
-            format!(
-                "cannot open the database file {} for reading and writing",
-                path.display()
-            )
-        })?;
+        .truncate(false);
+    // A new database file is private from the start; SQLite gives its journal files the
+    // database file's permissions.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(&path).with_context(|| {
+        format!(
+            "cannot open the database file {} for reading and writing",
+            path.display()
+        )
+    })?;
+    files::make_private(&path).with_context(|| {
+        format!(
+            "cannot make {} readable by this account only",
+            path.display()
+        )
+    })?;
     // SQLite keeps its write-ahead log and shared-memory index beside the file.
     let probe = folder.join(format!(".holdfast-write-probe-{}", std::process::id()));
     std::fs::write(&probe, b"")

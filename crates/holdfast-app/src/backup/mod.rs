@@ -132,7 +132,7 @@ pub async fn create_as_is(
     now: Timestamp,
     progress: &Progress,
 ) -> anyhow::Result<Created> {
-    std::fs::create_dir_all(dir)
+    crate::files::private_dir(dir)
         .with_context(|| format!("cannot create the backup folder {}", dir.display()))?;
     let backup_id = crate::random_hex(8)?;
     let name = format!(
@@ -219,7 +219,7 @@ async fn write_archive(
     now: Timestamp,
     progress: &Progress,
 ) -> anyhow::Result<(u64, String, Manifest)> {
-    let file = std::fs::File::create_new(temp)
+    let file = crate::files::create_private_new(temp)
         .with_context(|| format!("cannot create {}", temp.display()))?;
     let io_context = || format!("writing {}", temp.display());
     let out = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));

@@ -372,7 +372,8 @@ async fn audit(app: &App, action: &str, detail: serde_json::Value) -> anyhow::Re
 
 /// Copies a finished backup into `dir` under the same name, temp file then rename.
 fn copy_file(file: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // The copy keeps the archive's private permissions (`fs::copy` copies them).
+    crate::files::private_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
     let name = file.file_name().context("a backup without a file name")?;
     let target = dir.join(name);
     let temp = dir.join(format!(".{}.partial", name.to_string_lossy()));

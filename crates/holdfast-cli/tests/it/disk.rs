@@ -211,5 +211,65 @@ async fn a_copy_that_runs_out_of_room_leaves_nothing_named_like_a_good_copy() {
         left,
         vec![std::ffi::OsString::from("pre-upgrade-v8-now.db")]
     );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the copy is as private as the database");
+    }
     app.db.close().await;
+}
+
+#[cfg(unix)]
+#[test]
+fn the_data_folder_the_database_and_backups_are_private() {
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    let mut child = crate::cli::holdfast(
+        &[
+            "admin",
+            "create",
+            "--data-dir",
+            data_arg,
+            "--username",
+            "boss",
+        ],
+        dir.path(),
+    )
+    .stdin(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a long enough password\n")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(mode(&data), 0o700, "the data folder");
+    assert_eq!(mode(&data.join("holdfast.db")), 0o600, "the database");
+    let (out, _) = crate::cli::run_ok(&["backup", "create", "--data-dir", data_arg], dir.path());
+    let backups = data.join("backups");
+    assert_eq!(mode(&backups), 0o700, "the backup folder");
+    let archive = std::fs::read_dir(&backups)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "hfb"))
+        .unwrap_or_else(|| panic!("a backup in {}: {out}", backups.display()));
+    assert_eq!(mode(&archive), 0o600, "the backup");
+    // A database left readable by others is tightened when Holdfast opens it.
+    std::fs::set_permissions(
+        data.join("holdfast.db"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let _ = crate::cli::holdfast(&["doctor", "--data-dir", data_arg], dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(mode(&data.join("holdfast.db")), 0o600);
 }
