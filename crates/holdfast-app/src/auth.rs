@@ -134,8 +134,10 @@ pub async fn login(
             false
         }
     };
+    // A deactivated account gets the answer a wrong password gets: a right password must not be
+    // confirmed to whoever holds it (the account may have been closed because it leaked).
     let user = match user {
-        Some(user) if verified => user,
+        Some(user) if verified && user.active => user,
         _ => {
             let keys: Vec<String> = limits.into_iter().map(|(key, _)| key).collect();
             app.db.record_login_failure(&keys, now).await?;
@@ -145,12 +147,6 @@ pub async fn login(
             });
         }
     };
-    if !user.active {
-        return Err(AppError::Unauthenticated {
-            code: "account_deactivated",
-            message: "This account is deactivated; an administrator can reactivate it".into(),
-        });
-    }
     app.db
         .clear_login_failures(&account_key, window_start)
         .await?;

@@ -164,6 +164,16 @@ on_both_backends!(
             .await
             .expect(200);
         assert_eq!(rep.get("/api/v1/companies").await.status, 401);
+        // The right password of a deactivated account gets the answer of a wrong one: it is not
+        // confirmed to whoever holds it.
+        let (right, _) = login(&app, "leaver", "correct horse battery").await;
+        let (wrong, _) = login(&app, "leaver", "not the password at all").await;
+        assert_eq!(right.status, 401);
+        assert_eq!(right.body["error"]["code"], wrong.body["error"]["code"]);
+        assert_eq!(
+            right.body["error"]["message"],
+            wrong.body["error"]["message"]
+        );
         let kept = admin
             .get(&format!("/api/v1/companies/{id}"))
             .await
@@ -414,3 +424,44 @@ on_both_backends!(
         );
     }
 );
+
+on_both_backends!(signing_in_never_sends_the_user_to_another_site, |app| {
+    use crate::pages::{CSRF, http};
+    app.user("xiaoqin", "rep").await;
+    for next in [
+        "/\t/evil.cn",
+        "//evil.cn",
+        "/\\evil.cn",
+        "/%2F/evil.cn",
+        "https:evil.cn",
+    ] {
+        let response = http()
+            .post(format!("{}/login", app.base_url))
+            .header("Cookie", format!("holdfast_csrf={CSRF}"))
+            .form(&[
+                ("csrf", CSRF),
+                ("username", "xiaoqin"),
+                ("password", "correct horse battery"),
+                ("next", next),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 303, "{next:?}");
+        assert_eq!(response.headers()["location"], "/", "{next:?}");
+    }
+    // A same-site path is followed.
+    let response = http()
+        .post(format!("{}/login", app.base_url))
+        .header("Cookie", format!("holdfast_csrf={CSRF}"))
+        .form(&[
+            ("csrf", CSRF),
+            ("username", "xiaoqin"),
+            ("password", "correct horse battery"),
+            ("next", "/contacts"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["location"], "/contacts");
+});

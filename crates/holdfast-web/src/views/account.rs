@@ -16,13 +16,22 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 /// Only same-site paths are followed after login, so a crafted link cannot send a user away.
+/// Browsers drop tabs and newlines from URLs and read `\` as `/`, so `/\t/evil.cn` or `/\evil.cn`
+/// would become `//evil.cn`, another site: a path with any control character, white space or
+/// backslash is refused, as is one whose second character (even encoded) is a slash.
 fn safe_next(next: Option<&String>) -> String {
-    match next {
-        Some(next) if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') => {
-            next.clone()
-        }
-        _ => "/".into(),
-    }
+    let Some(next) = next else {
+        return "/".into();
+    };
+    let lower = next.to_ascii_lowercase();
+    let same_site = next.starts_with('/')
+        && !next.starts_with("//")
+        && !lower.starts_with("/%2f")
+        && !lower.starts_with("/%5c")
+        && !next
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == '\\');
+    if same_site { next.clone() } else { "/".into() }
 }
 
 /// Problems shown above a form that is not about particular fields.
@@ -429,5 +438,35 @@ pub async fn token_revoke_post(
     match auth::revoke_token(&state.app, &page.actor, &current_op_id(), id).await {
         Ok(_) => redirect("/settings", "token_revoked"),
         Err(error) => error_page(&page.tr, error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn only_same_site_paths_are_followed_after_login() {
+        for away in [
+            "//evil.cn",
+            "/\\evil.cn",
+            "/\t/evil.cn",
+            "/\n/evil.cn",
+            "/\r//evil.cn",
+            "/%2F/evil.cn",
+            "/%2f%2fevil.cn",
+            "/%5C/evil.cn",
+            "https:evil.cn",
+            "https://evil.cn",
+            "javascript:alert(1)",
+            "evil.cn",
+            "/ /evil.cn",
+            "/\u{0}/evil.cn",
+        ] {
+            assert_eq!(safe_next(Some(&away.to_owned())), "/", "{away:?}");
+        }
+        for home in ["/", "/contacts?q=%E5%BC%A0", "/deals/12/history"] {
+            assert_eq!(safe_next(Some(&home.to_owned())), home);
+        }
     }
 }
