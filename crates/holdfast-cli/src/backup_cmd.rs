@@ -186,11 +186,8 @@ fn human_bytes(bytes: u64) -> String {
 }
 
 async fn open_db(config: &Config) -> anyhow::Result<Db> {
-    if config.database_url.is_empty() {
-        let dir = config.absolute_data_dir()?;
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("creating the data folder {}", dir.display()))?;
-    }
+    // The same private data folder `serve` makes: a restore into a new folder holds customers.
+    crate::prepare_data_dir(config)?;
     Db::connect(&config.database_url()?).await
 }
 

@@ -265,7 +265,7 @@ async fn open_app(config: &Config) -> anyhow::Result<App> {
     .await
 }
 
-fn prepare_data_dir(config: &Config) -> anyhow::Result<()> {
+pub(crate) fn prepare_data_dir(config: &Config) -> anyhow::Result<()> {
     if config.database_url.is_empty() {
         // Only the account running Holdfast may look inside: the database and backups are here.
         let dir = config.absolute_data_dir()?;

@@ -262,6 +262,24 @@ fn the_data_folder_the_database_and_backups_are_private() {
         .find(|p| p.extension().is_some_and(|e| e == "hfb"))
         .unwrap_or_else(|| panic!("a backup in {}: {out}", backups.display()));
     assert_eq!(mode(&archive), 0o600, "the backup");
+    // Restoring into a new folder (the way back from a damaged database) makes it private too.
+    let restored = dir.path().join("restored");
+    crate::cli::run_ok(
+        &[
+            "backup",
+            "restore",
+            archive.to_str().unwrap(),
+            "--data-dir",
+            restored.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert_eq!(mode(&restored), 0o700, "the restored data folder");
+    assert_eq!(
+        mode(&restored.join("holdfast.db")),
+        0o600,
+        "the restored database"
+    );
     // A database left readable by others is tightened when Holdfast opens it.
     std::fs::set_permissions(
         data.join("holdfast.db"),
