@@ -199,6 +199,18 @@ impl Drop for TestApp {
     }
 }
 
+/// The application on an existing database with the real clock, as a CLI command opens it:
+/// for tests that prepare data before or check it after running the binary.
+pub async fn open_with_system_clock(url: &str) -> App {
+    App::open(
+        url,
+        AppConfig::default(),
+        Arc::new(holdfast_app::SystemClock),
+    )
+    .await
+    .expect("app opens")
+}
+
 /// The actor for an existing user, with the permission settings in force.
 pub async fn actor(app: &App, user_id: i64) -> Actor {
     let user = app.db.user(user_id).await.unwrap().expect("user exists");

@@ -19,22 +19,19 @@ pub(crate) fn holdfast(args: &[&str], dir: &std::path::Path) -> Command {
 }
 
 pub(crate) fn admin_create(db: &TestDb, username: &str) {
-    let mut child = holdfast(
-        &[
-            "admin",
-            "create",
-            "--database-url",
-            &db.url,
-            "--username",
-            username,
-        ],
-        db.dir.path(),
-    )
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    admin_create_at(&["--database-url", &db.url], username, db.dir.path());
+}
+
+/// `holdfast admin create` with the password on standard input; `target` names the database
+/// (`--database-url URL` or `--data-dir DIR`).
+pub(crate) fn admin_create_at(target: &[&str], username: &str, dir: &std::path::Path) {
+    let args = [&["admin", "create"], target, &["--username", username]].concat();
+    let mut child = holdfast(&args, dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     child
         .stdin
         .take()
@@ -584,13 +581,7 @@ fn access_explain_and_summary_from_the_command_line() {
     admin_create(&db, "boss");
     // A rep and a contact of the administrator's, written through the use cases.
     let contact = runtime.block_on(async {
-        let app = holdfast_app::App::open(
-            &db.url,
-            holdfast_app::AppConfig::default(),
-            std::sync::Arc::new(holdfast_app::SystemClock),
-        )
-        .await
-        .unwrap();
+        let app = holdfast_test_support::open_with_system_clock(&db.url).await;
         let system = holdfast_domain::Actor::system();
         holdfast_app::users::create_user_unchecked(
             &app,

@@ -223,33 +223,12 @@ async fn a_copy_that_runs_out_of_room_leaves_nothing_named_like_a_good_copy() {
 #[cfg(unix)]
 #[test]
 fn the_data_folder_the_database_and_backups_are_private() {
-    use std::io::Write as _;
     use std::os::unix::fs::PermissionsExt as _;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let data_arg = data.to_str().unwrap();
     let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
-    let mut child = crate::cli::holdfast(
-        &[
-            "admin",
-            "create",
-            "--data-dir",
-            data_arg,
-            "--username",
-            "boss",
-        ],
-        dir.path(),
-    )
-    .stdin(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"a long enough password\n")
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    crate::cli::admin_create_at(&["--data-dir", data_arg], "boss", dir.path());
     assert_eq!(mode(&data), 0o700, "the data folder");
     assert_eq!(mode(&data.join("holdfast.db")), 0o600, "the database");
     let (out, _) = crate::cli::run_ok(&["backup", "create", "--data-dir", data_arg], dir.path());
