@@ -428,14 +428,8 @@ on_both_backends!(
 on_both_backends!(signing_in_never_sends_the_user_to_another_site, |app| {
     use crate::pages::{CSRF, http};
     app.user("xiaoqin", "rep").await;
-    for next in [
-        "/\t/evil.cn",
-        "//evil.cn",
-        "/\\evil.cn",
-        "/%2F/evil.cn",
-        "https:evil.cn",
-    ] {
-        let response = http()
+    let sign_in = |next: &'static str| {
+        http()
             .post(format!("{}/login", app.base_url))
             .header("Cookie", format!("holdfast_csrf={CSRF}"))
             .form(&[
@@ -445,23 +439,18 @@ on_both_backends!(signing_in_never_sends_the_user_to_another_site, |app| {
                 ("next", next),
             ])
             .send()
-            .await
-            .unwrap();
+    };
+    for (next, lands) in [
+        ("/\t/evil.cn", "/"),
+        ("//evil.cn", "/"),
+        ("/\\evil.cn", "/"),
+        ("/%2F/evil.cn", "/"),
+        ("https:evil.cn", "/"),
+        // A same-site path is followed.
+        ("/contacts", "/contacts"),
+    ] {
+        let response = sign_in(next).await.unwrap();
         assert_eq!(response.status(), 303, "{next:?}");
-        assert_eq!(response.headers()["location"], "/", "{next:?}");
+        assert_eq!(response.headers()["location"], lands, "{next:?}");
     }
-    // A same-site path is followed.
-    let response = http()
-        .post(format!("{}/login", app.base_url))
-        .header("Cookie", format!("holdfast_csrf={CSRF}"))
-        .form(&[
-            ("csrf", CSRF),
-            ("username", "xiaoqin"),
-            ("password", "correct horse battery"),
-            ("next", "/contacts"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.headers()["location"], "/contacts");
 });
