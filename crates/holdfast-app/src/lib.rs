@@ -16,6 +16,7 @@ pub mod error;
 pub mod home;
 pub mod records;
 pub mod revert;
+pub mod security;
 pub mod settings;
 pub mod users;
 pub mod visible;
@@ -23,8 +24,8 @@ pub mod visible;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::AppError;
 pub use holdfast_store::{
-    AccessRequestRow, AuditFilter, AuditRow, Backend, BinEntry, Db, NotificationRow, RoleRow,
-    SchemaState, SessionRow, StageTotal, TokenRow, UserRow, VersionRow,
+    AccessRequestRow, AuditFilter, AuditRow, Backend, BinEntry, Db, DbKey, NotificationRow,
+    RoleRow, SchemaState, SessionRow, StageTotal, TokenRow, UserRow, VersionRow,
 };
 
 use holdfast_domain::{AccessConfig, Timestamp};
@@ -44,8 +45,13 @@ pub struct AppConfig {
     /// Failed logins allowed per client address within the window.
     pub login_max_failures_per_address: i64,
     pub login_window_minutes: i64,
-    /// Send the session cookie with `Secure` (set when Holdfast is reached over https).
-    pub cookie_secure: bool,
+    /// Users reach Holdfast over HTTPS (served by Holdfast itself, or by a proxy in front):
+    /// cookies are `Secure` and `__Host-` named, and responses tell browsers to stay on HTTPS.
+    pub https: bool,
+    /// How this server meets the network, for the security page and `doctor`.
+    pub transport: security::Transport,
+    /// The key of an encrypted embedded database (SQLCipher).
+    pub database_key: Option<holdfast_store::DbKey>,
     /// The team's time zone as an offset from UTC, in minutes: what "today" means on the home
     /// page and how times are shown in the web pages.
     pub utc_offset_minutes: i64,
@@ -58,6 +64,9 @@ pub struct AppConfig {
     /// A client gets this long to send its request body; a slower one is answered 408 and
     /// holds nothing afterwards.
     pub body_timeout_seconds: u64,
+    /// A client gets this long to send a request's headers once it has connected (and for each
+    /// further request on the connection); a slower one is disconnected.
+    pub header_timeout_seconds: u64,
     /// Requests handled at once; more wait up to `busy_wait_ms`, then get 503 `busy`.
     pub max_concurrent_requests: usize,
     pub busy_wait_ms: u64,
@@ -72,12 +81,15 @@ impl Default for AppConfig {
             login_max_failures_per_account: 5,
             login_max_failures_per_address: 20,
             login_window_minutes: 15,
-            cookie_secure: false,
+            https: false,
+            transport: security::Transport::Loopback,
+            database_key: None,
             utc_offset_minutes: 0,
             access_review_days: 90,
             dormant_after_days: 60,
             unused_after_days: 90,
             body_timeout_seconds: 30,
+            header_timeout_seconds: 10,
             max_concurrent_requests: 128,
             busy_wait_ms: 5_000,
         }
@@ -143,7 +155,7 @@ impl App {
     /// Opens a database and checks its schema: an empty database is initialised, one at this
     /// build's version is used as is, and anything else is refused with the command to run.
     pub async fn open(url: &str, config: AppConfig, clock: Arc<dyn Clock>) -> anyhow::Result<App> {
-        let db = Db::connect(url).await?;
+        let db = Db::connect_with_key(url, config.database_key.clone()).await?;
         match db.schema_state().await? {
             SchemaState::Empty => {
                 db.migrate_to(holdfast_store::schema::current_version())
@@ -215,10 +227,12 @@ pub fn pending_migrations(from: i64) -> Vec<(i64, &'static str)> {
         .collect()
 }
 
+pub use holdfast_store::cipher;
 pub use holdfast_store::files;
 pub use holdfast_store::health;
 pub use holdfast_store::limits::{RawLimits, measure_bare_sqlite};
 pub use holdfast_store::redact;
+pub use holdfast_store::sqlite_path;
 
 /// The current UTC time as `YYYYMMDDTHHMMSSZ`, for file names.
 pub fn compact_utc_now() -> String {

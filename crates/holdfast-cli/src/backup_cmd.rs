@@ -25,6 +25,17 @@ pub enum BackupCommand {
     Restore(RestoreArgs),
     /// Bring chosen records back from a backup into the live CRM, as new versions.
     RestoreRecords(RestoreRecordsArgs),
+    /// Decrypt a pre-upgrade copy (`pre-upgrade-….db.age`) into a database file, for a rollback.
+    Unseal {
+        sealed: PathBuf,
+        #[command(flatten)]
+        target: DbArgs,
+        #[command(flatten)]
+        key: KeyArgs,
+        /// Where to write the database file (must not exist).
+        #[arg(long)]
+        output: PathBuf,
+    },
     /// Write a new encryption key file for backups.
     Keygen {
         /// Where to write the key (refuses to overwrite).
@@ -124,6 +135,20 @@ pub async fn run(command: BackupCommand) -> anyhow::Result<()> {
         BackupCommand::Restore(args) => restore(args).await,
         BackupCommand::RestoreRecords(args) => restore_records(args).await,
         BackupCommand::Keygen { output } => keygen(&output),
+        BackupCommand::Unseal {
+            sealed,
+            target,
+            key,
+            output,
+        } => {
+            let config = load(&target)?;
+            let key = key_of(&config, &key)?.context(
+                "no backup key: give --key-file (the backup.key from the data folder or the recovery sheet)",
+            )?;
+            holdfast_app::backup::sealed::unseal(&key, &sealed, &output)?;
+            println!("Wrote {}", output.display());
+            Ok(())
+        }
     }
 }
 
@@ -188,11 +213,20 @@ fn human_bytes(bytes: u64) -> String {
 async fn open_db(config: &Config) -> anyhow::Result<Db> {
     // The same private data folder `serve` makes: a restore into a new folder holds customers.
     crate::prepare_data_dir(config)?;
-    Db::connect(&config.database_url()?).await
+    Db::connect_with_key(&config.database_url()?, config.database_key()?).await
 }
 
 async fn create(args: CreateArgs) -> anyhow::Result<()> {
     let config = load(&args.target)?;
+    if args.key.key_file.is_none()
+        && args.key.passphrase_file.is_none()
+        && let Some(path) = config.ensure_backup_key()?
+    {
+        eprintln!(
+            "Generated the backup key {} (readable by this account only). Keep a copy away from this machine: without it this backup cannot be restored.",
+            path.display()
+        );
+    }
     let key = key_of(&config, &args.key)?;
     let dir = match args.output {
         Some(dir) => dir,
@@ -212,11 +246,6 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
         "{} holds no Holdfast database: nothing to back up",
         holdfast_app::redact(&config.database_url()?)
     );
-    if key.is_none() {
-        eprintln!(
-            "WARNING: this backup is NOT encrypted. Anyone who gets the file can read every customer. Set backup.key_file (`holdfast backup keygen`) or pass --key-file."
-        );
-    }
     let progress = Arc::new(Progress::default());
     let bar = Bar::show(progress.clone());
     let created = backup::create(&db, &dir, key.as_ref(), SystemClock.now(), &progress).await;
@@ -377,7 +406,7 @@ fn parse_entity(text: &str) -> anyhow::Result<Entity> {
 pub(crate) async fn open_app(config: &Config) -> anyhow::Result<App> {
     App::open(
         &config.database_url()?,
-        config.app_config(),
+        config.app_config()?,
         Arc::new(SystemClock),
     )
     .await

@@ -211,9 +211,13 @@ impl Server {
             .port();
         let config = dir.join("bench-holdfast.toml");
         // The bench measures backups itself; the server takes none of its own meanwhile.
+        // Its data folder (where the backup key is made) is the bench's own temporary one.
         std::fs::write(
             &config,
-            "[log]\nlevel = \"warn\"\n[backup]\nevery_minutes = 0\non_shutdown = false\n",
+            format!(
+                "data_dir = {}\n[log]\nlevel = \"warn\"\n[backup]\nevery_minutes = 0\non_shutdown = false\n",
+                toml::Value::String(dir.join("server-data").display().to_string())
+            ),
         )?;
         let child = Command::new(std::env::current_exe()?)
             .args([

@@ -4,8 +4,11 @@
 
 use anyhow::Context as _;
 use holdfast_app::AppConfig;
+use holdfast_app::DbKey;
 use holdfast_app::backup::Key;
 use holdfast_app::backup::schedule::{BackupConfig, Retention};
+use holdfast_app::security::Transport;
+use holdfast_web::transport::TlsFiles;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -21,6 +24,14 @@ pub struct Config {
     pub database_url: String,
     /// How users reach Holdfast, e.g. `https://crm.example.com`; https marks cookies Secure.
     pub public_url: String,
+    /// Serve plain HTTP on a network address anyway (passwords and customers cross the
+    /// network in clear; the security page and `doctor` show it red).
+    pub insecure_http: bool,
+    /// The key file of an encrypted embedded database (64 hex digits, readable only by
+    /// Holdfast's account); `holdfast db encrypt` writes it.
+    pub database_key_file: PathBuf,
+    /// The key itself, for the `HOLDFAST_DATABASE_KEY` environment variable (prefer the file).
+    pub database_key: SecretText,
     /// The team's time zone as `+08:00`: what "today" is and how the pages show times.
     pub utc_offset: String,
     pub log: LogConfig,
@@ -30,6 +41,31 @@ pub struct Config {
     pub backup: BackupSection,
     pub access: AccessSection,
     pub limits: LimitsSection,
+    pub tls: TlsSection,
+}
+
+/// Text that never shows in `Debug` output (configuration is never logged, but a panic or an
+/// error could print it).
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct SecretText(pub String);
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"…\"" })
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// Certificate chain (PEM). Empty: `tls/cert.pem` in the data folder if it exists
+    /// (`holdfast tls self-signed` writes it). Reloaded when the file changes.
+    pub cert_file: PathBuf,
+    /// Private key (PEM). Empty: `tls/key.pem` in the data folder.
+    pub key_file: PathBuf,
+    /// ADDRESS:PORT of a plain-HTTP listener that only redirects to HTTPS (e.g. 0.0.0.0:80).
+    pub redirect_http_from: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -37,6 +73,8 @@ pub struct Config {
 pub struct LimitsSection {
     /// Seconds a client gets to send its request body (slow clients cannot hold the server).
     pub body_timeout_seconds: u64,
+    /// Seconds a client gets to send a request's headers.
+    pub header_timeout_seconds: u64,
     /// Requests handled at once; more wait up to `busy_wait_ms`, then get 503 busy.
     pub max_concurrent_requests: usize,
     pub busy_wait_ms: u64,
@@ -47,6 +85,7 @@ impl Default for LimitsSection {
         let app = AppConfig::default();
         LimitsSection {
             body_timeout_seconds: app.body_timeout_seconds,
+            header_timeout_seconds: app.header_timeout_seconds,
             max_concurrent_requests: app.max_concurrent_requests,
             busy_wait_ms: app.busy_wait_ms,
         }
@@ -149,6 +188,9 @@ impl Default for Config {
             data_dir: PathBuf::from("./holdfast-data"),
             database_url: String::new(),
             public_url: String::new(),
+            insecure_http: false,
+            database_key_file: PathBuf::new(),
+            database_key: SecretText::default(),
             utc_offset: "+00:00".into(),
             log: LogConfig::default(),
             recycle_bin: RecycleBinConfig::default(),
@@ -157,6 +199,7 @@ impl Default for Config {
             backup: BackupSection::default(),
             access: AccessSection::default(),
             limits: LimitsSection::default(),
+            tls: TlsSection::default(),
         }
     }
 }
@@ -276,6 +319,10 @@ impl Config {
             "login.max_failures_per_address must be at least 1"
         );
         anyhow::ensure!(
+            (1..=600).contains(&self.limits.header_timeout_seconds),
+            "limits.header_timeout_seconds must be from 1 to 600"
+        );
+        anyhow::ensure!(
             self.login.window_minutes >= 1,
             "login.window_minutes must be at least 1"
         );
@@ -344,14 +391,7 @@ impl Config {
             (Some(_), Some(_)) => {
                 anyhow::bail!("give a backup key file or a passphrase file, not both")
             }
-            (Some(path), None) => {
-                let text = std::fs::read_to_string(&path).with_context(|| {
-                    format!("cannot read the backup key file {}", path.display())
-                })?;
-                Key::identity_from_text(&text)
-                    .map(Some)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
-            }
+            (Some(path), None) => read_backup_key(&path).map(Some),
             (None, Some(path)) => {
                 let text = std::fs::read_to_string(&path).with_context(|| {
                     format!("cannot read the backup passphrase file {}", path.display())
@@ -360,8 +400,112 @@ impl Config {
                     .map(Some)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
             }
-            (None, None) => Ok(None),
+            (None, None) => {
+                // The key generated at first start, once there is one.
+                let path = self.default_backup_key_file()?;
+                if !path.exists() {
+                    return Ok(None);
+                }
+                read_backup_key(&path).map(Some)
+            }
         }
+    }
+
+    /// Where the backup key generated at first start lives: `backup.key` in the data folder.
+    pub fn default_backup_key_file(&self) -> anyhow::Result<PathBuf> {
+        Ok(self.absolute_data_dir()?.join("backup.key"))
+    }
+
+    /// Backups are encrypted by default: without a configured key or passphrase, a key is
+    /// generated in the data folder the first time one is needed (readable by Holdfast's account
+    /// only). Returns the new file when one was made, so the caller can say so.
+    pub fn ensure_backup_key(&self) -> anyhow::Result<Option<PathBuf>> {
+        if self.backup_key(None, None)?.is_some() {
+            return Ok(None);
+        }
+        let path = self.default_backup_key_file()?;
+        if let Some(folder) = path.parent() {
+            holdfast_app::files::private_dir(folder)
+                .with_context(|| format!("creating {}", folder.display()))?;
+        }
+        let (text, _public) = Key::generate();
+        holdfast_app::files::write_secret_new(&path, text.as_bytes())
+            .with_context(|| format!("writing the new backup key {}", path.display()))?;
+        Ok(Some(path))
+    }
+
+    /// The key of an encrypted embedded database: `database_key` (from HOLDFAST_DATABASE_KEY)
+    /// or `database_key_file`; `None` when the database is not encrypted.
+    pub fn database_key(&self) -> anyhow::Result<Option<DbKey>> {
+        match (
+            self.database_key.0.is_empty(),
+            self.database_key_file.as_os_str().is_empty(),
+        ) {
+            (true, true) => Ok(None),
+            (false, false) => anyhow::bail!(
+                "give the database key in database_key_file or in HOLDFAST_DATABASE_KEY, not both"
+            ),
+            (false, true) => DbKey::from_text(&self.database_key.0)
+                .map(Some)
+                .map_err(|e| anyhow::anyhow!("HOLDFAST_DATABASE_KEY: {e}")),
+            (true, false) => DbKey::read_file(&self.database_key_file).map(Some),
+        }
+    }
+
+    /// The certificate and key HTTPS is served with: `[tls]`, else the self-signed pair in
+    /// the data folder when `holdfast tls self-signed` made one.
+    pub fn tls_files(&self) -> anyhow::Result<Option<TlsFiles>> {
+        let (cert, key) = (&self.tls.cert_file, &self.tls.key_file);
+        match (cert.as_os_str().is_empty(), key.as_os_str().is_empty()) {
+            (false, false) => Ok(Some(TlsFiles {
+                cert_file: cert.clone(),
+                key_file: key.clone(),
+            })),
+            (true, true) => {
+                let dir = self.absolute_data_dir()?.join("tls");
+                let files = TlsFiles {
+                    cert_file: dir.join("cert.pem"),
+                    key_file: dir.join("key.pem"),
+                };
+                Ok((files.cert_file.exists() && files.key_file.exists()).then_some(files))
+            }
+            _ => anyhow::bail!("[tls] needs both cert_file and key_file"),
+        }
+    }
+
+    /// How the server will meet the network. Plain HTTP on an address other machines can
+    /// reach is refused unless users come through an HTTPS proxy (`public_url`) or the operator
+    /// chose it knowingly (`insecure_http`).
+    pub fn transport(&self, tls: Option<&TlsFiles>) -> anyhow::Result<Transport> {
+        let address: std::net::SocketAddr = self.listen.parse()?;
+        if let Some(files) = tls {
+            return Ok(Transport::Tls {
+                cert_file: files.cert_file.clone(),
+                key_file: files.key_file.clone(),
+                redirect_from: (!self.tls.redirect_http_from.is_empty())
+                    .then(|| self.tls.redirect_http_from.clone()),
+            });
+        }
+        if address.ip().is_loopback() {
+            return Ok(Transport::Loopback);
+        }
+        if self.public_url.starts_with("https://") {
+            return Ok(Transport::Proxy {
+                public_url: self.public_url.clone(),
+            });
+        }
+        if self.insecure_http {
+            return Ok(Transport::InsecureHttp {
+                listen: self.listen.clone(),
+            });
+        }
+        anyhow::bail!(
+            "refusing to serve plain HTTP on {}: anyone on the network could read passwords, session cookies and customers. Either\n  \
+             - serve HTTPS: `holdfast tls self-signed --hosts NAME_OR_IP,…` makes a certificate for a LAN install (or set [tls] cert_file and key_file), or\n  \
+             - put Holdfast behind an HTTPS proxy on this machine and set public_url = \"https://…\", or\n  \
+             - if you really mean it, set insecure_http = true (shown red on the security page)",
+            self.listen
+        )
     }
 
     /// How `serve` takes backups.
@@ -405,15 +549,26 @@ impl Config {
             .join(&self.data_dir))
     }
 
-    pub fn app_config(&self) -> AppConfig {
-        AppConfig {
+    /// What the use cases need; reads the database key and decides the transport.
+    pub fn app_config(&self) -> anyhow::Result<AppConfig> {
+        let tls = self.tls_files()?;
+        // `serve` refuses a refused transport before it gets here; other commands only show it.
+        let transport = self
+            .transport(tls.as_ref())
+            .unwrap_or_else(|_| Transport::InsecureHttp {
+                listen: self.listen.clone(),
+            });
+        Ok(AppConfig {
+            https: tls.is_some() || self.public_url.starts_with("https://"),
+            transport,
+            database_key: self.database_key()?,
+            header_timeout_seconds: self.limits.header_timeout_seconds,
             recycle_bin_days: self.recycle_bin.retention_days,
             session_idle_minutes: self.sessions.idle_minutes,
             session_absolute_hours: self.sessions.absolute_hours,
             login_max_failures_per_account: self.login.max_failures_per_account,
             login_max_failures_per_address: self.login.max_failures_per_address,
             login_window_minutes: self.login.window_minutes,
-            cookie_secure: self.public_url.starts_with("https://"),
             utc_offset_minutes: parse_utc_offset(&self.utc_offset).unwrap_or(0),
             access_review_days: self.access.review_every_days,
             dormant_after_days: self.access.dormant_after_days,
@@ -421,8 +576,14 @@ impl Config {
             body_timeout_seconds: self.limits.body_timeout_seconds,
             max_concurrent_requests: self.limits.max_concurrent_requests,
             busy_wait_ms: self.limits.busy_wait_ms,
-        }
+        })
     }
+}
+
+fn read_backup_key(path: &Path) -> anyhow::Result<Key> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the backup key file {}", path.display()))?;
+    Key::identity_from_text(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 /// `+08:00` → 480 minutes; `-05:30` → -330. At most 14 hours either way.
@@ -544,6 +705,43 @@ mod tests {
         assert_eq!(
             load(Some(&path), &env, &flags).unwrap().listen,
             "127.0.0.1:9002"
+        );
+    }
+
+    #[test]
+    fn plain_http_is_served_on_the_network_only_when_chosen() {
+        let with = |env: &[(&str, &str)]| load(None, env, &Overrides::default()).unwrap();
+        let tls = TlsFiles {
+            cert_file: "c.pem".into(),
+            key_file: "k.pem".into(),
+        };
+        assert_eq!(with(&[]).transport(None).unwrap(), Transport::Loopback);
+        let lan = [("HOLDFAST_LISTEN", "0.0.0.0:8443")];
+        let error = with(&lan).transport(None).unwrap_err().to_string();
+        assert!(
+            error.contains("refusing to serve plain HTTP on 0.0.0.0:8443"),
+            "{error}"
+        );
+        assert!(matches!(
+            with(&lan).transport(Some(&tls)).unwrap(),
+            Transport::Tls { .. }
+        ));
+        let proxied = [lan[0], ("HOLDFAST_PUBLIC_URL", "https://crm.example.com")];
+        assert!(matches!(
+            with(&proxied).transport(None).unwrap(),
+            Transport::Proxy { .. }
+        ));
+        let knowingly = [lan[0], ("HOLDFAST_INSECURE_HTTP", "true")];
+        assert!(matches!(
+            with(&knowingly).transport(None).unwrap(),
+            Transport::InsecureHttp { .. }
+        ));
+        let ipv6 = [("HOLDFAST_LISTEN", "[::]:8080")];
+        assert!(with(&ipv6).transport(None).is_err());
+        let config = with(&[("HOLDFAST_DATABASE_KEY", &"ab".repeat(32))]);
+        assert!(
+            !format!("{config:?}").contains(&"ab".repeat(32)),
+            "the key never shows"
         );
     }
 

@@ -1,7 +1,8 @@
 //! `holdfast doctor`: checks an installation from the server's console — the database opens,
 //! its schema is the one this Holdfast serves, its structure is sound (SQLite
 //! `integrity_check`, PostgreSQL `amcheck`), the audit log's hash chain is unbroken, and the
-//! newest backups are healthy. One line per check, each failure with what to do; exits 1 when
+//! newest backups are healthy, and how the customers are protected in transit and at rest
+//! (the security page's checks). One line per check, each failure with what to do; exits 1 when
 //! anything failed, for scripts.
 
 use crate::DbArgs;
@@ -31,14 +32,14 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<()> {
     let config = load(&args.target)?;
     let url = config.database_url()?;
     // Opened without the start check and without migrating: the doctor looks, it does not act.
-    let db = match holdfast_app::Db::connect(&url).await {
+    let db = match holdfast_app::Db::connect_with_key(&url, config.database_key()?).await {
         Ok(db) => db,
         Err(error) => {
             report("database", &Err(format!("{error:#}")));
             anyhow::bail!("the database could not be opened");
         }
     };
-    let app = App::new(db, config.app_config(), Arc::new(SystemClock))
+    let app = App::new(db, config.app_config()?, Arc::new(SystemClock))
         .with_backups(config.backup_config()?);
     let mut failed = 0;
     let mut check = |name: &str, outcome: Check| {
@@ -101,6 +102,26 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<()> {
             Err(error) => Err(format!("{error:#}")),
         };
         check("backups", backups);
+    }
+    // Transport, encryption at rest, the backup key: red fails the doctor, amber is printed.
+    match holdfast_app::security::status_unchecked(&app).await {
+        Ok(status) => {
+            let tr = holdfast_web::i18n::Tr::new(holdfast_web::i18n::Locale::En, 0);
+            for item in &status.checks {
+                let text = tr.t(&format!("security.{}", item.code)).to_owned();
+                let text = if item.detail.is_empty() {
+                    text
+                } else {
+                    format!("{text} ({})", item.detail)
+                };
+                match item.level {
+                    holdfast_app::security::Level::Good => println!("✓ security: {text}"),
+                    holdfast_app::security::Level::Warn => println!("! security: {text}"),
+                    holdfast_app::security::Level::Bad => check("security", Err(text)),
+                }
+            }
+        }
+        Err(error) => check("security", Err(format!("{error:#}"))),
     }
     app.db.close().await;
     if failed > 0 {

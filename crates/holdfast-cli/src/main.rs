@@ -8,8 +8,10 @@ mod access_cmd;
 mod backup_cmd;
 mod bench;
 mod config;
+mod db_cmd;
 mod doctor_cmd;
 mod revert_cmd;
+mod tls_cmd;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
@@ -55,8 +57,18 @@ enum Command {
     },
     /// Put records back as they were at a time (for example after a mistaken mass change).
     Revert(revert_cmd::RevertArgs),
-    /// Check the installation: database, schema, integrity, audit chain, backups.
+    /// Check the installation: database, schema, integrity, audit chain, backups, security.
     Doctor(doctor_cmd::DoctorArgs),
+    /// HTTPS certificates: a self-signed one for a LAN install, fingerprints.
+    Tls {
+        #[command(subcommand)]
+        command: tls_cmd::TlsCommand,
+    },
+    /// The embedded database: encryption at rest.
+    Db {
+        #[command(subcommand)]
+        command: db_cmd::DbCommand,
+    },
     /// Measure Holdfast against this machine's own limits on a made-up data set.
     Bench(BenchCli),
     /// Configuration helpers.
@@ -200,6 +212,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Revert(args) => revert_cmd::revert(args).await,
         Command::Access { command } => access_cmd::run(command).await,
         Command::Doctor(args) => doctor_cmd::run(args).await,
+        Command::Tls { command } => tls_cmd::run(command),
+        Command::Db { command } => db_cmd::run(command).await,
         Command::Bench(args) => {
             anyhow::ensure!(args.contacts >= 10, "--contacts must be at least 10");
             anyhow::ensure!(
@@ -259,7 +273,7 @@ async fn open_app(config: &Config) -> anyhow::Result<App> {
     prepare_data_dir(config)?;
     App::open(
         &config.database_url()?,
-        config.app_config(),
+        config.app_config()?,
         Arc::new(SystemClock),
     )
     .await
@@ -276,22 +290,61 @@ pub(crate) fn prepare_data_dir(config: &Config) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // Checked before anything is created or opened: plain HTTP on the network is refused.
+    let tls = config.tls_files()?;
+    let transport = config.transport(tls.as_ref())?;
+    prepare_data_dir(&config)?;
+    let _lock = if config.database_url.is_empty() {
+        let dir = config.absolute_data_dir()?;
+        Some(holdfast_app::files::lock_folder(&dir)?.with_context(|| {
+            format!(
+                "another Holdfast (or `holdfast db …`) is using the data folder {}",
+                dir.display()
+            )
+        })?)
+    } else {
+        None
+    };
+    if let Some(path) = config.ensure_backup_key()? {
+        println!(
+            "Generated the backup key {} (readable by this account only): every backup is encrypted with it.\n\
+             Sign in as an administrator and open Administration → Security to print its recovery sheet, and keep it away from this machine.",
+            path.display()
+        );
+    }
     let backups = config.backup_config()?;
     let app = open_app(&config).await?.with_backups(backups.clone());
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
+    let listener = std::net::TcpListener::bind(&config.listen)
         .with_context(|| format!("listening on {}", config.listen))?;
     let address = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let base = if config.public_url.is_empty() {
-        format!("http://{address}")
+        format!("{scheme}://{address}")
     } else {
         config.public_url.trim_end_matches('/').to_owned()
     };
     println!(
-        "Holdfast {} listening on http://{address} ({} database)",
+        "Holdfast {} listening on {scheme}://{address} ({} database{})",
         env!("CARGO_PKG_VERSION"),
-        app.db.backend().name()
+        app.db.backend().name(),
+        if app.db.key().is_some() {
+            ", encrypted"
+        } else {
+            ""
+        }
     );
+    match &transport {
+        holdfast_app::security::Transport::InsecureHttp { listen } => tracing::warn!(
+            listen,
+            "serving PLAIN HTTP on the network (insecure_http = true): passwords, cookies and customers can be read by anyone on it"
+        ),
+        holdfast_app::security::Transport::Tls { cert_file, .. } => println!(
+            "Certificate {} (SHA-256 {})",
+            cert_file.display(),
+            holdfast_web::transport::file_fingerprint(cert_file)?
+        ),
+        _ => {}
+    }
     if let Some(token) = holdfast_app::auth::issue_setup_token(&app).await? {
         println!();
         println!("No users yet. Create the first administrator in the browser:");
@@ -306,6 +359,24 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         );
         println!();
     }
+    let redirect = match &config.tls.redirect_http_from {
+        from if !from.is_empty() && tls.is_some() => {
+            let plain = std::net::TcpListener::bind(from)
+                .with_context(|| format!("listening on {from} (tls.redirect_http_from)"))?;
+            println!(
+                "Plain HTTP on http://{} only redirects to HTTPS",
+                plain.local_addr()?
+            );
+            let public = (!config.public_url.is_empty()).then(|| config.public_url.clone());
+            Some(tokio::spawn(holdfast_web::transport::serve_redirect(
+                plain,
+                public,
+                address.port(),
+                shutdown_signal(),
+            )))
+        }
+        _ => None,
+    };
     let purge_app = app.clone();
     let purge_job = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
@@ -323,11 +394,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             }
         }
     });
-    if backups.key.is_none() && (backups.every_minutes > 0 || backups.on_shutdown) {
-        tracing::warn!(
-            "backups are NOT encrypted: anyone who gets a backup file can read every customer. Set backup.key_file (see `holdfast backup keygen`)"
-        );
-    }
     let backup_app = app.clone();
     let backup_job = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -370,9 +436,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             }
         }
     });
-    holdfast_web::serve(listener, app.clone(), shutdown_signal())
+    holdfast_web::serve(listener, app.clone(), tls, shutdown_signal())
         .await
         .context("serving")?;
+    if let Some(redirect) = redirect {
+        redirect.abort();
+    }
     purge_job.abort();
     backup_job.abort();
     integrity_job.abort();
@@ -465,7 +534,7 @@ fn describe(error: holdfast_app::AppError) -> anyhow::Error {
 async fn upgrade(config: &Config, check: bool, yes: bool) -> anyhow::Result<()> {
     prepare_data_dir(config)?;
     let url = config.database_url()?;
-    let db = Db::connect(&url).await?;
+    let db = Db::connect_with_key(&url, config.database_key()?).await?;
     let (found, wanted) = match db.schema_state().await? {
         SchemaState::Empty => {
             println!("The database is empty; `holdfast serve` initialises it. Nothing to upgrade.");
@@ -495,15 +564,33 @@ async fn upgrade(config: &Config, check: bool, yes: bool) -> anyhow::Result<()> 
     }
     match db.backend() {
         Backend::Sqlite => {
-            let dir = config.absolute_data_dir()?.join("backups");
+            // The copy holds every customer: it is sealed with the backup key like a backup,
+            // lives beside the backups and is pruned with them.
+            if let Some(path) = config.ensure_backup_key()? {
+                println!("Generated the backup key {}", path.display());
+            }
+            let key = config
+                .backup_key(None, None)?
+                .context("no backup key to seal the pre-upgrade copy with")?;
+            let dir = config.backup_dir()?;
             holdfast_app::files::private_dir(&dir)
                 .with_context(|| format!("creating {}", dir.display()))?;
             let stamp = holdfast_app::compact_utc_now();
-            let path = dir.join(format!("pre-upgrade-v{found}-{stamp}.db"));
-            db.sqlite_copy_to(&path).await?;
-            println!("Backed up the database to {}", path.display());
+            let plain = dir.join(format!(".pre-upgrade-v{found}-{stamp}.db"));
+            let sealed = dir.join(format!("pre-upgrade-v{found}-{stamp}.db.age"));
+            let _ = std::fs::remove_file(&plain);
+            db.sqlite_copy_to(&plain).await?;
+            let result = holdfast_app::backup::sealed::seal(&key, &plain, &sealed);
+            holdfast_app::files::shred(&plain)
+                .with_context(|| format!("removing {}", plain.display()))?;
+            result.context("sealing the pre-upgrade copy")?;
             println!(
-                "To roll back: stop Holdfast, put that file in place of holdfast.db, and run the previous version."
+                "Backed up the database to {} (encrypted with the backup key)",
+                sealed.display()
+            );
+            println!(
+                "To roll back: stop Holdfast, run `holdfast backup unseal {} --output holdfast.db` (with the same data folder), put that file in place of holdfast.db, and run the previous version.",
+                sealed.display()
             );
         }
         Backend::Postgres => {

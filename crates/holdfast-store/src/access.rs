@@ -361,6 +361,16 @@ impl Db {
 }
 
 impl WriteTx {
+    /// Sets a setting in `meta` inside this transaction (beside its audit entry).
+    pub async fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            .bind(key.to_owned())
+            .bind(value.to_owned())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
     /// Moves the generation mark: every instance reloads the permission settings on its next
     /// request. Called by every write that changes them, inside its transaction.
     pub(crate) async fn access_changed(&mut self) -> Result<(), StoreError> {

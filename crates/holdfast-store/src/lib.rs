@@ -11,6 +11,7 @@
 
 pub mod access;
 pub mod backup_runs;
+pub mod cipher;
 pub mod files;
 pub mod health;
 pub mod limits;
@@ -23,6 +24,7 @@ pub mod write;
 
 pub use access::{AccessRequestRow, NotificationRow, ReviewRow, RoleRow};
 pub use backup_runs::{BackupLock, BackupRunResult, BackupRunRow};
+pub use cipher::DbKey;
 pub use read::{
     AuditFilter, AuditRow, BinEntry, Dependent, ListQuery, Reach, RecordHistory, SessionRow, Sort,
     SortValue, StageTotal, TokenRow, UserRow, VersionRow,
@@ -111,11 +113,18 @@ pub struct Db {
     backend: Backend,
     /// Faults seen in this database (corruption, a full disk), shared by every clone.
     health: std::sync::Arc<health::Health>,
+    /// The SQLCipher key an encrypted SQLite database was opened with.
+    key: Option<DbKey>,
 }
 
 impl Db {
     /// Opens a database; an SQLite file is created if missing. Does not migrate.
     pub async fn connect(url: &str) -> anyhow::Result<Db> {
+        Db::connect_with_key(url, None).await
+    }
+
+    /// Opens a database, an SQLite one encrypted with `key` (a new file is created encrypted).
+    pub async fn connect_with_key(url: &str, key: Option<DbKey>) -> anyhow::Result<Db> {
         sqlx::any::install_default_drivers();
         let backend = Backend::of_url(url).with_context(|| {
             format!(
@@ -125,12 +134,26 @@ impl Db {
         })?;
         let options = AnyConnectOptions::from_str(url)
             .with_context(|| format!("invalid database URL {}", redact(url)))?;
+        anyhow::ensure!(
+            key.is_none() || backend == Backend::Sqlite,
+            "a database key is for the embedded SQLite database; encrypt a PostgreSQL server's disk instead"
+        );
+        // SQLCipher must have the key before the file is first read; sqlx's own pragmas on
+        // connect (foreign_keys) do not read it, so the key is the first thing said here.
+        let key_pragma: Option<std::sync::Arc<str>> = key
+            .as_ref()
+            .map(|k| format!("PRAGMA key = {}", k.sql_literal()).into());
         let pool = |max: u32| {
+            let key_pragma = key_pragma.clone();
             AnyPoolOptions::new()
                 .max_connections(max)
                 .acquire_timeout(Duration::from_secs(30))
                 .after_connect(move |conn, _meta| {
+                    let key_pragma = key_pragma.clone();
                     Box::pin(async move {
+                        if let Some(pragma) = key_pragma.as_deref() {
+                            conn.execute(pragma).await?;
+                        }
                         if backend == Backend::Postgres {
                             // Every query is a prepared statement; after five runs PostgreSQL
                             // would switch to one generic plan that cannot see how rare a search
@@ -160,11 +183,17 @@ impl Db {
                 // One connection by hand first: a pool would retry a failing open for its whole
                 // acquire timeout and then report only that it timed out.
                 sqlite_preflight(url)?;
+                let keyed = key.is_some();
                 let mut first = sqlx::AnyConnection::connect_with(&options)
                     .await
-                    .map_err(|error| sqlite_open_error(url, error.into()))?;
+                    .map_err(|error| sqlite_open_error(url, error.into(), keyed))?;
+                if let Some(pragma) = key_pragma.as_deref()
+                    && let Err(error) = first.execute(pragma).await
+                {
+                    return Err(sqlite_open_error(url, error.into(), keyed));
+                }
                 if let Err(error) = first.execute("PRAGMA journal_mode = WAL").await {
-                    return Err(sqlite_open_error(url, error.into()));
+                    return Err(sqlite_open_error(url, error.into(), keyed));
                 }
                 first.close().await.ok();
                 let write = pool(1)
@@ -180,6 +209,7 @@ impl Db {
                     write,
                     backend,
                     health: Default::default(),
+                    key,
                 }
             }
             Backend::Postgres => {
@@ -192,6 +222,7 @@ impl Db {
                     write: pool,
                     backend,
                     health: Default::default(),
+                    key: None,
                 }
             }
         };
@@ -202,9 +233,29 @@ impl Db {
         self.backend
     }
 
+    /// The key this SQLite database is encrypted with; `None` when it is not encrypted.
+    pub fn key(&self) -> Option<&DbKey> {
+        self.key.as_ref()
+    }
+
     pub async fn close(&self) {
         self.write.close().await;
         self.read.close().await;
+    }
+
+    /// Whether this PostgreSQL connection is encrypted (TLS), from `pg_stat_ssl`.
+    pub async fn postgres_connection_encrypted(&self) -> anyhow::Result<bool> {
+        anyhow::ensure!(self.backend == Backend::Postgres, "not PostgreSQL");
+        let row = sqlx::query(
+            "SELECT CASE WHEN ssl THEN 1 ELSE 0 END FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        )
+        .fetch_optional(&self.read)
+        .await
+        .context("reading pg_stat_ssl")?;
+        Ok(match row {
+            Some(row) => row.try_get::<i32, _>(0)? == 1,
+            None => false,
+        })
     }
 
     /// Cheap round trip for `/readyz`.
@@ -347,7 +398,7 @@ impl Db {
             .execute(&self.read)
             .await
             .with_context(|| format!("writing {target}"))?;
-        let mut copy = sqlx::AnyConnection::connect(&format!("sqlite://{target}?mode=ro")).await?;
+        let mut copy = self.open_copy(partial).await?;
         let check: String = sqlx::query("PRAGMA quick_check")
             .fetch_one(&mut copy)
             .await?
@@ -366,6 +417,69 @@ impl Db {
             copied == source,
             "the copy is at schema version {copied}, the database at {source}"
         );
+        Ok(())
+    }
+
+    /// Opens a copy of this SQLite database read-only, with this database's key.
+    async fn open_copy(&self, path: &std::path::Path) -> anyhow::Result<sqlx::AnyConnection> {
+        open_sqlite_file(path, self.key.as_ref()).await
+    }
+
+    /// Writes an encrypted copy of this SQLite database to `target` (which must not exist)
+    /// under `key`, and checks it: it opens with the key, passes the integrity check and holds
+    /// as many rows as the database in every table. Taken on the one writer connection, so no
+    /// change can slip in between. `holdfast db encrypt` and `db rekey` swap it into place.
+    pub async fn sqlite_encrypted_copy(
+        &self,
+        target: &std::path::Path,
+        key: &DbKey,
+    ) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.backend == Backend::Sqlite,
+            "encryption at rest is for the embedded SQLite database"
+        );
+        anyhow::ensure!(!target.exists(), "{} already exists", target.display());
+        let name = target.to_str().context("the path is not valid UTF-8")?;
+        let mut conn = self.write.acquire().await?;
+        sqlx::query("ATTACH DATABASE $1 AS holdfast_export KEY $2")
+            .bind(name)
+            .bind(format!("x'{}'", key.to_text()))
+            .execute(&mut *conn)
+            .await
+            .with_context(|| format!("creating {name}"))?;
+        let exported = sqlx::query("SELECT sqlcipher_export('holdfast_export')")
+            .fetch_optional(&mut *conn)
+            .await;
+        conn.execute("DETACH DATABASE holdfast_export").await?;
+        exported.with_context(|| format!("copying the database into {name}"))?;
+        let tables: Vec<String> = sqlx::query(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+        )
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|row| row.try_get::<String, _>(0))
+        .collect::<Result<_, _>>()?;
+        let mut counts = Vec::new();
+        for table in &tables {
+            counts.push(count_in(&mut conn, table).await?);
+        }
+        drop(conn);
+        files::make_private(target)?;
+        let mut copy = open_sqlite_file(target, Some(key)).await?;
+        let check: String = sqlx::query("PRAGMA quick_check")
+            .fetch_one(&mut copy)
+            .await?
+            .try_get(0)?;
+        anyhow::ensure!(check == "ok", "the encrypted copy fails its check: {check}");
+        for (table, expected) in tables.iter().zip(counts) {
+            let copied = count_in(&mut copy, table).await?;
+            anyhow::ensure!(
+                copied == expected,
+                "the encrypted copy has {copied} rows in {table}, the database {expected}"
+            );
+        }
+        copy.close().await.ok();
         Ok(())
     }
 
@@ -399,6 +513,33 @@ impl Db {
     pub(crate) fn read_pool(&self) -> &AnyPool {
         &self.read
     }
+}
+
+/// Opens an SQLite file read-only, with its key when it is encrypted.
+async fn open_sqlite_file(
+    path: &std::path::Path,
+    key: Option<&DbKey>,
+) -> anyhow::Result<sqlx::AnyConnection> {
+    let name = path.to_str().context("the path is not valid UTF-8")?;
+    let mut conn = sqlx::AnyConnection::connect(&format!("sqlite://{name}?mode=ro")).await?;
+    if let Some(key) = key {
+        conn.execute(format!("PRAGMA key = {}", key.sql_literal()).as_str())
+            .await?;
+    }
+    Ok(conn)
+}
+
+async fn count_in(conn: &mut sqlx::AnyConnection, table: &str) -> anyhow::Result<i64> {
+    anyhow::ensure!(
+        table
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+        "unexpected table name {table}"
+    );
+    Ok(sqlx::query(&format!("SELECT COUNT(*) FROM \"{table}\""))
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get::<i64, _>(0)?)
 }
 
 /// The file an SQLite URL names, if it names one.
@@ -464,8 +605,34 @@ fn sqlite_preflight(url: &str) -> anyhow::Result<()> {
 }
 
 /// An SQLite open error with the file it was about and, for a damaged file, how to recover.
-fn sqlite_open_error(url: &str, error: anyhow::Error) -> anyhow::Error {
+/// `keyed`: a database key was given.
+fn sqlite_open_error(url: &str, error: anyhow::Error, keyed: bool) -> anyhow::Error {
     let file = sqlite_path(url).map_or_else(|| redact(url), |p| p.display().to_string());
+    let kind = sqlite_path(url).map_or(cipher::FileKind::Missing, |p| cipher::file_kind(&p));
+    let unreadable = matches!(
+        health::classify(&error),
+        Some((health::FaultKind::Corrupt, _))
+    );
+    match (kind, keyed) {
+        (cipher::FileKind::Plain, true) => {
+            return anyhow::anyhow!(
+                "the database file {file} is not encrypted, but a database key is configured: encrypt it with `holdfast db encrypt` (Holdfast stopped), or remove database_key_file / HOLDFAST_DATABASE_KEY"
+            );
+        }
+        (cipher::FileKind::Opaque, false) if unreadable => {
+            return anyhow::anyhow!(
+                "the database file {file} does not start like an SQLite database: it is encrypted, or it is damaged. \
+                 If it is encrypted, give its key with database_key_file = \"PATH\" in holdfast.toml or the HOLDFAST_DATABASE_KEY environment variable. \
+                 If it is damaged, restore the newest verified backup into a new data folder: `holdfast backup restore BACKUP_FILE --data-dir NEW_FOLDER`, then serve from NEW_FOLDER; keep the damaged file for inspection"
+            );
+        }
+        (cipher::FileKind::Opaque, true) if unreadable => {
+            return anyhow::anyhow!(
+                "the database key does not open {file}: it is the wrong key, or the file is damaged. Use the key file the database was encrypted with (its fingerprint is printed by `holdfast db encrypt` and shown on the security page)"
+            );
+        }
+        _ => {}
+    }
     match health::classify(&error) {
         Some((health::FaultKind::Corrupt, detail)) => anyhow::anyhow!(
             "the database file {file} is damaged ({detail}). Restore the newest verified backup into a new data folder: \

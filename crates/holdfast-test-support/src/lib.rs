@@ -176,13 +176,11 @@ async fn spawn(backend: Backend, config: AppConfig, backups: bool) -> Option<Tes
 
 /// Serves `app` on 127.0.0.1 with a random port until the returned sender is dropped or sent.
 pub async fn serve_in_background(app: App) -> (String, tokio::sync::oneshot::Sender<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let base_url = format!("http://{}", listener.local_addr().expect("address"));
     let (sender, receiver) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
-        holdfast_web::serve(listener, app, async {
+        holdfast_web::serve(listener, app, None, async {
             let _ = receiver.await;
         })
         .await

@@ -102,11 +102,7 @@ pub fn with_client(mut actor: holdfast_domain::Actor, parts: &Parts) -> holdfast
 
 /// The `Set-Cookie` value that starts a browser session (`token`) or ends it (`None`).
 pub fn session_set_cookie(app: &holdfast_app::App, session: Option<&auth::NewSession>) -> String {
-    let secure = if app.config.cookie_secure {
-        "; Secure"
-    } else {
-        ""
-    };
+    let secure = if app.config.https { "; Secure" } else { "" };
     match session {
         Some(session) => {
             let max_age = (session.expires_at.micros() - app.now().micros())

@@ -16,6 +16,7 @@ pub mod error;
 pub mod extract;
 pub mod i18n;
 pub mod openapi;
+pub mod transport;
 pub mod views;
 
 use axum::Router;
@@ -28,8 +29,6 @@ use error::{ApiError, OP_ID};
 use holdfast_app::App;
 use openapi::{Body, RouteDoc};
 use serde_json::json;
-use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Instant;
 
 /// Largest request body accepted (a record with long notes is well under this).
@@ -113,6 +112,8 @@ pub fn routes() -> Routes {
         .add("/api/v1/backups/{id}/drill", post(api::backup_drill_post), D::new("POST", "Restore-drill a backup again, in the background (administrators)", Body::None, "Object"))
         .add("/api/v1/backups/{id}/records", get(api::backup_records_get), D::new("GET", "Customer records in a backup that a selective restore would bring back, with where each stands now (administrators)", Body::None, "List").params(&["deleted_since", "entity", "matching"]))
         .add("/api/v1/backups/{id}/restore", post(api::backup_restore_post), D::new("POST", "Bring chosen records back from a backup as new versions (administrators)", Body::Named("RestoreRecords"), "List"))
+        .add("/api/v1/security", get(api::security_get), D::new("GET", "How customers are protected: HTTPS or not, the database and backups encrypted or not, whether the backup key is confirmed as stored off the machine (auditors and administrators)", Body::None, "Object"))
+        .add("/api/v1/security/backup-key-stored", post(api::security_backup_key_stored), D::new("POST", "Confirm that the backup key's recovery sheet is stored away from this machine; the reminders stop until the key changes (administrators)", Body::None, "Object"))
         .add("/api/v1/revert", post(api::revert), D::new("POST", "Undo everything changed since a time, or one user's changes only: fields that user changed go back, later changes by others are kept and listed as conflicts, records they created go to the recycle bin and ones they deleted come back; dry_run previews record by record (administrators)", Body::Named("Revert"), "Object"))
         .add("/api/v1/recycle-bin", get(api::bin_list), D::new("GET", "Deletions in the recycle bin, newest first", Body::None, "List").params(&["entity", "limit"]))
         .add("/api/v1/recycle-bin/{collection}/{id}", delete(api::bin_purge), D::per_entity("DELETE", "Purge a deletion for good before its retention ends (administrators; reason required)", Body::None, "Object").params(&["reason"]))
@@ -146,29 +147,37 @@ pub fn router(app: App) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), record_faults))
         .layer(middleware::from_fn_with_state(state.clone(), limits))
         .layer(middleware::from_fn(op_id_middleware))
-        .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            security_headers,
+        ))
         .with_state(state)
 }
 
-/// Serves until `shutdown` completes, then stops accepting and lets in-flight requests finish
-/// (so a write that was being committed is committed and answered).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: App,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown)
-        .await
-}
+pub use transport::serve;
 
 /// Headers every response carries, whatever produced it (JSON, CSV, pages, errors, 404s):
 /// no content sniffing, no referrer to other sites, no powerful browser features, never framed,
 /// and no caching of data unless the handler chose otherwise (the stylesheet and script do).
-async fn security_headers(request: Request, next: Next) -> Response {
+/// Reached over HTTPS, browsers are also told to use nothing else for a year (HSTS).
+async fn security_headers(
+    State(state): State<WebState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let https = state.app.config.https;
+    if https {
+        host_cookies_in(request.headers_mut());
+    }
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
+    if https {
+        host_cookies_out(headers);
+        headers.insert(
+            "strict-transport-security",
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
     for (name, value) in [
         ("x-content-type-options", "nosniff"),
         ("referrer-policy", "same-origin"),
@@ -189,6 +198,56 @@ async fn security_headers(request: Request, next: Next) -> Response {
         }
     }
     response
+}
+
+/// Over HTTPS our cookies are named `__Host-holdfast_…`: browsers accept such a cookie only
+/// from a secure page of this very host, so a plain-HTTP page or a sibling subdomain cannot
+/// plant a session or anti-forgery cookie. Handlers keep using the plain names: incoming
+/// `__Host-` cookies are handed on under them and plain `holdfast_` ones (which anyone on the
+/// network could have set) are dropped; outgoing ones are renamed and marked `Secure`.
+fn host_cookies_in(headers: &mut axum::http::HeaderMap) {
+    let kept: Vec<String> = headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .map(str::trim)
+        .filter(|pair| !pair.starts_with("holdfast_"))
+        .map(|pair| pair.strip_prefix("__Host-").unwrap_or(pair).to_owned())
+        .collect();
+    headers.remove(axum::http::header::COOKIE);
+    if let Ok(value) = HeaderValue::from_str(&kept.join("; "))
+        && !kept.is_empty()
+    {
+        headers.insert(axum::http::header::COOKIE, value);
+    }
+}
+
+fn host_cookies_out(headers: &mut axum::http::HeaderMap) {
+    let cookies: Vec<HeaderValue> = headers
+        .get_all(axum::http::header::SET_COOKIE)
+        .iter()
+        .cloned()
+        .collect();
+    if cookies.is_empty() {
+        return;
+    }
+    headers.remove(axum::http::header::SET_COOKIE);
+    for cookie in cookies {
+        let renamed = cookie.to_str().ok().and_then(|text| {
+            let secure = if text.contains("; Secure") {
+                ""
+            } else {
+                "; Secure"
+            };
+            let text = match text.strip_prefix("holdfast_") {
+                Some(rest) => format!("__Host-holdfast_{rest}{secure}"),
+                None => text.to_owned(),
+            };
+            HeaderValue::from_str(&text).ok()
+        });
+        headers.append(axum::http::header::SET_COOKIE, renamed.unwrap_or(cookie));
+    }
 }
 
 /// Slow or too many clients cannot hold the server: the body must arrive within the body

@@ -120,6 +120,59 @@ impl Key {
         Ok(Key::Passphrase(SecretString::from(text.to_owned())))
     }
 
+    /// The key as its owner writes it down: the `AGE-SECRET-KEY-1…` line, or the passphrase.
+    pub fn secret_text(&self) -> String {
+        use age::secrecy::ExposeSecret as _;
+        match self {
+            Key::Identity(identity) => identity.to_string().expose_secret().to_owned(),
+            Key::Passphrase(text) => text.expose_secret().to_owned(),
+        }
+    }
+
+    /// Names the key without revealing it: 16 hex digits of the SHA-256 of its public key (of
+    /// the passphrase, salted, for a passphrase), in groups of four for reading aloud.
+    pub fn fingerprint(&self) -> String {
+        let source = match self {
+            Key::Identity(identity) => format!("age:{}", identity.to_public()),
+            Key::Passphrase(_) => format!("holdfast-passphrase:{}", self.secret_text()),
+        };
+        let hex = sha256_hex(source.as_bytes());
+        [&hex[0..4], &hex[4..8], &hex[8..12], &hex[12..16]].join("-")
+    }
+
+    /// An age encryptor to this key (its public key, or the passphrase).
+    pub(crate) fn encryptor(&self) -> io::Result<age::Encryptor> {
+        match self {
+            Key::Identity(identity) => {
+                let recipient = identity.to_public();
+                age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+                    .map_err(|e| io::Error::other(e.to_string()))
+            }
+            Key::Passphrase(passphrase) => {
+                Ok(age::Encryptor::with_user_passphrase(passphrase.clone()))
+            }
+        }
+    }
+
+    /// Decrypts an age stream made for this key.
+    pub(crate) fn decrypt<R: Read + Send + 'static>(
+        &self,
+        input: R,
+    ) -> Result<Box<dyn Read + Send>, ArchiveError> {
+        let decryptor = age::Decryptor::new(input).map_err(decrypt_error)?;
+        let reader = match self {
+            Key::Identity(identity) => {
+                decryptor.decrypt(std::iter::once(identity.as_ref() as &dyn age::Identity))
+            }
+            Key::Passphrase(passphrase) => {
+                let identity = age::scrypt::Identity::new(passphrase.clone());
+                decryptor.decrypt(std::iter::once(&identity as &dyn age::Identity))
+            }
+        }
+        .map_err(decrypt_error)?;
+        Ok(Box::new(reader))
+    }
+
     /// A new identity file's text and the public key it encrypts to.
     pub fn generate() -> (String, String) {
         use age::secrecy::ExposeSecret as _;
@@ -303,21 +356,7 @@ impl<W: Write> ArchiveWriter<W> {
     pub fn new(output: W, key: Option<&Key>) -> io::Result<Self> {
         let sink = match key {
             None => Sink::Plain(output),
-            Some(key) => {
-                let encryptor = match key {
-                    Key::Identity(identity) => {
-                        let recipient = identity.to_public();
-                        age::Encryptor::with_recipients(std::iter::once(
-                            &recipient as &dyn age::Recipient,
-                        ))
-                        .map_err(|e| io::Error::other(e.to_string()))?
-                    }
-                    Key::Passphrase(passphrase) => {
-                        age::Encryptor::with_user_passphrase(passphrase.clone())
-                    }
-                };
-                Sink::Age(encryptor.wrap_output(output)?)
-            }
+            Some(key) => Sink::Age(key.encryptor()?.wrap_output(output)?),
         };
         let mut out = HashingWriter::new(sink);
         out.write_all(MAGIC)?;
@@ -414,18 +453,7 @@ impl ArchiveReader {
             let key = key.ok_or(ArchiveError::NeedsKey)?;
             // The peeked bytes go back in front: the decryptor reads the header from the start.
             let chained = io::Cursor::new(start.to_vec()).chain(input);
-            let decryptor = age::Decryptor::new(chained).map_err(decrypt_error)?;
-            let reader = match key {
-                Key::Identity(identity) => {
-                    decryptor.decrypt(std::iter::once(identity.as_ref() as &dyn age::Identity))
-                }
-                Key::Passphrase(passphrase) => {
-                    let identity = age::scrypt::Identity::new(passphrase.clone());
-                    decryptor.decrypt(std::iter::once(&identity as &dyn age::Identity))
-                }
-            }
-            .map_err(decrypt_error)?;
-            return Self::decrypted(Box::new(reader));
+            return Self::decrypted(key.decrypt(chained)?);
         }
         if MAGIC.starts_with(start) || AGE_MAGIC.starts_with(start) {
             return Err(ArchiveError::Truncated {

@@ -15,6 +15,7 @@
 
 pub mod archive;
 pub mod schedule;
+pub mod sealed;
 
 pub use archive::{ArchiveError, Header, Key, Manifest};
 /// Which tables a backup holds, rebuilds or leaves alone.
@@ -492,11 +493,13 @@ pub async fn verify(
     })
 }
 
+/// The scratch database verifies and drills restore into, encrypted with a key nobody keeps:
+/// the customers in a backup never lie on the disk in clear, even for the minutes a drill takes.
 async fn scratch_db(dir: &Path) -> anyhow::Result<Db> {
-    Db::connect(&format!(
-        "sqlite://{}?mode=rwc",
-        dir.join("scratch.db").display()
-    ))
+    Db::connect_with_key(
+        &format!("sqlite://{}?mode=rwc", dir.join("scratch.db").display()),
+        Some(holdfast_store::DbKey::generate()?),
+    )
     .await
 }
 

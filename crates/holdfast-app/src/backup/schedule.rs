@@ -121,7 +121,21 @@ pub fn to_keep(times: &[Timestamp], policy: Retention) -> BTreeSet<usize> {
 
 /// The time in a backup file's name (`holdfast-20261201T060000Z-…`).
 pub fn time_of(name: &str) -> Option<Timestamp> {
-    let stamp = name.strip_prefix("holdfast-")?.get(..16)?;
+    stamp_time(name.strip_prefix("holdfast-")?)
+}
+
+/// When a pre-upgrade copy (`pre-upgrade-v8-20261203T102206Z.db.age`, or an unsealed `.db`
+/// from older versions) was taken.
+pub fn pre_upgrade_time_of(name: &str) -> Option<Timestamp> {
+    let rest = name.strip_prefix(super::sealed::PRE_UPGRADE_PREFIX)?;
+    let (_version, stamp) = rest.split_once('-')?;
+    (name.ends_with(".db.age") || name.ends_with(".db")).then_some(())?;
+    stamp_time(stamp)
+}
+
+/// `20261203T102206Z…` → that instant.
+fn stamp_time(text: &str) -> Option<Timestamp> {
+    let stamp = text.get(..16)?;
     let text = format!(
         "{}-{}-{}T{}:{}:{}Z",
         stamp.get(0..4)?,
@@ -147,6 +161,7 @@ pub fn prune(dir: &Path, policy: Retention) -> anyhow::Result<Vec<PathBuf>> {
     remove_stale_partials(dir);
     let times: Vec<Timestamp> = files.iter().map(|(at, _)| *at).collect();
     let keep = to_keep(&times, policy);
+    let oldest_kept = keep.iter().map(|&i| times[i]).min();
     let mut deleted = Vec::new();
     for (index, (_, path)) in files.into_iter().enumerate() {
         if !keep.contains(&index) {
@@ -154,6 +169,17 @@ pub fn prune(dir: &Path, policy: Retention) -> anyhow::Result<Vec<PathBuf>> {
                 .with_context(|| format!("deleting the old backup {}", path.display()))?;
             let _ = std::fs::remove_file(super::sidecar_of(&path));
             deleted.push(path);
+        }
+    }
+    // A pre-upgrade copy goes once every backup kept is newer than it: retention has moved on.
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let (Some(at), Some(oldest)) = (pre_upgrade_time_of(&name), oldest_kept)
+            && at < oldest
+        {
+            std::fs::remove_file(entry.path())
+                .with_context(|| format!("deleting the old pre-upgrade copy {name}"))?;
+            deleted.push(entry.path());
         }
     }
     Ok(deleted)
@@ -528,6 +554,41 @@ mod tests {
             Some(at("2026-12-01T06:30:00Z"))
         );
         assert_eq!(time_of("notes.txt"), None);
+        assert_eq!(
+            pre_upgrade_time_of("pre-upgrade-v8-20261201T063000Z.db.age"),
+            Some(at("2026-12-01T06:30:00Z"))
+        );
+        assert_eq!(pre_upgrade_time_of("pre-upgrade-v8-notes.txt"), None);
+    }
+
+    #[test]
+    fn pre_upgrade_copies_go_once_every_kept_backup_is_newer() {
+        let dir = tempfile::tempdir().unwrap();
+        let touch = |name: &str| std::fs::write(dir.path().join(name), b"x").unwrap();
+        touch("pre-upgrade-v7-20261101T000000Z.db.age");
+        touch("pre-upgrade-v8-20261201T050000Z.db.age");
+        touch("pre-upgrade-v9-20261201T070000Z.db.age");
+        touch("holdfast-20261115T000000Z-0000000000000000.hfb.age");
+        touch("holdfast-20261201T060000Z-0000000000000001.hfb.age");
+        let policy = Retention {
+            hourly: 1,
+            daily: 1,
+            weekly: 0,
+            monthly: 0,
+        };
+        let deleted = prune(dir.path(), policy).unwrap();
+        let names: Vec<String> = deleted
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        // Only the 06:00 backup is kept: the copies from before it go, the newer one stays.
+        assert!(names.iter().any(|n| n.contains("-v7-")), "{names:?}");
+        assert!(names.iter().any(|n| n.contains("-v8-")), "{names:?}");
+        assert!(
+            dir.path()
+                .join("pre-upgrade-v9-20261201T070000Z.db.age")
+                .exists()
+        );
     }
 
     #[test]

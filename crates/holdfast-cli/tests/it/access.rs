@@ -233,6 +233,13 @@ fn api_table() -> Vec<(&'static str, &'static str, Need, Value)> {
             json!({"name": "", "stages": []}),
         ),
         ("GET", "/api/v1/audit", ADMIN_VIEW, none.clone()),
+        ("GET", "/api/v1/security", ADMIN_VIEW, none.clone()),
+        (
+            "POST",
+            "/api/v1/security/backup-key-stored",
+            ADMIN_EDIT,
+            none.clone(),
+        ),
         ("GET", "/api/v1/backups", ADMIN_EDIT, none.clone()),
         ("POST", "/api/v1/backups", ADMIN_EDIT, none.clone()),
         (
@@ -393,6 +400,9 @@ fn page_table() -> Vec<(&'static str, &'static str, Need)> {
         ("POST", "/admin/users/{missing}/revoke-sessions", ADMIN_EDIT),
         ("POST", "/admin/users/{missing}/revoke-tokens", ADMIN_EDIT),
         ("GET", "/admin/backups", ADMIN_EDIT),
+        ("GET", "/admin/security", ADMIN_VIEW),
+        ("GET", "/admin/security/recovery-sheet", ADMIN_EDIT),
+        ("POST", "/admin/security/backup-key-stored", ADMIN_EDIT),
         ("POST", "/admin/backups/run", ADMIN_EDIT),
         ("GET", "/admin/backups/{missing}", ADMIN_EDIT),
         ("POST", "/admin/backups/{missing}/drill", ADMIN_EDIT),

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-struct Driver {
+pub(crate) struct Driver {
     process: Child,
     port: u16,
 }
@@ -24,7 +24,7 @@ impl Drop for Driver {
     }
 }
 
-fn browser_available() -> bool {
+pub(crate) fn browser_available() -> bool {
     let found = std::path::Path::new("/usr/bin/chromium").exists()
         && std::path::Path::new("/usr/bin/chromedriver").exists();
     if !found {
@@ -37,7 +37,7 @@ fn browser_available() -> bool {
     found
 }
 
-async fn start_driver() -> Driver {
+pub(crate) async fn start_driver() -> Driver {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -61,18 +61,41 @@ async fn start_driver() -> Driver {
     Driver { process, port }
 }
 
-async fn open_browser(driver: &Driver, accept_language: &str, profile: &std::path::Path) -> Client {
+pub(crate) async fn open_browser(
+    driver: &Driver,
+    accept_language: &str,
+    profile: &std::path::Path,
+) -> Client {
+    open_browser_with(driver, accept_language, profile, &[]).await
+}
+
+/// A browser session with extra command-line switches (the HTTPS test pins its certificate).
+pub(crate) async fn open_browser_with(
+    driver: &Driver,
+    accept_language: &str,
+    profile: &std::path::Path,
+    extra: &[String],
+) -> Client {
+    let mut args = vec![
+        "--headless".to_owned(),
+        "--no-sandbox".into(),
+        "--disable-gpu".into(),
+        "--disable-background-networking".into(),
+        "--disable-component-update".into(),
+        "--disable-sync".into(),
+        "--no-first-run".into(),
+        "--disable-quic".into(),
+        "--window-size=1280,900".into(),
+        format!("--lang={accept_language}"),
+        format!("--user-data-dir={}", profile.display()),
+    ];
+    args.extend_from_slice(extra);
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
         json!({
             "binary": "/usr/bin/chromium",
-            "args": [
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-                "--window-size=1280,900", format!("--lang={accept_language}"),
-                format!("--user-data-dir={}", profile.display()),
-            ],
+            "args": args,
             "prefs": {"intl.accept_languages": accept_language},
         }),
     );
@@ -83,29 +106,29 @@ async fn open_browser(driver: &Driver, accept_language: &str, profile: &std::pat
         .expect("a browser session")
 }
 
-struct Journey<'a> {
-    browser: Client,
-    base: &'a str,
-    lang: &'static str,
-    shots: PathBuf,
+pub(crate) struct Journey<'a> {
+    pub(crate) browser: Client,
+    pub(crate) base: &'a str,
+    pub(crate) lang: &'static str,
+    pub(crate) shots: PathBuf,
 }
 
 impl Journey<'_> {
-    async fn go(&self, path: &str) {
+    pub(crate) async fn go(&self, path: &str) {
         self.browser
             .goto(&format!("{}{path}", self.base))
             .await
             .unwrap();
     }
 
-    async fn fill(&self, css: &str, text: &str) {
+    pub(crate) async fn fill(&self, css: &str, text: &str) {
         let field = self.browser.find(Locator::Css(css)).await.unwrap();
         field.clear().await.unwrap();
         field.send_keys(text).await.unwrap();
     }
 
     /// Clicks something that loads a new page, and waits until the new page has loaded.
-    async fn click(&self, css: &str) {
+    pub(crate) async fn click(&self, css: &str) {
         let element = self.browser.find(Locator::Css(css)).await.unwrap();
         self.loading(element.click()).await;
     }
@@ -133,7 +156,7 @@ impl Journey<'_> {
         panic!("the page did not load within 5 s");
     }
 
-    async fn text(&self, css: &str) -> String {
+    pub(crate) async fn text(&self, css: &str) -> String {
         self.browser
             .find(Locator::Css(css))
             .await
@@ -143,21 +166,21 @@ impl Journey<'_> {
             .unwrap()
     }
 
-    async fn body(&self) -> String {
+    pub(crate) async fn body(&self) -> String {
         self.text("body").await
     }
 
-    async fn path(&self) -> String {
+    pub(crate) async fn path(&self) -> String {
         self.browser.current_url().await.unwrap().path().to_owned()
     }
 
-    async fn shot(&self, name: &str) {
+    pub(crate) async fn shot(&self, name: &str) {
         let png = self.browser.screenshot().await.unwrap();
         std::fs::write(self.shots.join(format!("{}-{name}.png", self.lang)), png).unwrap();
     }
 
     /// The record id at the end of the current path (`/contacts/7` → 7).
-    async fn id(&self) -> i64 {
+    pub(crate) async fn id(&self) -> i64 {
         self.path()
             .await
             .rsplit('/')

@@ -26,7 +26,17 @@ pub(crate) fn admin_create(db: &TestDb, username: &str) {
 /// (`--database-url URL` or `--data-dir DIR`).
 pub(crate) fn admin_create_at(target: &[&str], username: &str, dir: &std::path::Path) {
     let args = [&["admin", "create"], target, &["--username", username]].concat();
-    let mut child = holdfast(&args, dir)
+    let output = with_password(holdfast(&args, dir));
+    assert!(
+        output.status.success(),
+        "admin create failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Runs `command` with the test password on its standard input.
+pub(crate) fn with_password(mut command: Command) -> std::process::Output {
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -38,12 +48,7 @@ pub(crate) fn admin_create_at(target: &[&str], username: &str, dir: &std::path::
         .unwrap()
         .write_all(b"a long enough password\n")
         .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "admin create failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    child.wait_with_output().unwrap()
 }
 
 /// Starts `holdfast serve` on a free port and returns it with its base URL.
@@ -64,13 +69,16 @@ fn start_server(db: &TestDb) -> (Child, String) {
     .unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
-    let first = lines.next().expect("server printed its address").unwrap();
-    let address = first
-        .split("listening on ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("address in first line")
-        .to_owned();
+    let address = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            line.split("listening on ")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(str::to_owned)
+        })
+        .expect("the server printed its address");
     // Keep draining stdout so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
     (child, address)
@@ -267,14 +275,36 @@ async fn serve_refuses_an_old_schema_and_upgrade_backs_up_then_migrates() {
     );
     let backups: Vec<_> = std::fs::read_dir(data_dir.join("backups"))
         .unwrap()
+        .map(|e| e.unwrap().path())
         .collect();
-    assert_eq!(backups.len(), 1);
-    let copy = holdfast_app::Db::connect(&format!(
-        "sqlite://{}",
-        backups[0].as_ref().unwrap().path().display()
-    ))
-    .await
-    .unwrap();
+    assert_eq!(
+        backups.len(),
+        1,
+        "only the sealed copy, no plain one: {backups:?}"
+    );
+    let sealed = backups[0].to_str().unwrap();
+    assert!(sealed.ends_with(".db.age"), "{sealed}");
+    assert_eq!(
+        holdfast_app::cipher::file_kind(&backups[0]),
+        holdfast_app::cipher::FileKind::Opaque
+    );
+    let restored = db.dir.path().join("rolled-back.db");
+    let (out, _) = run_ok(
+        &[
+            "backup",
+            "unseal",
+            sealed,
+            "--data-dir",
+            data,
+            "--output",
+            restored.to_str().unwrap(),
+        ],
+        db.dir.path(),
+    );
+    assert!(out.contains("Wrote"), "{out}");
+    let copy = holdfast_app::Db::connect(&format!("sqlite://{}", restored.display()))
+        .await
+        .unwrap();
     assert_eq!(
         copy.schema_version().await.unwrap(),
         Some(2),
@@ -542,7 +572,10 @@ fn backup_create_verify_and_restore_from_the_command_line() {
         ],
         dir,
     );
-    assert!(err.contains("NOT encrypted"), "{err}");
+    assert!(
+        err.contains("Generated the backup key"),
+        "encrypted without being asked: {err}"
+    );
     let message = run_err(
         &[
             "backup",

@@ -238,9 +238,14 @@ fn the_data_folder_the_database_and_backups_are_private() {
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "hfb"))
+        .find(|p| p.to_string_lossy().ends_with(".hfb.age"))
         .unwrap_or_else(|| panic!("a backup in {}: {out}", backups.display()));
     assert_eq!(mode(&archive), 0o600, "the backup");
+    assert_eq!(
+        mode(&data.join("backup.key")),
+        0o600,
+        "the backup key made at first use"
+    );
     // Restoring into a new folder (the way back from a damaged database) makes it private too.
     let restored = dir.path().join("restored");
     crate::cli::run_ok(
@@ -250,6 +255,8 @@ fn the_data_folder_the_database_and_backups_are_private() {
             archive.to_str().unwrap(),
             "--data-dir",
             restored.to_str().unwrap(),
+            "--key-file",
+            data.join("backup.key").to_str().unwrap(),
         ],
         dir.path(),
     );

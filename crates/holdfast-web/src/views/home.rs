@@ -101,6 +101,7 @@ async fn body(state: &WebState, page: &Page) -> Result<Markup, AppError> {
     }
     let alert = super::backups::alert(state, page).await;
     let database = super::backups::database_alert(state, page).await;
+    let security = super::security::alert(state, page).await;
     let overdue = holdfast_app::access::overdue_reviews(&state.app, &page.actor)
         .await?
         .filter(|count| *count > 0);
@@ -111,6 +112,7 @@ async fn body(state: &WebState, page: &Page) -> Result<Markup, AppError> {
     Ok(html! {
         (database)
         (alert)
+        (security)
         @if to_decide > 0 || unread > 0 {
             section.card.alert id="access-inbox" {
                 @if to_decide > 0 { p { (tr.f("access.home_requests", &[("count", &to_decide)])) " " a href="/access" { (tr.t("access.open")) } } }

@@ -97,6 +97,9 @@ pub fn frame(page: &Page, title: &str, active: &str, body: Markup) -> Markup {
                             @if page.actor.is_admin() {
                                 li { a href="/admin/backups" aria-current=[("backups" == active).then_some("page")] { (tr.t("nav.backups")) } }
                             }
+                            @if holdfast_domain::access::authorize(&page.actor, holdfast_domain::Action::Audit).is_ok() {
+                                li { a href="/admin/security" aria-current=[("security" == active).then_some("page")] { (tr.t("nav.security")) } }
+                            }
                         }
                     }
                     div.me {

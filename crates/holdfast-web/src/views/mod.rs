@@ -26,6 +26,7 @@ pub mod board;
 pub mod home;
 pub mod layout;
 pub mod records;
+pub mod security;
 
 use crate::WebState;
 use crate::error::current_op_id;
@@ -298,6 +299,27 @@ pub fn pages() -> (Router<WebState>, Vec<PageDoc>) {
         true,
     );
     add("/admin/backups", get(backups::backups_page), G, false, true);
+    add(
+        "/admin/security",
+        get(security::security_page),
+        G,
+        false,
+        true,
+    );
+    add(
+        "/admin/security/recovery-sheet",
+        get(security::recovery_sheet),
+        G,
+        false,
+        true,
+    );
+    add(
+        "/admin/security/backup-key-stored",
+        post(security::backup_key_stored_post),
+        P,
+        false,
+        true,
+    );
     add(
         "/admin/backups/run",
         post(backups::run_post),

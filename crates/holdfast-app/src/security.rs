@@ -1,0 +1,288 @@
+//! What keeps the customers safe in transit and at rest, as the admin security page and
+//! `holdfast doctor` show it: how the server meets the network, whether the database is
+//! encrypted, and whether backups are encrypted with a key that is also kept off this machine.
+//!
+//! The backup key's recovery sheet (the key written out for printing) is shown to
+//! administrators only and every showing is audited; until an administrator confirms the key is
+//! stored away from the machine, the pages keep reminding them.
+
+use crate::{App, AppError};
+use holdfast_domain::access::authorize;
+use holdfast_domain::{Action, Actor, Timestamp};
+use holdfast_store::AuditDraft;
+use serde::Serialize;
+use serde_json::json;
+use std::path::PathBuf;
+
+/// How this server meets the network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// Plain HTTP on a loopback address: only this machine can connect.
+    Loopback,
+    /// HTTPS served by Holdfast with these files (`redirect_from`: a plain-HTTP listener that
+    /// only redirects).
+    Tls {
+        cert_file: PathBuf,
+        key_file: PathBuf,
+        redirect_from: Option<String>,
+    },
+    /// Plain HTTP behind a proxy that users reach over HTTPS (`public_url`).
+    Proxy { public_url: String },
+    /// Plain HTTP on the network, allowed by `insecure_http = true`: passwords, cookies and
+    /// customers cross the network in clear.
+    InsecureHttp { listen: String },
+}
+
+/// Green, amber or red.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    Good,
+    Warn,
+    Bad,
+}
+
+/// One line of the security page: a translatable `code` (`security.<code>` in the pages), its
+/// level, and the facts that go with it (file names, fingerprints) untranslated.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub code: &'static str,
+    pub level: Level,
+    pub detail: String,
+}
+
+/// The backup key as the pages show it (never the key itself).
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupKeyState {
+    pub fingerprint: String,
+    /// `key` (an age key) or `passphrase`.
+    pub kind: &'static str,
+    /// Who confirmed this very key is stored off the machine, and when.
+    pub confirmed_by: Option<String>,
+    pub confirmed_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub checks: Vec<Check>,
+    /// `None` when this server takes no backups or they are not encrypted.
+    pub backup_key: Option<BackupKeyState>,
+}
+
+impl Status {
+    /// The worst level of all checks.
+    pub fn level(&self) -> Level {
+        let levels = self.checks.iter().map(|c| c.level);
+        if levels.clone().any(|l| l == Level::Bad) {
+            Level::Bad
+        } else if levels.clone().any(|l| l == Level::Warn) {
+            Level::Warn
+        } else {
+            Level::Good
+        }
+    }
+
+    /// The backup key still waits for an administrator to confirm it is stored away.
+    pub fn backup_key_unconfirmed(&self) -> bool {
+        self.backup_key
+            .as_ref()
+            .is_some_and(|key| key.confirmed_at.is_none())
+    }
+}
+
+const CONFIRMED: &str = "backup_key_confirmed";
+
+/// The security status (administrators and auditors).
+pub async fn status(app: &App, actor: &Actor) -> Result<Status, AppError> {
+    authorize(actor, Action::Audit)?;
+    Ok(status_unchecked(app).await?)
+}
+
+/// The same for the server's own use (`doctor`, the reminder on administrators' pages).
+pub async fn status_unchecked(app: &App) -> anyhow::Result<Status> {
+    let mut checks = vec![transport_check(&app.config.transport)];
+    checks.push(database_check(app).await);
+    let backup_key = backup_key_state(app).await?;
+    checks.push(match (&app.backups, &backup_key) {
+        (None, _) => Check {
+            code: "backups_off",
+            level: Level::Warn,
+            detail: String::new(),
+        },
+        (Some(_), None) => Check {
+            code: "backup_key_missing",
+            level: Level::Bad,
+            detail: String::new(),
+        },
+        (Some(_), Some(key)) if key.confirmed_at.is_none() => Check {
+            code: "backup_key_unconfirmed",
+            level: Level::Warn,
+            detail: key.fingerprint.clone(),
+        },
+        (Some(_), Some(key)) => Check {
+            code: "backups_encrypted",
+            level: Level::Good,
+            detail: key.fingerprint.clone(),
+        },
+    });
+    Ok(Status { checks, backup_key })
+}
+
+fn transport_check(transport: &Transport) -> Check {
+    match transport {
+        Transport::Loopback => Check {
+            code: "transport_loopback",
+            level: Level::Good,
+            detail: String::new(),
+        },
+        Transport::Tls { cert_file, .. } => Check {
+            code: "transport_tls",
+            level: Level::Good,
+            detail: cert_file.display().to_string(),
+        },
+        Transport::Proxy { public_url } => Check {
+            code: "transport_proxy",
+            level: Level::Good,
+            detail: public_url.clone(),
+        },
+        Transport::InsecureHttp { listen } => Check {
+            code: "transport_insecure",
+            level: Level::Bad,
+            detail: listen.clone(),
+        },
+    }
+}
+
+async fn database_check(app: &App) -> Check {
+    match app.db.backend() {
+        holdfast_store::Backend::Sqlite => match app.db.key() {
+            Some(key) => Check {
+                code: "database_encrypted",
+                level: Level::Good,
+                detail: key.fingerprint(),
+            },
+            None => Check {
+                code: "database_plain",
+                level: Level::Warn,
+                detail: String::new(),
+            },
+        },
+        holdfast_store::Backend::Postgres => match app.db.postgres_connection_encrypted().await {
+            Ok(true) => Check {
+                code: "postgres_tls",
+                level: Level::Good,
+                detail: String::new(),
+            },
+            Ok(false) => Check {
+                code: "postgres_plain",
+                level: Level::Warn,
+                detail: String::new(),
+            },
+            Err(error) => Check {
+                code: "postgres_unknown",
+                level: Level::Warn,
+                detail: format!("{error:#}"),
+            },
+        },
+    }
+}
+
+async fn backup_key_state(app: &App) -> anyhow::Result<Option<BackupKeyState>> {
+    let Some(key) = app.backups.as_ref().and_then(|b| b.key.as_ref()) else {
+        return Ok(None);
+    };
+    let fingerprint = key.fingerprint();
+    let kind = match key {
+        crate::backup::Key::Identity(_) => "key",
+        crate::backup::Key::Passphrase(_) => "passphrase",
+    };
+    let confirmed: Option<serde_json::Value> = app
+        .db
+        .meta(CONFIRMED)
+        .await?
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .filter(|value: &serde_json::Value| value["fingerprint"] == fingerprint.as_str());
+    Ok(Some(BackupKeyState {
+        fingerprint,
+        kind,
+        confirmed_by: confirmed
+            .as_ref()
+            .and_then(|c| c["by"].as_str().map(str::to_owned)),
+        confirmed_at: confirmed
+            .as_ref()
+            .and_then(|c| c["at"].as_i64())
+            .map(Timestamp),
+    }))
+}
+
+/// The backup key written out for printing and storing away (administrators; audited).
+pub struct RecoverySheet {
+    pub secret: String,
+    pub fingerprint: String,
+    pub kind: &'static str,
+    /// The file name the sheet tells its reader to type the key into on a new machine.
+    pub file_name: &'static str,
+}
+
+pub async fn recovery_sheet(
+    app: &App,
+    actor: &Actor,
+    op_id: &str,
+) -> Result<RecoverySheet, AppError> {
+    authorize(actor, Action::Administer)?;
+    let key = app
+        .backups
+        .as_ref()
+        .and_then(|b| b.key.clone())
+        .ok_or_else(|| AppError::not_found("this server has no backup key"))?;
+    let sheet = RecoverySheet {
+        secret: key.secret_text(),
+        fingerprint: key.fingerprint(),
+        kind: match key {
+            crate::backup::Key::Identity(_) => "key",
+            crate::backup::Key::Passphrase(_) => "passphrase",
+        },
+        file_name: match key {
+            crate::backup::Key::Identity(_) => "backup.key",
+            crate::backup::Key::Passphrase(_) => "backup-passphrase.txt",
+        },
+    };
+    let mut tx = app.db.begin_write(app.now()).await?;
+    tx.audit_event(AuditDraft::new(
+        actor,
+        op_id,
+        "security.backup_key_shown",
+        json!({"fingerprint": sheet.fingerprint}),
+    ))
+    .await?;
+    tx.commit().await?;
+    Ok(sheet)
+}
+
+/// An administrator confirms that this very backup key is stored away from the machine; the
+/// reminders stop until the key changes.
+pub async fn confirm_backup_key(app: &App, actor: &Actor, op_id: &str) -> Result<(), AppError> {
+    authorize(actor, Action::Administer)?;
+    let key = app
+        .backups
+        .as_ref()
+        .and_then(|b| b.key.as_ref())
+        .ok_or_else(|| AppError::not_found("this server has no backup key"))?;
+    let fingerprint = key.fingerprint();
+    let now = app.now();
+    let mut tx = app.db.begin_write(now).await?;
+    tx.set_meta(
+        CONFIRMED,
+        &json!({"fingerprint": fingerprint, "by": actor.username, "at": now.micros()}).to_string(),
+    )
+    .await?;
+    tx.audit_event(AuditDraft::new(
+        actor,
+        op_id,
+        "security.backup_key_stored",
+        json!({"fingerprint": fingerprint}),
+    ))
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
