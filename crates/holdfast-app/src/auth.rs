@@ -26,8 +26,10 @@ fn argon2() -> anyhow::Result<Argon2<'static>> {
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
-/// Checks a new password against the policy; the error names the field.
-pub fn check_password_policy(field: &str, password: &str) -> Result<(), AppError> {
+/// Checks a new password against the policy (length, and not one attackers try first, see
+/// [`crate::passwords`]); `names` are the user's username and display name. The error names
+/// the field.
+pub fn check_password_policy(field: &str, password: &str, names: &[&str]) -> Result<(), AppError> {
     let length = password.chars().count();
     if length < MIN_PASSWORD_CHARS {
         return Err(AppError::invalid(
@@ -43,11 +45,31 @@ pub fn check_password_policy(field: &str, password: &str) -> Result<(), AppError
             format!("At most {MAX_PASSWORD_CHARS} characters"),
         ));
     }
+    if let Some((code, message)) = crate::passwords::weakness(password, names) {
+        return Err(AppError::invalid(field, code, message));
+    }
     Ok(())
 }
 
+/// A turn to compute a password hash. Each costs 19 MiB and tens of milliseconds by design, so
+/// only so many run at once; a request that gets no turn within the busy wait is answered 503
+/// with `Retry-After` instead of queueing without bound.
+async fn hashing_turn(app: &App) -> Result<tokio::sync::OwnedSemaphorePermit, AppError> {
+    let wait = std::time::Duration::from_millis(app.config.busy_wait_ms);
+    match tokio::time::timeout(wait, app.hashing.clone().acquire_owned()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => {
+            tracing::warn!("password checks at their limit; answering busy");
+            Err(AppError::Busy {
+                retry_after_seconds: 5,
+            })
+        }
+    }
+}
+
 /// Hashes off the async threads: argon2 is deliberately slow.
-pub async fn hash_password(password: &str) -> Result<String, AppError> {
+pub async fn hash_password(app: &App, password: &str) -> Result<String, AppError> {
+    let _turn = hashing_turn(app).await?;
     let password = password.to_owned();
     let hash = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
         let mut salt = [0u8; 16];
@@ -63,7 +85,8 @@ pub async fn hash_password(password: &str) -> Result<String, AppError> {
     Ok(hash)
 }
 
-async fn verify_password(password: &str, hash: &str) -> Result<bool, AppError> {
+async fn verify_password(app: &App, password: &str, hash: &str) -> Result<bool, AppError> {
+    let _turn = hashing_turn(app).await?;
     let password = password.to_owned();
     let hash = hash.to_owned();
     let ok = tokio::task::spawn_blocking(move || -> anyhow::Result<bool> {
@@ -127,10 +150,10 @@ pub async fn login(
     }
     let user = app.db.user_by_username(&username).await?;
     let verified = match &user {
-        Some(user) => verify_password(attempt.password, &user.password_hash).await?,
+        Some(user) => verify_password(app, attempt.password, &user.password_hash).await?,
         None => {
             // Spend the same time on unknown names, so timing does not reveal which names exist.
-            let _ = hash_password(attempt.password).await?;
+            let _ = hash_password(app, attempt.password).await?;
             false
         }
     };
@@ -423,16 +446,16 @@ pub async fn change_password(
     current: &str,
     new: &str,
 ) -> Result<(), AppError> {
-    check_password_policy("new_password", new)?;
     let user = active_user(app, actor.user_id).await?;
-    if !verify_password(current, &user.password_hash).await? {
+    check_password_policy("new_password", new, &[&user.username, &user.display_name])?;
+    if !verify_password(app, current, &user.password_hash).await? {
         return Err(AppError::invalid(
             "current_password",
             "wrong_password",
             "The current password is not right",
         ));
     }
-    let hash = hash_password(new).await?;
+    let hash = hash_password(app, new).await?;
     let mut tx = app.db.begin_write(app.now()).await?;
     let update = holdfast_store::UserUpdate {
         password_hash: Some(hash),

@@ -34,6 +34,10 @@ pub enum AppError {
     Invalid(FieldErrors),
     #[error("too many failed logins; try again in {retry_after_seconds} s")]
     Throttled { retry_after_seconds: i64 },
+    /// The server is checking as many passwords as it takes at once (each check costs memory
+    /// on purpose); nothing was done.
+    #[error("the server is busy checking passwords; try again in {retry_after_seconds} s")]
+    Busy { retry_after_seconds: i64 },
     /// The database cannot do this now: it was found damaged (read-only until it is restored)
     /// or its disk is full. Nothing was changed.
     #[error("{message}")]

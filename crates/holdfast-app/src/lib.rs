@@ -14,6 +14,7 @@ pub mod clock;
 pub mod db_health;
 pub mod error;
 pub mod home;
+pub mod passwords;
 pub mod records;
 pub mod revert;
 pub mod security;
@@ -70,6 +71,17 @@ pub struct AppConfig {
     /// Requests handled at once; more wait up to `busy_wait_ms`, then get 503 `busy`.
     pub max_concurrent_requests: usize,
     pub busy_wait_ms: u64,
+    /// Password hashes (19 MiB each) computed at once; a login that cannot get a turn within
+    /// `busy_wait_ms` is answered 503 with `Retry-After`.
+    pub max_concurrent_hashes: usize,
+}
+
+/// Two password checks per core: enough to keep every core busy, bounded in memory.
+pub fn default_concurrent_hashes() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get() * 2)
+        .unwrap_or(4)
+        .clamp(2, 64)
 }
 
 impl Default for AppConfig {
@@ -92,6 +104,7 @@ impl Default for AppConfig {
             header_timeout_seconds: 10,
             max_concurrent_requests: 128,
             busy_wait_ms: 5_000,
+            max_concurrent_hashes: default_concurrent_hashes(),
         }
     }
 }
@@ -107,6 +120,8 @@ pub struct App {
     pub backup_jobs: Arc<backup::schedule::Jobs>,
     /// The permission settings last loaded, with their generation mark.
     access: Arc<std::sync::Mutex<Option<CachedAccess>>>,
+    /// Permits for password hashes computed at once (`AppConfig::max_concurrent_hashes`).
+    pub(crate) hashing: Arc<tokio::sync::Semaphore>,
 }
 
 /// Permission settings with the generation mark they were loaded at.
@@ -114,6 +129,7 @@ type CachedAccess = (String, Arc<AccessConfig>);
 
 impl App {
     pub fn new(db: Db, config: AppConfig, clock: Arc<dyn Clock>) -> App {
+        let hashes = config.max_concurrent_hashes;
         App {
             db,
             config: Arc::new(config),
@@ -121,7 +137,15 @@ impl App {
             backups: None,
             backup_jobs: Arc::default(),
             access: Arc::default(),
+            hashing: Arc::new(tokio::sync::Semaphore::new(hashes.max(1))),
         }
+    }
+
+    /// Takes every password-hashing permit, as a flood of logins would; for tests.
+    #[doc(hidden)]
+    pub async fn occupy_hashing_for_tests(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let all = u32::try_from(self.config.max_concurrent_hashes.max(1)).unwrap_or(u32::MAX);
+        self.hashing.clone().acquire_many_owned(all).await.ok()
     }
 
     /// The permission settings in force: reused while the database's generation mark is the

@@ -126,8 +126,8 @@ async fn create_account(
             "At most 100 characters on one line",
         ));
     }
-    check_password_policy("password", password)?;
-    let hash = hash_password(password).await?;
+    check_password_policy("password", password, &[&username, display_name])?;
+    let hash = hash_password(app, password).await?;
     let audit = AuditDraft::new(
         actor,
         op_id,
@@ -333,12 +333,13 @@ pub async fn reset_password(
     password: &str,
 ) -> Result<(), AppError> {
     authorize(actor, Action::Administer)?;
-    app.db
+    let user = app
+        .db
         .user(id)
         .await?
         .ok_or_else(|| AppError::not_found(format!("user {id}")))?;
-    check_password_policy("password", password)?;
-    let hash = hash_password(password).await?;
+    check_password_policy("password", password, &[&user.username, &user.display_name])?;
+    let hash = hash_password(app, password).await?;
     let mut tx = app.db.begin_write(app.now()).await?;
     let update = UserUpdate {
         password_hash: Some(hash),

@@ -397,7 +397,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "bench",
         "bench",
         "Bench",
-        "bench password 1",
+        "stopwatch on the kitchen table",
         holdfast_domain::access::ADMIN,
     )
     .await?;
@@ -411,7 +411,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "bench",
         "bench_rep",
         "Bench rep",
-        "bench password 1",
+        "stopwatch on the kitchen table",
         holdfast_domain::access::REP,
     )
     .await?;
@@ -633,7 +633,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             // The pages a person opens most, as a logged-in browser.
             let login = http
                 .post(format!("{}/api/v1/auth/login", server.base))
-                .json(&json!({"username": "bench", "password": "bench password 1"}))
+                .json(&json!({"username": "bench", "password": "stopwatch on the kitchen table"}))
                 .send()
                 .await?;
             let cookie = login

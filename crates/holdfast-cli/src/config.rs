@@ -78,6 +78,8 @@ pub struct LimitsSection {
     /// Requests handled at once; more wait up to `busy_wait_ms`, then get 503 busy.
     pub max_concurrent_requests: usize,
     pub busy_wait_ms: u64,
+    /// Passwords checked at once (each check takes 19 MiB for a moment); 0: twice the cores.
+    pub max_concurrent_password_checks: usize,
 }
 
 impl Default for LimitsSection {
@@ -88,6 +90,7 @@ impl Default for LimitsSection {
             header_timeout_seconds: app.header_timeout_seconds,
             max_concurrent_requests: app.max_concurrent_requests,
             busy_wait_ms: app.busy_wait_ms,
+            max_concurrent_password_checks: 0,
         }
     }
 }
@@ -576,6 +579,10 @@ impl Config {
             body_timeout_seconds: self.limits.body_timeout_seconds,
             max_concurrent_requests: self.limits.max_concurrent_requests,
             busy_wait_ms: self.limits.busy_wait_ms,
+            max_concurrent_hashes: match self.limits.max_concurrent_password_checks {
+                0 => holdfast_app::default_concurrent_hashes(),
+                n => n,
+            },
         })
     }
 }

@@ -112,6 +112,22 @@ impl IntoResponse for ApiError {
                 }
                 response
             }
+            AppError::Busy {
+                retry_after_seconds,
+            } => {
+                let mut response = body_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    &format!(
+                        "The server is checking as many passwords as it takes at once; nothing was done. Try again in {retry_after_seconds} seconds"
+                    ),
+                    json!({"retry_after_seconds": retry_after_seconds}),
+                );
+                if let Ok(value) = HeaderValue::from_str(&retry_after_seconds.to_string()) {
+                    response.headers_mut().insert(header::RETRY_AFTER, value);
+                }
+                response
+            }
             AppError::Unavailable {
                 kind,
                 detail,

@@ -454,3 +454,89 @@ on_both_backends!(signing_in_never_sends_the_user_to_another_site, |app| {
         assert_eq!(response.headers()["location"], lands, "{next:?}");
     }
 });
+
+async fn spawn_with_two_password_checks(
+    backend: holdfast_test_support::Backend,
+) -> Option<TestApp> {
+    let config = holdfast_app::AppConfig {
+        max_concurrent_hashes: 2,
+        busy_wait_ms: 200,
+        ..Default::default()
+    };
+    holdfast_test_support::spawn_app_with(backend, config).await
+}
+
+// Each password check takes 19 MiB on purpose: a flood of logins waits for a turn briefly and is
+// then answered 503 with Retry-After, instead of queueing without bound.
+on_both_backends!(
+    a_flood_of_logins_is_answered_busy_not_queued_without_bound,
+    spawn_with_two_password_checks,
+    |app| {
+        app.user("pat", "rep").await;
+        let login = json!({"username": "pat", "password": "correct horse battery"});
+        let anonymous = app.anonymous();
+        let held = app.app.occupy_hashing_for_tests().await.unwrap();
+        let refused = anonymous.post("/api/v1/auth/login", login.clone()).await;
+        assert_eq!(refused.status, 503, "{}", refused.body);
+        assert_eq!(refused.error_code(), "busy");
+        assert_eq!(refused.body["error"]["retry_after_seconds"], 5);
+        drop(held);
+        assert_eq!(
+            anonymous.post("/api/v1/auth/login", login).await.status,
+            200
+        );
+    }
+);
+
+// Passwords attackers try first are refused with the reason, field by field; long passphrases
+// of ordinary words are welcome.
+on_both_backends!(
+    passwords_attackers_try_first_are_refused_with_the_reason,
+    |app| {
+        let admin = app.admin().await;
+        for (password, code) in [
+            ("1234567890", "digits_only"),
+            ("13800138000", "digits_only"),
+            ("woaini1314520", "common_password"),
+            ("password2026", "common_password"),
+            ("qwertyuiop", "common_password"),
+            ("lilei-is-my-name", "contains_name"),
+            ("我是李雷，这是新密码不好猜", "contains_name"),
+        ] {
+            let refused = admin
+            .post(
+                "/api/v1/users",
+                json!({"username": "lilei", "display_name": "李雷", "password": password, "role": "rep"}),
+            )
+            .await;
+            assert_eq!(refused.status, 422, "{password}: {}", refused.body);
+            let field = &refused.body["error"]["fields"][0];
+            assert_eq!(
+                (field["field"].as_str(), field["code"].as_str()),
+                (Some("password"), Some(code)),
+                "{password}"
+            );
+        }
+        let passphrase = "the tea kettle on the windowsill sings every morning at seven, loudly";
+        assert!(passphrase.chars().count() >= 64);
+        admin
+        .post(
+            "/api/v1/users",
+            json!({"username": "lilei", "display_name": "李雷", "password": passphrase, "role": "rep"}),
+        )
+        .await
+        .expect(201);
+        let pat = app.user("pat", "rep").await;
+        let change = pat
+        .put(
+            "/api/v1/me/password",
+            json!({"current_password": "correct horse battery", "new_password": "pat pat pat pat pat"}),
+        )
+        .await;
+        assert_eq!(
+            change.body["error"]["fields"][0]["code"], "contains_name",
+            "{}",
+            change.body
+        );
+    }
+);

@@ -235,7 +235,16 @@ async fn db_encrypt_rekey_and_an_encrypted_backup_restored_on_a_new_machine() {
     .unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
     let new_key = holdfast_app::DbKey::read_file(&new_key_file).unwrap();
-    assert_eq!(contacts(&data, Some(new_key)).await, 3);
+    assert_eq!(contacts(&data, Some(new_key.clone())).await, 3);
+    // The copy `holdfast upgrade` takes first is encrypted under the same key.
+    let url = format!("sqlite://{}?mode=rw", data.join("holdfast.db").display());
+    let db = holdfast_app::Db::connect_with_key(&url, Some(new_key))
+        .await
+        .unwrap();
+    let copy = dir.path().join("copy.db");
+    db.sqlite_copy_to(&copy).await.unwrap();
+    db.close().await;
+    assert_eq!(file_kind(&copy), FileKind::Opaque, "the copy is not plain");
     let url = format!("sqlite://{}?mode=rw", data.join("holdfast.db").display());
     let old = holdfast_app::Db::connect_with_key(&url, Some(key)).await;
     assert!(format!("{:#}", old.unwrap_err()).contains("does not open"));

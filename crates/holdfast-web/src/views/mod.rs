@@ -76,6 +76,9 @@ pub const ERROR_CODES: &[&str] = &[
     "invalid_stages",
     "invalid_credentials",
     "wrong_password",
+    "common_password",
+    "digits_only",
+    "contains_name",
     "archived",
     "typo",
     "not_allowed",
@@ -761,6 +764,17 @@ pub fn error_page(tr: &Tr, error: AppError) -> Response {
             let detail = tr.f("error.retry_after", &[("seconds", &retry_after_seconds)]);
             let body = layout::error_body(tr, tr.t("error.too_many_attempts"), &detail, None);
             html_status(StatusCode::TOO_MANY_REQUESTS, body, "", false)
+        }
+        AppError::Busy {
+            retry_after_seconds,
+        } => {
+            let detail = tr.f("error.retry_after", &[("seconds", &retry_after_seconds)]);
+            let body = layout::error_body(tr, tr.t("error.busy"), &detail, None);
+            let mut response = html_status(StatusCode::SERVICE_UNAVAILABLE, body, "", false);
+            if let Ok(value) = HeaderValue::from_str(&retry_after_seconds.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            response
         }
         AppError::Unavailable {
             kind,
