@@ -312,7 +312,18 @@ pub async fn preview(
     for entity in Entity::ALL {
         per_owner.insert(entity, app.db.records_per_owner(entity).await?);
     }
-    Ok(compare(before, after, &per_owner, app.now()))
+    let (before, after) = (without_password_gate(before), without_password_gate(after));
+    Ok(compare(&before, &after, &per_owner, app.now()))
+}
+
+/// Replacing a password an administrator chose is a step of signing in, not of access: a
+/// preview shows what a change gives the user once they have done it.
+fn without_password_gate(config: &AccessConfig) -> AccessConfig {
+    let mut config = config.clone();
+    for user in config.users.values_mut() {
+        user.must_change_password = false;
+    }
+    config
 }
 
 /// Owners whose records of `entity` the user reaches (`None`: all), or the empty set without
@@ -1160,6 +1171,7 @@ mod tests {
             team_id: team,
             active: true,
             pending: false,
+            must_change_password: false,
         }
     }
 

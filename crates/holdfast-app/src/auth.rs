@@ -269,8 +269,9 @@ pub async fn session_user(app: &App, token: &str) -> Result<(Actor, UserRow), Ap
     Ok((actor, user))
 }
 
-/// The actor behind an `Authorization: Bearer hf_…` token, or why there is none.
-pub async fn authenticate_token(app: &App, token: &str) -> Result<Actor, AppError> {
+/// The actor behind an `Authorization: Bearer hf_…` token and whether the token only reads,
+/// or why there is none.
+pub async fn authenticate_token(app: &App, token: &str) -> Result<(Actor, bool), AppError> {
     let now = app.now();
     let invalid = |message: &str| AppError::Unauthenticated {
         code: "invalid_token",
@@ -294,7 +295,8 @@ pub async fn authenticate_token(app: &App, token: &str) -> Result<Actor, AppErro
     {
         app.db.touch_token(row.id, now).await?;
     }
-    actor_of(app, &user, ActorKind::ApiToken { token_id: row.id }).await
+    let actor = actor_of(app, &user, ActorKind::ApiToken { token_id: row.id }).await?;
+    Ok((actor, row.read_only))
 }
 
 async fn active_user(app: &App, user_id: i64) -> Result<UserRow, AppError> {
@@ -369,12 +371,84 @@ pub struct NewToken {
     pub token: TokenRow,
 }
 
+/// Tokens a user makes live at most this long; 90 days unless they choose otherwise.
+pub const TOKEN_DEFAULT_DAYS: i64 = 90;
+pub const TOKEN_MAX_DAYS: i64 = 365;
+
+/// What a user asks for when they make an API token.
+pub struct TokenRequest<'a> {
+    pub name: &'a str,
+    /// `None`: [`TOKEN_DEFAULT_DAYS`]. At most [`TOKEN_MAX_DAYS`]; tokens never live forever.
+    pub expires_in_days: Option<i64>,
+    /// The token may read but never change anything.
+    pub read_only: bool,
+    /// The user's password, asked again: whoever sits at an unlocked browser, or holds a
+    /// stolen session, cannot mint a lasting credential with it.
+    pub password: &'a str,
+}
+
+/// A user makes an API token for themselves: only from a signed-in browser session (a token
+/// cannot make more tokens), with their password again, and always with an expiry.
 pub async fn create_token(
+    app: &App,
+    actor: &Actor,
+    op_id: &str,
+    request: TokenRequest<'_>,
+) -> Result<NewToken, AppError> {
+    if matches!(actor.kind, ActorKind::ApiToken { .. }) {
+        return Err(AppError::Forbidden(holdfast_domain::Denial::simple(
+            "token_cannot_make_tokens",
+            "An API token cannot make API tokens: sign in with your password and make it under Settings",
+        )));
+    }
+    let days = request.expires_in_days.unwrap_or(TOKEN_DEFAULT_DAYS);
+    if !(1..=TOKEN_MAX_DAYS).contains(&days) {
+        return Err(AppError::invalid(
+            "expires_in_days",
+            "out_of_range",
+            format!(
+                "Must be from 1 to {TOKEN_MAX_DAYS} days (default {TOKEN_DEFAULT_DAYS}); make a new token when it runs out"
+            ),
+        ));
+    }
+    let user = active_user(app, actor.user_id).await?;
+    if !verify_password(app, request.password, &user.password_hash).await? {
+        return Err(AppError::invalid(
+            "password",
+            "wrong_password",
+            "Your password is needed again to make a token, and this is not it",
+        ));
+    }
+    mint_token(
+        app,
+        actor,
+        op_id,
+        request.name,
+        Some(days),
+        request.read_only,
+    )
+    .await
+}
+
+/// Issues a read-write token without asking for the password, for the server's own use: test
+/// users and the benchmark's clients. Users make theirs with [`create_token`].
+pub async fn issue_token(
     app: &App,
     actor: &Actor,
     op_id: &str,
     name: &str,
     expires_in_days: Option<i64>,
+) -> Result<NewToken, AppError> {
+    mint_token(app, actor, op_id, name, expires_in_days, false).await
+}
+
+async fn mint_token(
+    app: &App,
+    actor: &Actor,
+    op_id: &str,
+    name: &str,
+    expires_in_days: Option<i64>,
+    read_only: bool,
 ) -> Result<NewToken, AppError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 100 {
@@ -384,22 +458,25 @@ pub async fn create_token(
             "Give the token a name of 1 to 100 characters, e.g. \"import script\"",
         ));
     }
-    if let Some(days) = expires_in_days
-        && !(1..=3650).contains(&days)
-    {
-        return Err(AppError::invalid(
-            "expires_in_days",
-            "out_of_range",
-            "Must be from 1 to 3650 days, or left out for no expiry",
-        ));
-    }
     let now = app.now();
     let secret = format!("{TOKEN_PREFIX}{}", random_hex(32)?);
     let expires_at = expires_in_days.map(|days| now.plus_days(days));
-    let audit = AuditDraft::new(actor, op_id, "token.create", json!({"name": name}));
+    let audit = AuditDraft::new(
+        actor,
+        op_id,
+        "token.create",
+        json!({"name": name, "read_only": read_only, "expires_at": expires_at.map(Timestamp::to_rfc3339)}),
+    );
     let mut tx = app.db.begin_write(now).await?;
     let id = tx
-        .create_token(actor.user_id, name, &sha256_hex(&secret), expires_at, audit)
+        .create_token(
+            actor.user_id,
+            name,
+            &sha256_hex(&secret),
+            expires_at,
+            read_only,
+            audit,
+        )
         .await?;
     tx.commit().await?;
     let token = TokenRow {
@@ -410,6 +487,7 @@ pub async fn create_token(
         last_used_at: None,
         expires_at,
         revoked_at: None,
+        read_only,
     };
     Ok(NewToken { secret, token })
 }
@@ -437,15 +515,16 @@ pub async fn revoke_token(
     Ok(())
 }
 
-/// Changes the actor's own password after checking the current one, and ends their other
-/// sessions (whoever else was logged in as them is logged out).
+/// Changes the actor's own password after checking the current one, ends their other sessions
+/// (whoever else was logged in as them is logged out) and revokes their API tokens; returns how
+/// many tokens were revoked.
 pub async fn change_password(
     app: &App,
     actor: &Actor,
     op_id: &str,
     current: &str,
     new: &str,
-) -> Result<(), AppError> {
+) -> Result<u64, AppError> {
     let user = active_user(app, actor.user_id).await?;
     check_password_policy("new_password", new, &[&user.username, &user.display_name])?;
     if !verify_password(app, current, &user.password_hash).await? {
@@ -459,6 +538,7 @@ pub async fn change_password(
     let mut tx = app.db.begin_write(app.now()).await?;
     let update = holdfast_store::UserUpdate {
         password_hash: Some(hash),
+        must_change_password: Some(false),
         locale: None,
         ..Default::default()
     };
@@ -485,8 +565,21 @@ pub async fn change_password(
     );
     tx.revoke_sessions(actor.user_id, SessionScope::AllExcept(keep), audit)
         .await?;
+    // A token made while someone else knew the old password must not outlive it.
+    let revoked = tx
+        .revoke_tokens(
+            actor.user_id,
+            None,
+            AuditDraft::new(
+                actor,
+                op_id,
+                "token.revoke_all",
+                json!({"user_id": actor.user_id, "why": "password_change"}),
+            ),
+        )
+        .await?;
     tx.commit().await?;
-    Ok(())
+    Ok(revoked)
 }
 
 /// Issues the one-time setup token printed by `serve` while no user exists. Returns `None`

@@ -88,8 +88,10 @@ impl Default for AppConfig {
     fn default() -> Self {
         AppConfig {
             recycle_bin_days: 90,
-            session_idle_minutes: 12 * 60,
-            session_absolute_hours: 7 * 24,
+            // A shared office: a desk left for an hour is signed out, and nobody stays signed
+            // in past a working day.
+            session_idle_minutes: 60,
+            session_absolute_hours: 12,
             login_max_failures_per_account: 5,
             login_max_failures_per_address: 20,
             login_window_minutes: 15,

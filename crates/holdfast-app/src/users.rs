@@ -48,6 +48,8 @@ pub async fn create(
         password,
         role,
         pending: true,
+        // The administrator knows this password: the user replaces it at their first login.
+        must_change_password: true,
     };
     create_account(app, actor, op_id, user).await
 }
@@ -76,6 +78,8 @@ pub struct NewAccount<'a> {
     pub role: &'a str,
     /// Waits for an administrator's approval.
     pub pending: bool,
+    /// Someone else chose the password; the user must replace it before doing anything.
+    pub must_change_password: bool,
 }
 
 /// Creates a user without a permission check: for first-run setup and the server-side
@@ -95,6 +99,7 @@ pub async fn create_user_unchecked(
         password,
         role,
         pending: false,
+        must_change_password: false,
     };
     create_account(app, actor, op_id, user).await
 }
@@ -111,6 +116,7 @@ async fn create_account(
         password,
         role,
         pending,
+        must_change_password,
     } = account;
     let username = check_username(username)?;
     let display_name = display_name.trim();
@@ -142,6 +148,7 @@ async fn create_account(
         role,
         team_id: None,
         pending,
+        must_change_password,
     };
     let id = tx.create_user(user, audit).await?;
     tx.commit().await?;
@@ -294,6 +301,7 @@ pub async fn update(
         active: change.active,
         pending: change.pending,
         password_hash: None,
+        must_change_password: None,
         locale: None,
     };
     tx.update_user(
@@ -343,6 +351,7 @@ pub async fn reset_password(
     let mut tx = app.db.begin_write(app.now()).await?;
     let update = UserUpdate {
         password_hash: Some(hash),
+        must_change_password: Some(true),
         locale: None,
         ..Default::default()
     };
@@ -356,6 +365,18 @@ pub async fn reset_password(
         id,
         SessionScope::AllExcept(None),
         AuditDraft::new(actor, op_id, "session.revoke_all", json!({"user_id": id})),
+    )
+    .await?;
+    // Scripts made under the old password stop too: a reset usually means it leaked.
+    tx.revoke_tokens(
+        id,
+        None,
+        AuditDraft::new(
+            actor,
+            op_id,
+            "token.revoke_all",
+            json!({"user_id": id, "why": "password_reset"}),
+        ),
     )
     .await?;
     tx.commit().await?;

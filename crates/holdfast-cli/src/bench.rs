@@ -402,7 +402,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     )
     .await?;
     let actor = holdfast_app::auth::actor_of(&app, &admin, ActorKind::System).await?;
-    let token = holdfast_app::auth::create_token(&app, &actor, "bench", "bench", None).await?;
+    let token = holdfast_app::auth::issue_token(&app, &actor, "bench", "bench", None).await?;
     let bearer = ("authorization", format!("Bearer {}", token.secret));
     // A sales rep who owns every 20th contact: what a scoped list and search cost.
     let rep = holdfast_app::users::create_user_unchecked(
@@ -417,7 +417,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     .await?;
     let rep_actor = holdfast_app::auth::actor_of(&app, &rep, ActorKind::System).await?;
     let rep_token =
-        holdfast_app::auth::create_token(&app, &rep_actor, "bench", "bench", None).await?;
+        holdfast_app::auth::issue_token(&app, &rep_actor, "bench", "bench", None).await?;
     let rep_bearer = ("authorization", format!("Bearer {}", rep_token.secret));
 
     let mut checkpoints: Vec<u64> = [10_000u64, 100_000, 1_000_000]

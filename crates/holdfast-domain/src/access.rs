@@ -341,6 +341,8 @@ pub struct UserAccess {
     pub active: bool,
     /// Created, but no administrator has approved their access yet.
     pub pending: bool,
+    /// An administrator set the password; nothing is allowed until the user changes it.
+    pub must_change_password: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -829,6 +831,19 @@ pub fn explain(
                 user.display_name
             ),
             admins,
+        ));
+        return Explanation { steps };
+    }
+    if user.must_change_password {
+        steps.push(Step::denied(
+            "account",
+            "password_change_required",
+            vec![user_p],
+            format!(
+                "{} must first replace the password an administrator set (Settings → Password)",
+                user.display_name
+            ),
+            vec![user.display_name.clone()],
         ));
         return Explanation { steps };
     }

@@ -170,6 +170,7 @@ impl Db {
                     team_id: u.team_id,
                     active: u.active,
                     pending: u.pending,
+                    must_change_password: u.must_change_password,
                 };
                 (u.id, access)
             })

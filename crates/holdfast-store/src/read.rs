@@ -184,6 +184,8 @@ pub struct UserRow {
     pub active: bool,
     /// Created, but not yet approved by an administrator: can log in, sees nothing.
     pub pending: bool,
+    /// An administrator set the password: the user changes it before doing anything else.
+    pub must_change_password: bool,
     pub created_at: Timestamp,
     pub last_login_at: Option<Timestamp>,
     /// Interface language the user chose (`en`, `zh-CN`); `None` follows the browser.
@@ -211,6 +213,8 @@ pub struct TokenRow {
     pub last_used_at: Option<Timestamp>,
     pub expires_at: Option<Timestamp>,
     pub revoked_at: Option<Timestamp>,
+    /// Reads only: any change made with it is refused.
+    pub read_only: bool,
 }
 
 /// Open deals of one stage, summed per currency.
@@ -223,10 +227,11 @@ pub struct StageTotal {
     pub amount_minor: i64,
 }
 
-const USER_COLUMNS: &str = "id, username, display_name, password_hash, role, active, created_at, last_login_at, locale, team_id, pending";
+const USER_COLUMNS: &str = "id, username, display_name, password_hash, role, active, created_at, last_login_at, locale, team_id, pending, must_change_password";
 const SESSION_COLUMNS: &str =
     "id, user_id, created_at, last_seen_at, expires_at, revoked_at, address, user_agent";
-const TOKEN_COLUMNS: &str = "id, user_id, name, created_at, last_used_at, expires_at, revoked_at";
+const TOKEN_COLUMNS: &str =
+    "id, user_id, name, created_at, last_used_at, expires_at, revoked_at, read_only";
 /// Versions with the name of the user who made each (a LEFT JOIN: system changes have no user).
 const VERSION_SELECT: &str = "SELECT v.entity, v.record_id, v.version, v.action, v.at, v.actor_id, u.username, v.op_id, v.reason, v.changed, v.snapshot
      FROM record_versions v LEFT JOIN users u ON u.id = v.actor_id";
@@ -1344,6 +1349,7 @@ fn user_from_row_at(row: &AnyRow, at: usize) -> anyhow::Result<UserRow> {
         locale: row.try_get(at + 8)?,
         team_id: row.try_get(at + 9)?,
         pending: row.try_get::<i64, _>(at + 10)? == 1,
+        must_change_password: row.try_get::<i64, _>(at + 11)? == 1,
     })
 }
 
@@ -1378,5 +1384,6 @@ fn token_from_row(row: &AnyRow) -> anyhow::Result<TokenRow> {
         last_used_at: row.try_get::<Option<i64>, _>(4)?.map(Timestamp),
         expires_at: row.try_get::<Option<i64>, _>(5)?.map(Timestamp),
         revoked_at: row.try_get::<Option<i64>, _>(6)?.map(Timestamp),
+        read_only: row.try_get::<i64, _>(7)? == 1,
     })
 }

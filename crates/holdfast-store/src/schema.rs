@@ -409,6 +409,14 @@ CREATE INDEX audit_log_token ON audit_log (token_id, seq);
 CREATE INDEX audit_log_at ON audit_log (at);
 "#,
     },
+    Migration {
+        version: 10,
+        name: "sign-in: a password an administrator set is replaced at first login; read-only API tokens",
+        sql: r#"
+ALTER TABLE users ADD COLUMN must_change_password BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE api_tokens ADD COLUMN read_only BIGINT NOT NULL DEFAULT 0;
+"#,
+    },
 ];
 
 #[cfg(test)]

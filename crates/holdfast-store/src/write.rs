@@ -277,6 +277,8 @@ pub struct NewUser<'a> {
     pub team_id: Option<i64>,
     /// Waits for an administrator's approval before it sees anything.
     pub pending: bool,
+    /// The password was chosen by an administrator: the user must change it first.
+    pub must_change_password: bool,
 }
 
 /// Changes to a user; `None` leaves a column alone.
@@ -289,6 +291,7 @@ pub struct UserUpdate {
     pub active: Option<bool>,
     pub pending: Option<bool>,
     pub password_hash: Option<String>,
+    pub must_change_password: Option<bool>,
     /// `Some(None)` clears the choice (back to the browser's language).
     pub locale: Option<Option<String>>,
 }
@@ -767,8 +770,8 @@ impl WriteTx {
         audit: AuditDraft,
     ) -> Result<i64, StoreError> {
         let row = sqlx::query(
-            "INSERT INTO users (username, display_name, password_hash, role, active, created_at, updated_at, team_id, pending)
-             VALUES ($1, $2, $3, $4, 1, $5, $5, $6, $7) RETURNING id",
+            "INSERT INTO users (username, display_name, password_hash, role, active, created_at, updated_at, team_id, pending, must_change_password)
+             VALUES ($1, $2, $3, $4, 1, $5, $5, $6, $7, $8) RETURNING id",
         )
         .bind(user.username.to_owned())
         .bind(user.display_name.to_owned())
@@ -777,6 +780,7 @@ impl WriteTx {
         .bind(self.now.micros())
         .bind(user.team_id)
         .bind(i64::from(user.pending))
+        .bind(i64::from(user.must_change_password))
         .fetch_one(&mut *self.tx)
         .await
         .map_err(|error| unique_violation(error, "username"))?;
@@ -799,6 +803,7 @@ impl WriteTx {
             || update.team_id.is_some()
             || update.active.is_some()
             || update.pending.is_some()
+            || update.must_change_password.is_some()
             || update.display_name.is_some();
         let mut sets = vec![format!("updated_at = {}", params.int(self.now.micros()))];
         if let Some(name) = update.display_name {
@@ -815,6 +820,12 @@ impl WriteTx {
         }
         if let Some(pending) = update.pending {
             sets.push(format!("pending = {}", params.int(i64::from(pending))));
+        }
+        if let Some(must) = update.must_change_password {
+            sets.push(format!(
+                "must_change_password = {}",
+                params.int(i64::from(must))
+            ));
         }
         if let Some(hash) = update.password_hash {
             sets.push(format!("password_hash = {}", params.text(hash)));
@@ -901,16 +912,18 @@ impl WriteTx {
         name: &str,
         token_hash: &str,
         expires_at: Option<Timestamp>,
+        read_only: bool,
         audit: AuditDraft,
     ) -> Result<i64, StoreError> {
         let row = sqlx::query(
-            "INSERT INTO api_tokens (user_id, name, token_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            "INSERT INTO api_tokens (user_id, name, token_hash, created_at, expires_at, read_only) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
         )
         .bind(user_id)
         .bind(name.to_owned())
         .bind(token_hash.to_owned())
         .bind(self.now.micros())
         .bind(expires_at.map(Timestamp::micros))
+        .bind(i64::from(read_only))
         .fetch_one(&mut *self.tx)
         .await?;
         let id = row.try_get::<i64, _>(0)?;

@@ -236,7 +236,7 @@ impl TestApp {
         let actor = holdfast_app::auth::actor_of(&self.app, &user, ActorKind::System)
             .await
             .expect("actor");
-        let token = holdfast_app::auth::create_token(&self.app, &actor, "test", "tests", None)
+        let token = holdfast_app::auth::issue_token(&self.app, &actor, "test", "tests", None)
             .await
             .expect("token");
         Client {

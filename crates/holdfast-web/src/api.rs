@@ -524,7 +524,7 @@ pub async fn me_password(
     Auth(actor): Auth,
     ApiJson(body): ApiJson<PasswordChangeBody>,
 ) -> ApiResult {
-    auth::change_password(
+    let tokens_revoked = auth::change_password(
         &state.app,
         &actor,
         &current_op_id(),
@@ -532,7 +532,7 @@ pub async fn me_password(
         &body.new_password,
     )
     .await?;
-    ok(json!({"changed": true, "other_sessions_ended": true}))
+    ok(json!({"changed": true, "other_sessions_ended": true, "tokens_revoked": tokens_revoked}))
 }
 
 fn session_json(session: &SessionRow) -> Value {
@@ -571,6 +571,7 @@ fn token_json(token: &TokenRow) -> Value {
         "last_used_at": time(token.last_used_at),
         "expires_at": time(token.expires_at),
         "revoked_at": time(token.revoked_at),
+        "read_only": token.read_only,
     })
 }
 
@@ -585,6 +586,10 @@ pub struct TokenBody {
     name: String,
     #[serde(default)]
     expires_in_days: Option<i64>,
+    #[serde(default)]
+    read_only: bool,
+    /// The user's password, asked again.
+    password: String,
 }
 
 pub async fn me_token_create(
@@ -592,14 +597,13 @@ pub async fn me_token_create(
     Auth(actor): Auth,
     ApiJson(body): ApiJson<TokenBody>,
 ) -> ApiResult {
-    let token = auth::create_token(
-        &state.app,
-        &actor,
-        &current_op_id(),
-        &body.name,
-        body.expires_in_days,
-    )
-    .await?;
+    let request = auth::TokenRequest {
+        name: &body.name,
+        expires_in_days: body.expires_in_days,
+        read_only: body.read_only,
+        password: &body.password,
+    };
+    let token = auth::create_token(&state.app, &actor, &current_op_id(), request).await?;
     let mut out = token_json(&token.token);
     out["secret"] = token.secret.into();
     out["note"] =

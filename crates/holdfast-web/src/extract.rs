@@ -36,7 +36,19 @@ impl FromRequestParts<WebState> for Auth {
                     message: "Send the API token as: Authorization: Bearer hf_…".into(),
                 }));
             }
-            let actor = auth::authenticate_token(&state.app, token).await?;
+            let (actor, read_only) = auth::authenticate_token(&state.app, token).await?;
+            let reads = matches!(
+                parts.method,
+                axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+            );
+            if read_only && !reads {
+                return Err(ApiError(AppError::Forbidden(
+                    holdfast_domain::Denial::simple(
+                        "token_read_only",
+                        "This API token may only read; nothing was changed. Changes need a read-write token (Settings → API tokens)",
+                    ),
+                )));
+            }
             return Ok(Auth(with_client(actor, parts)));
         }
         match session_cookie(parts) {

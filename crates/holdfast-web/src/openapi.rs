@@ -286,7 +286,7 @@ fn static_schemas(schemas: &mut Map<String, Value>) {
             json!({"password": {"type": "string", "minLength": 10}}),
         ),
     );
-    schemas.insert("TokenCreate".into(), object(&["name"], json!({"name": string, "expires_in_days": {"type": "integer", "minimum": 1, "maximum": 3650}})));
+    schemas.insert("TokenCreate".into(), object(&["name", "password"], json!({"name": string, "password": {"type": "string", "description": "Your password, asked again; a token cannot make tokens"}, "expires_in_days": {"type": "integer", "minimum": 1, "maximum": 365, "description": "Default 90"}, "read_only": {"type": "boolean", "description": "The token may read but change nothing"}})));
     schemas.insert("Token".into(), json!({"type": "object", "properties": {"id": {"type": "integer"}, "name": string, "secret": string}}));
     let role_key = json!({"type": "string", "description": "admin, manager, rep, auditor or a custom role's key", "example": "rep"});
     let username = json!({"type": "string", "minLength": 2, "maxLength": 64, "pattern": "^[\\p{L}\\p{N}._@-]{2,64}$", "description": "Letters, digits and . _ - @; not case-sensitive", "example": "xiaoli"});

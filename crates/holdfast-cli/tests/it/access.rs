@@ -24,6 +24,9 @@ enum Need {
     Records(Right),
     /// Exporting `{collection}`: the export right on its module and on exports.
     Export,
+    /// A signed-in browser session: refused to every API token, whatever the role (the matrix
+    /// calls the API with tokens). Making API tokens is such a route.
+    SessionOnly,
 }
 
 use Need::*;
@@ -69,8 +72,8 @@ fn api_table() -> Vec<(&'static str, &'static str, Need, Value)> {
         (
             "POST",
             "/api/v1/me/tokens",
-            LoggedIn,
-            json!({"name": "matrix"}),
+            SessionOnly,
+            json!({"name": "matrix", "password": "correct horse battery"}),
         ),
         (
             "DELETE",
@@ -474,6 +477,7 @@ fn expected(role: Option<&str>, need: Need) -> bool {
     };
     match (need, role) {
         (Public | LoggedIn, _) => true,
+        (SessionOnly, _) => false,
         (_, None) => false,
         (Approved, Some(_)) => true,
         (Right(module, right), Some(role)) => rights(role).contains(&(module, right)),
@@ -541,7 +545,7 @@ pub async fn pending_user(app: &TestApp, admin: &Client, username: &str) -> Clie
     );
     let id = created["id"].as_i64().unwrap();
     let actor = holdfast_test_support::actor(&app.app, id).await;
-    let token = holdfast_app::auth::create_token(&app.app, &actor, "t", "tests", None)
+    let token = holdfast_app::auth::issue_token(&app.app, &actor, "t", "tests", None)
         .await
         .unwrap();
     app.client_with_token(id, &token.secret)
@@ -1484,6 +1488,25 @@ on_both_backends!(new_users_wait_for_approval_and_see_who_approves, |app| {
         )
         .await
         .expect(200);
+    // Approved: first the password the administrator chose is replaced, then records open.
+    assert_eq!(
+        newcomer.get("/api/v1/contacts").await.error_code(),
+        "password_change_required"
+    );
+    newcomer
+        .put(
+            "/api/v1/me/password",
+            json!({"current_password": "correct horse battery", "new_password": "my own quiet lighthouse"}),
+        )
+        .await
+        .expect(200);
+    // The change revoked their tokens (this one too); their script gets a new one.
+    assert_eq!(newcomer.get("/api/v1/me").await.status, 401);
+    let actor = holdfast_test_support::actor(&app.app, newcomer.user_id).await;
+    let token = holdfast_app::auth::issue_token(&app.app, &actor, "t", "after", None)
+        .await
+        .unwrap();
+    let newcomer = app.client_with_token(newcomer.user_id, &token.secret);
     assert_eq!(
         newcomer
             .get(&format!("/api/v1/contacts/{someones}"))
@@ -1999,7 +2022,7 @@ on_both_backends!(exports_hold_only_what_the_exporter_may_see, |app| {
 /// The `Authorization` header of a fresh token for `user_id`.
 async fn exporter_token(app: &TestApp, user_id: i64) -> String {
     let actor = holdfast_test_support::actor(&app.app, user_id).await;
-    let token = holdfast_app::auth::create_token(&app.app, &actor, "export", "tests", None)
+    let token = holdfast_app::auth::issue_token(&app.app, &actor, "export", "tests", None)
         .await
         .unwrap();
     format!("Bearer {}", token.secret)

@@ -56,32 +56,36 @@ on_both_backends!(
     }
 );
 
+// Defaults for a shared office: an hour away signs you out, and a working day is the longest.
 on_both_backends!(sessions_end_after_idle_and_absolute_timeouts, |app| {
     app.user("sleepy", "rep").await;
     let (_, cookie) = login(&app, "sleepy", "correct horse battery").await;
     let session = app.anonymous().with_cookie(&cookie.unwrap());
-    app.clock.advance_seconds(11 * 3600);
+    app.clock.advance_seconds(59 * 60);
     session.get("/api/v1/me").await.expect(200);
-    app.clock.advance_seconds(12 * 3600 + 1);
+    app.clock.advance_seconds(60 * 60 + 1);
     assert_eq!(
         session.get("/api/v1/me").await.error_code(),
         "session_expired",
-        "idle for more than 12 hours"
+        "idle for more than an hour"
     );
 
     let (_, cookie) = login(&app, "sleepy", "correct horse battery").await;
     let busy = app.anonymous().with_cookie(&cookie.unwrap());
+    let mut used_for = 0;
     for _ in 0..20 {
-        app.clock.advance_seconds(11 * 3600);
+        app.clock.advance_seconds(50 * 60);
         if busy.get("/api/v1/me").await.status != 200 {
             break;
         }
+        used_for += 50;
     }
     assert_eq!(
         busy.get("/api/v1/me").await.error_code(),
         "session_expired",
-        "7 days after login, even if busy"
+        "12 hours after login, even if busy"
     );
+    assert_eq!(used_for, 11 * 60 + 40, "it lasted until the 12th hour");
 });
 
 on_both_backends!(
@@ -116,8 +120,14 @@ on_both_backends!(
 
 on_both_backends!(revoked_api_tokens_stop_working_at_once, |app| {
     let rep = app.user("scripter", "rep").await;
-    let created = rep
-        .post("/api/v1/me/tokens", json!({"name": "import script"}))
+    let (_, cookie) = login(&app, "scripter", "correct horse battery").await;
+    let created = app
+        .anonymous()
+        .with_cookie(&cookie.unwrap())
+        .post(
+            "/api/v1/me/tokens",
+            json!({"name": "import script", "password": "correct horse battery"}),
+        )
         .await
         .expect(201);
     let token = Client {
@@ -538,5 +548,190 @@ on_both_backends!(
             "{}",
             change.body
         );
+    }
+);
+
+// A password an administrator chose (for a new user, or in a reset) is known to them: the user
+// replaces it at their first login and can do nothing else until then.
+on_both_backends!(
+    a_password_an_administrator_set_is_replaced_at_first_login,
+    |app| {
+        let admin = app.admin().await;
+        let created = admin
+        .post(
+            "/api/v1/users",
+            json!({"username": "newbie", "password": "temporary kettle whistle", "role": "rep"}),
+        )
+        .await
+        .expect(201);
+        let id = created["id"].as_i64().unwrap();
+        admin
+            .patch(&format!("/api/v1/users/{id}"), json!({"approve": true}))
+            .await
+            .expect(200);
+        let (reply, cookie) = login(&app, "newbie", "temporary kettle whistle").await;
+        assert_eq!(reply.status, 200);
+        let newbie = app.anonymous().with_cookie(&cookie.unwrap());
+        newbie.get("/api/v1/me").await.expect(200);
+        let refused = newbie.get("/api/v1/contacts").await;
+        assert_eq!(refused.status, 403, "{}", refused.body);
+        assert_eq!(
+            refused.body["error"]["reasons"][0]["code"], "password_change_required",
+            "{}",
+            refused.body
+        );
+        newbie
+        .put(
+            "/api/v1/me/password",
+            json!({"current_password": "temporary kettle whistle", "new_password": "my own quiet lighthouse"}),
+        )
+        .await
+        .expect(200);
+        let (_, cookie) = login(&app, "newbie", "my own quiet lighthouse").await;
+        let newbie = app.anonymous().with_cookie(&cookie.unwrap());
+        newbie.get("/api/v1/contacts").await.expect(200);
+
+        // An administrator's reset sets the flag again; the user's own change clears it.
+        admin
+            .post(
+                &format!("/api/v1/users/{id}/password"),
+                json!({"password": "reset by the boss today"}),
+            )
+            .await
+            .expect(200);
+        let (_, cookie) = login(&app, "newbie", "reset by the boss today").await;
+        let cookie = cookie.unwrap();
+        let newbie = app.anonymous().with_cookie(&cookie);
+        assert_eq!(newbie.get("/api/v1/contacts").await.status, 403);
+        let home = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .get(format!("{}/", app.base_url))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(home.status(), 303);
+        assert!(
+            home.headers()["location"]
+                .to_str()
+                .unwrap()
+                .starts_with("/settings")
+        );
+    }
+);
+
+// API tokens: made only from a signed-in session with the password again, never by a token,
+// always with an expiry (90 days unless chosen, at most a year), optionally read-only; and a
+// password change or reset revokes them.
+on_both_backends!(
+    api_tokens_need_the_password_expire_can_be_read_only_and_die_with_it,
+    |app| {
+        let token_client = app.user("dev", "manager").await;
+        let (_, cookie) = login(&app, "dev", "correct horse battery").await;
+        let browser = app.anonymous().with_cookie(&cookie.unwrap());
+        let by_token = token_client
+            .post(
+                "/api/v1/me/tokens",
+                json!({"name": "more", "password": "correct horse battery"}),
+            )
+            .await;
+        assert_eq!(by_token.status, 403);
+        assert_eq!(by_token.error_code(), "token_cannot_make_tokens");
+        let wrong = browser
+            .post(
+                "/api/v1/me/tokens",
+                json!({"name": "import", "password": "not my password"}),
+            )
+            .await;
+        assert_eq!(
+            wrong.body["error"]["fields"][0]["field"], "password",
+            "{}",
+            wrong.body
+        );
+        let too_long = browser
+        .post(
+            "/api/v1/me/tokens",
+            json!({"name": "import", "password": "correct horse battery", "expires_in_days": 3650}),
+        )
+        .await;
+        assert_eq!(too_long.body["error"]["fields"][0]["code"], "out_of_range");
+        let made = browser
+        .post(
+            "/api/v1/me/tokens",
+            json!({"name": "report script", "password": "correct horse battery", "read_only": true}),
+        )
+        .await
+        .expect(201);
+        let expires =
+            holdfast_domain::Timestamp::parse_rfc3339(made["expires_at"].as_str().unwrap())
+                .unwrap();
+        let ninety = app.app.now().plus_days(90).micros();
+        assert!(
+            (expires.micros() - ninety).abs() < 1_000_000,
+            "90 days unless chosen"
+        );
+        let reader = app.client_with_token(token_client.user_id, made["secret"].as_str().unwrap());
+        reader.get("/api/v1/contacts").await.expect(200);
+        let write = reader
+            .post("/api/v1/contacts", json!({"name": "不该创建"}))
+            .await;
+        assert_eq!(write.status, 403);
+        assert_eq!(write.error_code(), "token_read_only");
+        assert_eq!(
+            token_client
+                .get("/api/v1/contacts?q=不该创建")
+                .await
+                .expect(200)["items"],
+            json!([])
+        );
+
+        // Changing the password revokes every token, and says how many.
+        let changed = browser
+        .put(
+            "/api/v1/me/password",
+            json!({"current_password": "correct horse battery", "new_password": "a brand new lighthouse"}),
+        )
+        .await
+        .expect(200);
+        assert_eq!(changed["tokens_revoked"], 2);
+        assert_eq!(reader.get("/api/v1/contacts").await.status, 401);
+        assert_eq!(token_client.get("/api/v1/contacts").await.status, 401);
+        app.clock.advance_seconds(91 * 24 * 3600);
+        let (_, cookie) = login(&app, "dev", "a brand new lighthouse").await;
+        let browser = app.anonymous().with_cookie(&cookie.unwrap());
+        let made = browser
+        .post(
+            "/api/v1/me/tokens",
+            json!({"name": "short", "password": "a brand new lighthouse", "expires_in_days": 1}),
+        )
+        .await
+        .expect(201);
+        let short = app.client_with_token(token_client.user_id, made["secret"].as_str().unwrap());
+        short.get("/api/v1/me").await.expect(200);
+        app.clock.advance_seconds(24 * 3600 + 1);
+        assert_eq!(short.get("/api/v1/me").await.error_code(), "invalid_token");
+
+        // An administrator's reset revokes them too.
+        let admin = app.admin().await;
+        let (_, cookie) = login(&app, "dev", "a brand new lighthouse").await;
+        let browser = app.anonymous().with_cookie(&cookie.unwrap());
+        let made = browser
+            .post(
+                "/api/v1/me/tokens",
+                json!({"name": "again", "password": "a brand new lighthouse"}),
+            )
+            .await
+            .expect(201);
+        let again = app.client_with_token(token_client.user_id, made["secret"].as_str().unwrap());
+        admin
+            .post(
+                &format!("/api/v1/users/{}/password", token_client.user_id),
+                json!({"password": "the boss chose this one"}),
+            )
+            .await
+            .expect(200);
+        assert_eq!(again.get("/api/v1/me").await.status, 401);
     }
 );

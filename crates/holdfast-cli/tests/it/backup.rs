@@ -599,7 +599,7 @@ on_both_backends!(
         let admin_id = admin.user_id;
         let sign_in_again = || async {
             let actor = holdfast_test_support::actor(&app.app, admin_id).await;
-            let token = holdfast_app::auth::create_token(&app.app, &actor, "t", "again", None)
+            let token = holdfast_app::auth::issue_token(&app.app, &actor, "t", "again", None)
                 .await
                 .unwrap();
             app.client_with_token(admin_id, &token.secret)

@@ -115,7 +115,7 @@ async fn a_full_disk_answers_507_shows_on_readyz_and_changes_nothing() {
     .await
     .unwrap();
     let actor = holdfast_test_support::actor(&app, admin_user.id).await;
-    let token = holdfast_app::auth::create_token(&app, &actor, "t", "tests", None)
+    let token = holdfast_app::auth::issue_token(&app, &actor, "t", "tests", None)
         .await
         .unwrap();
     let (base_url, _stop) = serve_in_background(app.clone()).await;

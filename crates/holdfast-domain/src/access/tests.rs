@@ -11,6 +11,7 @@ fn user(id: i64, name: &str, role: &str, team: Option<i64>) -> UserAccess {
         team_id: team,
         active: true,
         pending: false,
+        must_change_password: false,
     }
 }
 

@@ -111,6 +111,12 @@ pub async fn login_post(
     let next = safe_next(form.0.get("next"));
     match auth::login(&state.app, &current_op_id(), attempt).await {
         Ok(session) => {
+            // A password an administrator chose is replaced before anything else.
+            let next = if session.user.must_change_password && !session.user.pending {
+                "/settings?notice=password_change_required#password".to_owned()
+            } else {
+                next
+            };
             let mut response = Redirect::to(&next).into_response();
             if let Ok(value) =
                 HeaderValue::from_str(&session_set_cookie(&state.app, Some(&session)))
@@ -292,8 +298,9 @@ async fn settings_body(
                 button type="submit" { (tr.t("action.save")) }
             }
         }
-        section.card {
+        section.card id="password" {
             h2 { (tr.t("settings.password")) }
+            p { (tr.t("settings.password_note")) }
             (problems(tr, password_errors))
             form.stack method="post" action="/settings/password" {
                 (csrf_field(&page.csrf))
@@ -337,6 +344,9 @@ async fn settings_body(
             form.inline method="post" action="/settings/tokens" {
                 (csrf_field(&page.csrf))
                 label { (tr.t("form.token_name")) input name="name" required maxlength="100"; }
+                label { (tr.t("settings.token_days")) input name="expires_in_days" type="number" min="1" max="365" value="90"; }
+                label { input type="checkbox" name="read_only" value="yes"; " " (tr.t("settings.token_read_only")) }
+                label { (tr.t("settings.token_password")) input type="password" name="password" required autocomplete="current-password"; }
                 button type="submit" { (tr.t("settings.create_token")) }
             }
         }
@@ -391,7 +401,7 @@ pub async fn password_post(State(state): State<WebState>, page: Page, form: Form
     )
     .await;
     match result {
-        Ok(()) => redirect("/settings", "password_changed"),
+        Ok(_) => redirect("/settings", "password_changed"),
         Err(AppError::Invalid(errors)) => settings_refused(&state, &page, &errors).await,
         Err(AppError::Unauthenticated { code, message }) => {
             let errors = FieldErrors::single("current_password", code, message);
@@ -402,15 +412,13 @@ pub async fn password_post(State(state): State<WebState>, page: Page, form: Form
 }
 
 pub async fn token_create_post(State(state): State<WebState>, page: Page, form: Form) -> Response {
-    match auth::create_token(
-        &state.app,
-        &page.actor,
-        &current_op_id(),
-        form.get("name"),
-        None,
-    )
-    .await
-    {
+    let request = auth::TokenRequest {
+        name: form.get("name"),
+        expires_in_days: form.get("expires_in_days").trim().parse().ok(),
+        read_only: form.get("read_only") == "yes",
+        password: form.get("password"),
+    };
+    match auth::create_token(&state.app, &page.actor, &current_op_id(), request).await {
         Ok(token) => {
             render_settings(
                 &state,

@@ -11,6 +11,11 @@ use holdfast_domain::{Record, Timestamp};
 use maud::{Markup, html};
 
 pub async fn home(State(state): State<WebState>, page: Page) -> Response {
+    // A pending account first learns that it waits; once approved, it replaces the password an
+    // administrator chose before anything else.
+    if page.user.must_change_password && !page.user.pending {
+        return super::redirect("/settings", "password_change_required");
+    }
     if page.user.pending {
         // A pending account sees only that it waits, and for whom.
         let tr = &page.tr;

@@ -102,6 +102,7 @@ pub const ERROR_CODES: &[&str] = &[
     "out_of_scope",
     "module_off",
     "account_pending",
+    "password_change_required",
     "account_deactivated",
     "no_account",
     "field_hidden",
