@@ -134,9 +134,15 @@ pub async fn login(
     if let Some(key) = &address_key {
         limits.push((key.clone(), app.config.login_max_failures_per_address));
     }
+    // The attempt counts as a failure before its password is checked (check, then hash, then
+    // record let parallel guesses all pass the check); it is taken back if it succeeds, is
+    // refused, or cannot be checked now.
+    let keys: Vec<String> = limits.iter().map(|(key, _)| key.clone()).collect();
+    let attempt_ids = app.db.record_login_attempt(&keys, now).await?;
     for (key, limit) in &limits {
         let (failures, oldest) = app.db.login_failures_since(key, window_start).await?;
-        if failures >= *limit {
+        if failures > *limit {
+            app.db.forget_login_attempts(&attempt_ids).await?;
             let free_at = oldest
                 .unwrap_or(now)
                 .plus_seconds(app.config.login_window_minutes * 60);
@@ -150,11 +156,17 @@ pub async fn login(
     }
     let user = app.db.user_by_username(&username).await?;
     let verified = match &user {
-        Some(user) => verify_password(app, attempt.password, &user.password_hash).await?,
+        Some(user) => verify_password(app, attempt.password, &user.password_hash).await,
         None => {
             // Spend the same time on unknown names, so timing does not reveal which names exist.
-            let _ = hash_password(app, attempt.password).await?;
-            false
+            hash_password(app, attempt.password).await.map(|_| false)
+        }
+    };
+    let verified = match verified {
+        Ok(verified) => verified,
+        Err(error) => {
+            app.db.forget_login_attempts(&attempt_ids).await?;
+            return Err(error);
         }
     };
     // A deactivated account gets the answer a wrong password gets: a right password must not be
@@ -162,14 +174,13 @@ pub async fn login(
     let user = match user {
         Some(user) if verified && user.active => user,
         _ => {
-            let keys: Vec<String> = limits.into_iter().map(|(key, _)| key).collect();
-            app.db.record_login_failure(&keys, now).await?;
             return Err(AppError::Unauthenticated {
                 code: "invalid_credentials",
                 message: "Wrong username or password".into(),
             });
         }
     };
+    app.db.forget_login_attempts(&attempt_ids).await?;
     app.db
         .clear_login_failures(&account_key, window_start)
         .await?;

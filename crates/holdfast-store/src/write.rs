@@ -214,21 +214,38 @@ impl Db {
         Ok(())
     }
 
-    /// Remembers a failed login for throttling under each key (account and client address).
-    pub async fn record_login_failure(
+    /// Records a login attempt under each key as a failure *before* its password is checked
+    /// (committed at once), and returns the rows' ids. Counting afterwards then sees this
+    /// attempt and every one committed before it, so however many guesses arrive at once, no
+    /// more than the limit get past the count to the password check.
+    pub async fn record_login_attempt(
         &self,
         keys: &[String],
         now: Timestamp,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Vec<i64>> {
         let mut tx = self.write.begin().await?;
+        let mut ids = Vec::new();
         for key in keys {
-            sqlx::query("INSERT INTO login_failures (key, at) VALUES ($1, $2)")
-                .bind(key.clone())
-                .bind(now.micros())
-                .execute(&mut *tx)
-                .await?;
+            let row =
+                sqlx::query("INSERT INTO login_failures (key, at) VALUES ($1, $2) RETURNING id")
+                    .bind(key.clone())
+                    .bind(now.micros())
+                    .fetch_one(&mut *tx)
+                    .await?;
+            ids.push(row.try_get::<i64, _>(0)?);
         }
         tx.commit().await?;
+        Ok(ids)
+    }
+
+    /// Takes back attempts recorded by [`Db::record_login_attempt`] (a refused or a successful one).
+    pub async fn forget_login_attempts(&self, ids: &[i64]) -> anyhow::Result<()> {
+        for id in ids {
+            sqlx::query("DELETE FROM login_failures WHERE id = $1")
+                .bind(*id)
+                .execute(&self.write)
+                .await?;
+        }
         Ok(())
     }
 

@@ -735,3 +735,47 @@ on_both_backends!(
         assert_eq!(again.get("/api/v1/me").await.status, 401);
     }
 );
+
+// Guesses sent all at once cannot all pass the throttle before any failure is recorded: each
+// attempt counts before its password is checked, so at most the limit reach the check.
+on_both_backends!(parallel_guesses_cannot_outrun_the_throttle, |app| {
+    app.user("target", "rep").await;
+    let limit = app.app.config.login_max_failures_per_account as usize;
+    let guesses = (0..20).map(|i| {
+        let client = app.anonymous();
+        async move {
+            client
+                .post(
+                    "/api/v1/auth/login",
+                    json!({"username": "target", "password": format!("guess number {i} here")}),
+                )
+                .await
+        }
+    });
+    let replies = futures_join_all(guesses).await;
+    let checked = replies.iter().filter(|r| r.status == 401).count();
+    let throttled = replies.iter().filter(|r| r.status == 429).count();
+    assert_eq!(checked + throttled, 20);
+    assert!(
+        checked <= limit,
+        "{checked} guesses reached the password check (limit {limit})"
+    );
+    assert!(
+        throttled >= 20 - limit,
+        "the rest were throttled: {throttled}"
+    );
+});
+
+/// Runs the futures at once (each on its own task) and collects their outputs in order.
+async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for handle in handles {
+        out.push(handle.await.unwrap());
+    }
+    out
+}
