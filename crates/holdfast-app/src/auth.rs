@@ -126,7 +126,9 @@ pub async fn login(
     let username = attempt.username.trim().to_lowercase();
     let window_start = now.plus_seconds(-app.config.login_window_minutes * 60);
     let account_key = format!("user:{username}");
-    let address_key = attempt.address.map(|a| format!("addr:{a}"));
+    let address_key = attempt
+        .address
+        .map(|a| format!("addr:{}", crate::security::throttle_key(a)));
     let mut limits = vec![(
         account_key.clone(),
         app.config.login_max_failures_per_account,
@@ -186,7 +188,8 @@ pub async fn login(
         .await?;
     let token = random_hex(32)?;
     let expires_at = now.plus_seconds(app.config.session_absolute_hours * 3600);
-    let actor = actor_of(app, &user, ActorKind::System).await?;
+    let mut actor = actor_of(app, &user, ActorKind::System).await?;
+    actor.client = attempt.address.map(str::to_owned);
     let audit = AuditDraft::new(
         &actor,
         op_id,

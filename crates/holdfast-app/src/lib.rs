@@ -53,6 +53,8 @@ pub struct AppConfig {
     pub transport: security::Transport,
     /// The key of an encrypted embedded database (SQLCipher).
     pub database_key: Option<holdfast_store::DbKey>,
+    /// Reverse proxies whose `X-Forwarded-For`/`Forwarded` name the real client.
+    pub trusted_proxies: Vec<security::IpNet>,
     /// The team's time zone as an offset from UTC, in minutes: what "today" means on the home
     /// page and how times are shown in the web pages.
     pub utc_offset_minutes: i64,
@@ -98,6 +100,7 @@ impl Default for AppConfig {
             https: false,
             transport: security::Transport::Loopback,
             database_key: None,
+            trusted_proxies: Vec::new(),
             utc_offset_minutes: 0,
             access_review_days: 90,
             dormant_after_days: 60,

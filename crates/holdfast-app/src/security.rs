@@ -286,3 +286,191 @@ pub async fn confirm_backup_key(app: &App, actor: &Actor, op_id: &str) -> Result
     tx.commit().await?;
     Ok(())
 }
+
+/// A network, `10.0.0.0/8` or a single address, for `[server] trusted_proxies`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl std::str::FromStr for IpNet {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<IpNet, String> {
+        let (addr, prefix) = match text.trim().split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text.trim(), None),
+        };
+        let addr: std::net::IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{text:?} is not an IP address or network such as 10.0.0.0/8"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{text:?}: the prefix must be from 0 to {max}"))?,
+        };
+        Ok(IpNet { addr, prefix })
+    }
+}
+
+impl IpNet {
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let bits = |ip: std::net::IpAddr| -> Option<u128> {
+            match (self.addr, ip) {
+                (std::net::IpAddr::V4(_), std::net::IpAddr::V4(ip)) => {
+                    Some(u128::from(u32::from(ip)) << 96)
+                }
+                (std::net::IpAddr::V6(_), std::net::IpAddr::V6(ip)) => Some(u128::from(ip)),
+                _ => None,
+            }
+        };
+        let (Some(net), Some(ip)) = (bits(self.addr), bits(ip)) else {
+            return false;
+        };
+        // IPv4 addresses sit in the top 32 bits, so their prefix counts from the top as well.
+        let prefix = u32::from(self.prefix);
+        if prefix == 0 {
+            return true;
+        }
+        let mask = u128::MAX << (128 - prefix);
+        net & mask == ip & mask
+    }
+}
+
+/// The address a request came from: the connection's peer, unless the peer is a trusted
+/// proxy, in which case the nearest address in `X-Forwarded-For` (or `Forwarded: for=`) that
+/// is not itself a trusted proxy. Without trusted proxies the headers are ignored: anyone can
+/// write them.
+pub fn client_address(
+    peer: std::net::IpAddr,
+    forwarded_for: Option<&str>,
+    forwarded: Option<&str>,
+    trusted: &[IpNet],
+) -> std::net::IpAddr {
+    let is_trusted = |ip: std::net::IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let from_forwarded = forwarded.map(|value| {
+        value
+            .split(',')
+            .flat_map(|element| element.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .filter(|(name, _)| name.eq_ignore_ascii_case("for"))
+            .map(|(_, value)| value.trim_matches('"').to_owned())
+            .collect::<Vec<_>>()
+    });
+    let chain: Vec<String> = match (forwarded_for, from_forwarded) {
+        (Some(list), _) => list.split(',').map(|a| a.trim().to_owned()).collect(),
+        (None, Some(list)) => list,
+        (None, None) => Vec::new(),
+    };
+    let parse = |text: &str| -> Option<std::net::IpAddr> {
+        let text = text.trim();
+        if let Ok(ip) = text.parse() {
+            return Some(ip);
+        }
+        // `[2001:db8::1]:443`, `192.0.2.1:8080`
+        text.parse::<std::net::SocketAddr>()
+            .ok()
+            .map(|s| s.ip())
+            .or_else(|| {
+                text.trim_start_matches('[')
+                    .split(']')
+                    .next()
+                    .and_then(|t| t.parse().ok())
+            })
+    };
+    for hop in chain.iter().rev() {
+        match parse(hop) {
+            Some(ip) if is_trusted(ip) => continue,
+            Some(ip) => return ip,
+            None => return peer,
+        }
+    }
+    peer
+}
+
+/// The key login throttling counts a client under: its address, or for IPv6 its /64 (one
+/// household or office gets a whole /64, and every address in it is one client).
+pub fn throttle_key(address: &str) -> String {
+    match address.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(ip)) if ip.to_ipv4_mapped().is_none() => {
+            let s = ip.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        _ => address.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_is_the_peer_unless_a_trusted_proxy_forwarded_it() {
+        let nets: Vec<IpNet> = ["127.0.0.1", "10.0.0.0/8"]
+            .iter()
+            .map(|t| t.parse().unwrap())
+            .collect();
+        let ip = |t: &str| t.parse::<std::net::IpAddr>().unwrap();
+        // Not a proxy: its headers are ignored.
+        assert_eq!(
+            client_address(ip("192.0.2.9"), Some("198.51.100.1"), None, &nets),
+            ip("192.0.2.9")
+        );
+        // A proxy chain: the nearest untrusted hop; a client-written first hop is not believed.
+        assert_eq!(
+            client_address(
+                ip("127.0.0.1"),
+                Some("6.6.6.6, 198.51.100.1, 10.1.2.3"),
+                None,
+                &nets
+            ),
+            ip("198.51.100.1")
+        );
+        assert_eq!(
+            client_address(
+                ip("10.0.0.5"),
+                None,
+                Some("for=\"[2001:db8::7]:4711\";proto=https"),
+                &nets
+            ),
+            ip("2001:db8::7")
+        );
+        assert_eq!(
+            client_address(ip("127.0.0.1"), None, None, &nets),
+            ip("127.0.0.1")
+        );
+        assert_eq!(
+            client_address(ip("127.0.0.1"), Some("garbage"), None, &nets),
+            ip("127.0.0.1")
+        );
+        assert!("10.0.0.0/33".parse::<IpNet>().is_err());
+        assert!("::/0".parse::<IpNet>().unwrap().contains(ip("2001:db8::1")));
+        assert!(
+            !"10.0.0.0/8"
+                .parse::<IpNet>()
+                .unwrap()
+                .contains(ip("2001:db8::1"))
+        );
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_per_64() {
+        assert_eq!(
+            throttle_key("2001:db8:0:0:1::1"),
+            throttle_key("2001:db8::ffff:1")
+        );
+        assert_ne!(
+            throttle_key("2001:db8:0:1::1"),
+            throttle_key("2001:db8:0:2::1")
+        );
+        assert_eq!(throttle_key("192.0.2.1"), "192.0.2.1");
+    }
+}

@@ -42,6 +42,15 @@ pub struct Config {
     pub access: AccessSection,
     pub limits: LimitsSection,
     pub tls: TlsSection,
+    pub server: ServerSection,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Reverse proxies (addresses or networks such as 10.0.0.0/8) whose X-Forwarded-For or
+    /// Forwarded header names the real client, for login throttling, sessions and the audit log.
+    pub trusted_proxies: Vec<String>,
 }
 
 /// Text that never shows in `Debug` output (configuration is never logged, but a panic or an
@@ -203,6 +212,7 @@ impl Default for Config {
             access: AccessSection::default(),
             limits: LimitsSection::default(),
             tls: TlsSection::default(),
+            server: ServerSection::default(),
         }
     }
 }
@@ -341,6 +351,7 @@ impl Config {
                     self.listen
                 )
             })?;
+        self.trusted_proxies()?;
         parse_utc_offset(&self.utc_offset).with_context(|| {
             format!(
                 "utc_offset = {:?} is not an offset such as +08:00 or -05:00",
@@ -455,6 +466,17 @@ impl Config {
         }
     }
 
+    pub fn trusted_proxies(&self) -> anyhow::Result<Vec<holdfast_app::security::IpNet>> {
+        self.server
+            .trusted_proxies
+            .iter()
+            .map(|text| {
+                text.parse()
+                    .map_err(|e: String| anyhow::anyhow!("server.trusted_proxies: {e}"))
+            })
+            .collect()
+    }
+
     /// The certificate and key HTTPS is served with: `[tls]`, else the self-signed pair in
     /// the data folder when `holdfast tls self-signed` made one.
     pub fn tls_files(&self) -> anyhow::Result<Option<TlsFiles>> {
@@ -565,6 +587,7 @@ impl Config {
             https: tls.is_some() || self.public_url.starts_with("https://"),
             transport,
             database_key: self.database_key()?,
+            trusted_proxies: self.trusted_proxies()?,
             header_timeout_seconds: self.limits.header_timeout_seconds,
             recycle_bin_days: self.recycle_bin.retention_days,
             session_idle_minutes: self.sessions.idle_minutes,

@@ -460,7 +460,7 @@ pub async fn login(
     headers: HeaderMap,
     ApiJson(body): ApiJson<LoginBody>,
 ) -> ApiResult {
-    let address = peer.ip().to_string();
+    let address = crate::extract::client_address(&state.app, peer, &headers);
     let user_agent = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok());

@@ -49,13 +49,13 @@ impl FromRequestParts<WebState> for Auth {
                     ),
                 )));
             }
-            return Ok(Auth(with_client(actor, parts)));
+            return Ok(Auth(with_client(&state.app, actor, parts)));
         }
         match session_cookie(parts) {
             Some(token) => {
                 refuse_cross_site(parts)?;
                 let actor = auth::authenticate_session(&state.app, &token).await?;
-                Ok(Auth(with_client(actor, parts)))
+                Ok(Auth(with_client(&state.app, actor, parts)))
             }
             None => Err(ApiError(AppError::Unauthenticated {
                 code: "login_required",
@@ -104,12 +104,32 @@ fn refuse_cross_site(parts: &Parts) -> Result<(), ApiError> {
 }
 
 /// The actor with the address the request came from, for the audit log.
-pub fn with_client(mut actor: holdfast_domain::Actor, parts: &Parts) -> holdfast_domain::Actor {
+pub fn with_client(
+    app: &holdfast_app::App,
+    mut actor: holdfast_domain::Actor,
+    parts: &Parts,
+) -> holdfast_domain::Actor {
     actor.client = parts
         .extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|info| info.0.ip().to_string());
+        .map(|info| client_address(app, info.0, &parts.headers));
     actor
+}
+
+/// The client's address: the connection's, or what a trusted proxy says it forwarded.
+pub fn client_address(
+    app: &holdfast_app::App,
+    peer: std::net::SocketAddr,
+    headers: &axum::http::HeaderMap,
+) -> String {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    holdfast_app::security::client_address(
+        peer.ip(),
+        header("x-forwarded-for"),
+        header("forwarded"),
+        &app.config.trusted_proxies,
+    )
+    .to_string()
 }
 
 /// The `Set-Cookie` value that starts a browser session (`token`) or ends it (`None`).

@@ -779,3 +779,85 @@ where
     }
     out
 }
+
+async fn spawn_behind_a_proxy(backend: holdfast_test_support::Backend) -> Option<TestApp> {
+    let config = holdfast_app::AppConfig {
+        trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
+        login_max_failures_per_address: 3,
+        login_max_failures_per_account: 100,
+        ..Default::default()
+    };
+    holdfast_test_support::spawn_app_with(backend, config).await
+}
+
+// Behind a trusted reverse proxy every client arrives from the proxy's address; throttling must
+// count the client the proxy names, or one guesser locks out the whole office. IPv6 clients
+// count per /64, so rotating addresses within one does not help a guesser.
+on_both_backends!(
+    throttling_counts_the_client_a_trusted_proxy_names_and_ipv6_per_64,
+    spawn_behind_a_proxy,
+    |app| {
+        app.user("clerk", "rep").await;
+        let http = reqwest::Client::new();
+        let attempt = |client: &'static str, password: &'static str| {
+            http.post(format!("{}/api/v1/auth/login", app.base_url))
+                .header("x-forwarded-for", client)
+                .json(&json!({"username": "clerk", "password": password}))
+                .send()
+        };
+        for _ in 0..3 {
+            assert_eq!(
+                attempt("198.51.100.7", "wrong guess here")
+                    .await
+                    .unwrap()
+                    .status(),
+                401
+            );
+        }
+        assert_eq!(
+            attempt("198.51.100.7", "wrong guess here")
+                .await
+                .unwrap()
+                .status(),
+            429
+        );
+        // Another client through the same proxy is not affected.
+        assert_eq!(
+            attempt("203.0.113.20", "correct horse battery")
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        // The audit log names the client, not the proxy.
+        let log = app
+            .admin()
+            .await
+            .get("/api/v1/audit?action=auth.login")
+            .await
+            .expect(200);
+        assert_eq!(log["items"][0]["client"], "203.0.113.20", "{log}");
+
+        // One /64 is one client.
+        for address in ["2001:db8:0:5::1", "2001:db8:0:5::2", "2001:db8:0:5::3"] {
+            assert_eq!(
+                attempt(address, "wrong guess here").await.unwrap().status(),
+                401
+            );
+        }
+        assert_eq!(
+            attempt("2001:db8:0:5::99", "wrong guess here")
+                .await
+                .unwrap()
+                .status(),
+            429
+        );
+        assert_eq!(
+            attempt("2001:db8:0:6::1", "correct horse battery")
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+);

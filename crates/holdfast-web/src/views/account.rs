@@ -99,7 +99,7 @@ pub async fn login_post(
     form: Form,
 ) -> Response {
     let tr = &visitor.tr;
-    let address = peer.ip().to_string();
+    let address = crate::extract::client_address(&state.app, peer, &headers);
     let attempt = auth::LoginAttempt {
         username: form.get("username"),
         password: form.get("password"),

@@ -544,7 +544,7 @@ impl FromRequestParts<WebState> for Page {
             return Err(login());
         };
         let (actor, user) = match auth::session_user(&state.app, &token).await {
-            Ok((actor, user)) => (crate::extract::with_client(actor, parts), user),
+            Ok((actor, user)) => (crate::extract::with_client(&state.app, actor, parts), user),
             Err(AppError::Unauthenticated { .. }) => return Err(login()),
             Err(error) => {
                 let tr = Tr::new(
