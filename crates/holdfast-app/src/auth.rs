@@ -216,6 +216,69 @@ pub async fn login(
     })
 }
 
+/// A key login throttling counts failures under (`user:NAME` or `addr:ADDRESS`) and where it
+/// stands.
+#[derive(Debug, Clone)]
+pub struct Throttle {
+    pub key: String,
+    pub failures: i64,
+    pub limit: i64,
+    /// Attempts under this key are refused until then.
+    pub blocked_until: Option<Timestamp>,
+}
+
+/// Accounts and clients with recent failed logins (administrators).
+pub async fn throttles(app: &App, actor: &Actor) -> Result<Vec<Throttle>, AppError> {
+    holdfast_domain::access::authorize(actor, holdfast_domain::Action::Administer)?;
+    let now = app.now();
+    let window = app.config.login_window_minutes * 60;
+    let rows = app.db.login_throttles(now.plus_seconds(-window)).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(key, failures, oldest)| {
+            let limit = if key.starts_with("user:") {
+                app.config.login_max_failures_per_account
+            } else {
+                app.config.login_max_failures_per_address
+            };
+            Throttle {
+                blocked_until: (failures >= limit).then(|| oldest.plus_seconds(window)),
+                key,
+                failures,
+                limit,
+            }
+        })
+        .collect())
+}
+
+/// An administrator lifts a throttle (the real user is locked out); audited.
+pub async fn clear_throttle(
+    app: &App,
+    actor: &Actor,
+    op_id: &str,
+    key: &str,
+) -> Result<u64, AppError> {
+    holdfast_domain::access::authorize(actor, holdfast_domain::Action::Administer)?;
+    if !(key.starts_with("user:") || key.starts_with("addr:")) {
+        return Err(AppError::invalid(
+            "key",
+            "invalid_choice",
+            "A throttle key starts with user: or addr: (GET /api/v1/auth/throttles lists them)",
+        ));
+    }
+    let cleared = app.db.forget_login_key(key).await?;
+    let mut tx = app.db.begin_write_in_read_only_mode(app.now()).await?;
+    tx.audit_event(AuditDraft::new(
+        actor,
+        op_id,
+        "auth.throttle_cleared",
+        json!({"key": key, "failures": cleared}),
+    ))
+    .await?;
+    tx.commit().await?;
+    Ok(cleared)
+}
+
 /// The actor for a user, with the permission settings in force now.
 pub async fn actor_of(app: &App, user: &UserRow, kind: ActorKind) -> Result<Actor, AppError> {
     Ok(Actor {

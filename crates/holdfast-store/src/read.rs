@@ -1097,6 +1097,28 @@ impl Db {
         ))
     }
 
+    /// Every throttling key with failures since `since`: (key, failures, oldest failure).
+    pub async fn login_throttles(
+        &self,
+        since: Timestamp,
+    ) -> anyhow::Result<Vec<(String, i64, Timestamp)>> {
+        let rows = sqlx::query(
+            "SELECT key, COUNT(*), MIN(at) FROM login_failures WHERE at >= $1 GROUP BY key ORDER BY key",
+        )
+        .bind(since.micros())
+        .fetch_all(self.read_pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get::<String, _>(0)?,
+                    row.try_get::<i64, _>(1)?,
+                    Timestamp(row.try_get::<i64, _>(2)?),
+                ))
+            })
+            .collect()
+    }
+
     pub async fn meta(&self, key: &str) -> anyhow::Result<Option<String>> {
         let row = sqlx::query("SELECT value FROM meta WHERE key = $1")
             .bind(key.to_owned())

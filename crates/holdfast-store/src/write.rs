@@ -249,6 +249,15 @@ impl Db {
         Ok(())
     }
 
+    /// Forgets every failure counted under `key` (an administrator lifts a throttle); returns how many.
+    pub async fn forget_login_key(&self, key: &str) -> anyhow::Result<u64> {
+        Ok(sqlx::query("DELETE FROM login_failures WHERE key = $1")
+            .bind(key.to_owned())
+            .execute(&self.write)
+            .await?
+            .rows_affected())
+    }
+
     /// Forgets failures of `key` (after a successful login) and any failure older than `before`.
     pub async fn clear_login_failures(&self, key: &str, before: Timestamp) -> anyhow::Result<()> {
         sqlx::query("DELETE FROM login_failures WHERE key = $1 OR at < $2")

@@ -1315,3 +1315,35 @@ pub async fn security_backup_key_stored(
     holdfast_app::security::confirm_backup_key(&state.app, &actor, &current_op_id()).await?;
     ok(json!({"confirmed": true}))
 }
+
+// ---- login throttles ---------------------------------------------------------------------------
+
+/// Accounts and client addresses with recent failed logins, and which are refused now.
+pub async fn throttles_get(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    query: QueryPairs,
+) -> ApiResult {
+    query.only(&[])?;
+    let items: Vec<Value> = auth::throttles(&state.app, &actor)
+        .await?
+        .iter()
+        .map(|t| {
+            json!({"key": t.key, "failures": t.failures, "limit": t.limit,
+                   "blocked_until": t.blocked_until.map(holdfast_domain::Timestamp::to_rfc3339)})
+        })
+        .collect();
+    ok(json!({"items": items}))
+}
+
+/// Lifts a throttle (`key` as listed), for a real user locked out by someone else's guesses.
+pub async fn throttles_delete(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    query: QueryPairs,
+) -> ApiResult {
+    query.only(&["key"])?;
+    let key = query.get("key").unwrap_or_default();
+    let cleared = auth::clear_throttle(&state.app, &actor, &current_op_id(), key).await?;
+    ok(json!({"cleared": cleared}))
+}

@@ -76,6 +76,7 @@ pub fn routes() -> Routes {
         .add("/api/v1/setup", post(api::setup), D::public("POST", "Create the first administrator with the setup token printed on the server console", Body::Named("Setup"), "User").created())
         .add("/api/v1/auth/login", post(api::login), D::public("POST", "Log in; sets the session cookie", Body::Named("Login"), "Login"))
         .add("/api/v1/auth/logout", post(api::logout), D::new("POST", "End the current session", Body::None, "Object"))
+        .add("/api/v1/auth/throttles", get(api::throttles_get).delete(api::throttles_delete), D::new("GET", "Accounts (user:NAME) and clients (addr:ADDRESS, IPv6 per /64) with recent failed logins, and until when each is refused (administrators)", Body::None, "List").also("DELETE", "Lift one throttle, for a real user locked out by someone else's guesses; audited (administrators)", Body::None, "Object").params(&["key"]))
         .add("/api/v1/me", get(api::me), D::new("GET", "The logged-in user", Body::None, "User"))
         .add("/api/v1/me/password", put(api::me_password), D::new("PUT", "Change your password; ends your other sessions", Body::Named("PasswordChange"), "Object"))
         .add("/api/v1/me/sessions", get(api::me_sessions), D::new("GET", "Your active sessions", Body::None, "List"))

@@ -54,6 +54,13 @@ fn api_table() -> Vec<(&'static str, &'static str, Need, Value)> {
             json!({"username": "nobody", "password": "long enough password"}),
         ),
         ("GET", "/api/v1/openapi.json", LoggedIn, none.clone()),
+        ("GET", "/api/v1/auth/throttles", ADMIN_EDIT, none.clone()),
+        (
+            "DELETE",
+            "/api/v1/auth/throttles?key=user:nobody",
+            ADMIN_EDIT,
+            none.clone(),
+        ),
         ("GET", "/api/v1/me", LoggedIn, none.clone()),
         (
             "PUT",

@@ -861,3 +861,39 @@ on_both_backends!(
         );
     }
 );
+
+// An administrator sees who is throttled and can let a locked-out user back in; audited.
+on_both_backends!(administrators_see_and_lift_login_throttles, |app| {
+    app.user("locked", "rep").await;
+    let admin = app.admin().await;
+    let limit = app.app.config.login_max_failures_per_account;
+    for _ in 0..limit {
+        login(&app, "locked", "someone else's guess").await;
+    }
+    let (refused, _) = login(&app, "locked", "correct horse battery").await;
+    assert_eq!(refused.status, 429);
+    let listed = admin.get("/api/v1/auth/throttles").await.expect(200);
+    let entry = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["key"] == "user:locked")
+        .cloned()
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(entry["failures"], limit);
+    assert!(entry["blocked_until"].is_string(), "{entry}");
+    let rep = app.user("nosy", "rep").await;
+    assert_eq!(rep.get("/api/v1/auth/throttles").await.status, 403);
+    let cleared = admin
+        .delete("/api/v1/auth/throttles?key=user:locked")
+        .await
+        .expect(200);
+    assert_eq!(cleared["cleared"], limit);
+    let (signed_in, _) = login(&app, "locked", "correct horse battery").await;
+    assert_eq!(signed_in.status, 200);
+    let log = admin
+        .get("/api/v1/audit?action=auth.throttle_cleared")
+        .await
+        .expect(200);
+    assert_eq!(log["items"][0]["detail"]["key"], "user:locked", "{log}");
+});
