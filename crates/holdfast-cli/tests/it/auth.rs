@@ -752,7 +752,7 @@ on_both_backends!(parallel_guesses_cannot_outrun_the_throttle, |app| {
                 .await
         }
     });
-    let replies = futures_join_all(guesses).await;
+    let replies = crate::hostile::futures_join_all(guesses).await;
     let checked = replies.iter().filter(|r| r.status == 401).count();
     let throttled = replies.iter().filter(|r| r.status == 429).count();
     assert_eq!(checked + throttled, 20);
@@ -765,20 +765,6 @@ on_both_backends!(parallel_guesses_cannot_outrun_the_throttle, |app| {
         "the rest were throttled: {throttled}"
     );
 });
-
-/// Runs the futures at once (each on its own task) and collects their outputs in order.
-async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
-where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    let handles: Vec<_> = futures.map(tokio::spawn).collect();
-    let mut out = Vec::new();
-    for handle in handles {
-        out.push(handle.await.unwrap());
-    }
-    out
-}
 
 async fn spawn_behind_a_proxy(backend: holdfast_test_support::Backend) -> Option<TestApp> {
     let config = holdfast_app::AppConfig {

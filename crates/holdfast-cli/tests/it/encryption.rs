@@ -18,6 +18,14 @@ fn run_keyed(args: &[&str], dir: &Path, key: &str) -> std::process::Output {
         .unwrap()
 }
 
+/// Runs `holdfast` with the database key file named in the environment, as `serve` would get it.
+fn run_with_key_file(args: &[&str], dir: &Path, key_file: &str) -> std::process::Output {
+    holdfast(args, dir)
+        .env("HOLDFAST_DATABASE_KEY_FILE", key_file)
+        .output()
+        .unwrap()
+}
+
 fn stderr(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -159,7 +167,7 @@ async fn db_encrypt_rekey_and_an_encrypted_backup_restored_on_a_new_machine() {
 
     // A backup of the encrypted database, encrypted by default with a key made at first use.
     let backups = dir.path().join("archives");
-    let output = holdfast(
+    let output = run_with_key_file(
         &[
             "backup",
             "create",
@@ -169,10 +177,8 @@ async fn db_encrypt_rekey_and_an_encrypted_backup_restored_on_a_new_machine() {
             backups.to_str().unwrap(),
         ],
         dir.path(),
-    )
-    .env("HOLDFAST_DATABASE_KEY_FILE", key_arg)
-    .output()
-    .unwrap();
+        key_arg,
+    );
     assert!(output.status.success(), "{}", stderr(&output));
     let archive = std::fs::read_dir(&backups)
         .unwrap()
@@ -219,7 +225,7 @@ async fn db_encrypt_rekey_and_an_encrypted_backup_restored_on_a_new_machine() {
 
     // Rekey: the new key opens the database, the old one no longer does.
     let new_key_file = keys.join("database-2.key");
-    let output = holdfast(
+    let output = run_with_key_file(
         &[
             "db",
             "rekey",
@@ -229,10 +235,8 @@ async fn db_encrypt_rekey_and_an_encrypted_backup_restored_on_a_new_machine() {
             new_key_file.to_str().unwrap(),
         ],
         dir.path(),
-    )
-    .env("HOLDFAST_DATABASE_KEY_FILE", key_arg)
-    .output()
-    .unwrap();
+        key_arg,
+    );
     assert!(output.status.success(), "{}", stderr(&output));
     let new_key = holdfast_app::DbKey::read_file(&new_key_file).unwrap();
     assert_eq!(contacts(&data, Some(new_key.clone())).await, 3);

@@ -326,7 +326,7 @@ on_both_backends!(
 );
 
 /// Runs the futures at once and returns their results in order (tokio has no join_all).
-async fn futures_join_all<F: std::future::Future + Send + 'static>(
+pub(crate) async fn futures_join_all<F: std::future::Future + Send + 'static>(
     futures: impl Iterator<Item = F>,
 ) -> Vec<F::Output>
 where
