@@ -192,10 +192,7 @@ async fn backup_key_state(app: &App) -> anyhow::Result<Option<BackupKeyState>> {
         return Ok(None);
     };
     let fingerprint = key.fingerprint();
-    let kind = match key {
-        crate::backup::Key::Identity(_) => "key",
-        crate::backup::Key::Passphrase(_) => "passphrase",
-    };
+    let kind = key.kind();
     let confirmed: Option<serde_json::Value> = app
         .db
         .meta(CONFIRMED)
@@ -238,13 +235,10 @@ pub async fn recovery_sheet(
     let sheet = RecoverySheet {
         secret: key.secret_text(),
         fingerprint: key.fingerprint(),
-        kind: match key {
-            crate::backup::Key::Identity(_) => "key",
-            crate::backup::Key::Passphrase(_) => "passphrase",
-        },
-        file_name: match key {
-            crate::backup::Key::Identity(_) => "backup.key",
-            crate::backup::Key::Passphrase(_) => "backup-passphrase.txt",
+        kind: key.kind(),
+        file_name: match key.kind() {
+            "key" => "backup.key",
+            _ => "backup-passphrase.txt",
         },
     };
     let mut tx = app.db.begin_write(app.now()).await?;

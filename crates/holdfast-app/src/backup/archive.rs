@@ -129,6 +129,14 @@ impl Key {
         }
     }
 
+    /// `key` (an age identity) or `passphrase`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Key::Identity(_) => "key",
+            Key::Passphrase(_) => "passphrase",
+        }
+    }
+
     /// Names the key without revealing it: 16 hex digits of the SHA-256 of its public key (of
     /// the passphrase, salted, for a passphrase), in groups of four for reading aloud.
     pub fn fingerprint(&self) -> String {
