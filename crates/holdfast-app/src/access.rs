@@ -312,16 +312,18 @@ pub async fn preview(
     for entity in Entity::ALL {
         per_owner.insert(entity, app.db.records_per_owner(entity).await?);
     }
-    let (before, after) = (without_password_gate(before), without_password_gate(after));
+    let (before, after) = (without_sign_in_gates(before), without_sign_in_gates(after));
     Ok(compare(&before, &after, &per_owner, app.now()))
 }
 
-/// Replacing a password an administrator chose is a step of signing in, not of access: a
-/// preview shows what a change gives the user once they have done it.
-fn without_password_gate(config: &AccessConfig) -> AccessConfig {
+/// Replacing a password an administrator chose and enrolling a second factor are steps of
+/// signing in, not of access: a preview shows what a change gives the user once they have
+/// done them.
+fn without_sign_in_gates(config: &AccessConfig) -> AccessConfig {
     let mut config = config.clone();
     for user in config.users.values_mut() {
         user.must_change_password = false;
+        user.must_enrol_second_factor = false;
     }
     config
 }
@@ -785,6 +787,9 @@ pub async fn change(
     }
     let after = apply_to(&before, &change)?;
     let preview = preview(app, &before, &after).await?;
+    if !dry_run {
+        crate::step_up::require(app, actor).await?;
+    }
     if dry_run {
         return Ok(ChangeOutcome {
             applied: false,
@@ -1172,6 +1177,7 @@ mod tests {
             active: true,
             pending: false,
             must_change_password: false,
+            must_enrol_second_factor: false,
         }
     }
 

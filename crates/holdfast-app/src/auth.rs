@@ -85,7 +85,11 @@ pub async fn hash_password(app: &App, password: &str) -> Result<String, AppError
     Ok(hash)
 }
 
-async fn verify_password(app: &App, password: &str, hash: &str) -> Result<bool, AppError> {
+pub(crate) async fn verify_password(
+    app: &App,
+    password: &str,
+    hash: &str,
+) -> Result<bool, AppError> {
     let _turn = hashing_turn(app).await?;
     let password = password.to_owned();
     let hash = hash.to_owned();
@@ -101,182 +105,28 @@ async fn verify_password(app: &App, password: &str, hash: &str) -> Result<bool, 
     Ok(ok)
 }
 
-/// Who is logging in from where; the address feeds per-address throttling and the session list.
-pub struct LoginAttempt<'a> {
-    pub username: &'a str,
-    pub password: &'a str,
-    pub address: Option<&'a str>,
-    pub user_agent: Option<&'a str>,
+/// Whether `password` is the user's password.
+pub async fn password_matches(app: &App, user: &UserRow, password: &str) -> Result<bool, AppError> {
+    verify_password(app, password, &user.password_hash).await
 }
 
-/// A new session: the cookie value (shown once, never stored) and the session row.
-pub struct NewSession {
-    pub token: String,
-    pub session_id: i64,
-    pub user: UserRow,
-    pub expires_at: Timestamp,
-}
-
-pub async fn login(
+/// The user's password asked again before a lasting change (a token, recovery codes, turning
+/// a second factor off); `field` names the form field in the refusal.
+pub async fn require_password(
     app: &App,
-    op_id: &str,
-    attempt: LoginAttempt<'_>,
-) -> Result<NewSession, AppError> {
-    let now = app.now();
-    let username = attempt.username.trim().to_lowercase();
-    let window_start = now.plus_seconds(-app.config.login_window_minutes * 60);
-    let account_key = format!("user:{username}");
-    let address_key = attempt
-        .address
-        .map(|a| format!("addr:{}", crate::security::throttle_key(a)));
-    let mut limits = vec![(
-        account_key.clone(),
-        app.config.login_max_failures_per_account,
-    )];
-    if let Some(key) = &address_key {
-        limits.push((key.clone(), app.config.login_max_failures_per_address));
+    user: &UserRow,
+    field: &str,
+    password: &str,
+) -> Result<(), AppError> {
+    if password_matches(app, user, password).await? {
+        Ok(())
+    } else {
+        Err(AppError::invalid(
+            field,
+            "wrong_password",
+            "Your password is needed again for this, and this is not it",
+        ))
     }
-    // The attempt counts as a failure before its password is checked (check, then hash, then
-    // record let parallel guesses all pass the check); it is taken back if it succeeds, is
-    // refused, or cannot be checked now.
-    let keys: Vec<String> = limits.iter().map(|(key, _)| key.clone()).collect();
-    let attempt_ids = app.db.record_login_attempt(&keys, now).await?;
-    for (key, limit) in &limits {
-        let (failures, oldest) = app.db.login_failures_since(key, window_start).await?;
-        if failures > *limit {
-            app.db.forget_login_attempts(&attempt_ids).await?;
-            let free_at = oldest
-                .unwrap_or(now)
-                .plus_seconds(app.config.login_window_minutes * 60);
-            let retry_after_seconds =
-                ((free_at.micros() - now.micros()) / Timestamp::MICROS_PER_SECOND).max(1);
-            tracing::warn!(key = %key, failures, "login throttled");
-            return Err(AppError::Throttled {
-                retry_after_seconds,
-            });
-        }
-    }
-    let user = app.db.user_by_username(&username).await?;
-    let verified = match &user {
-        Some(user) => verify_password(app, attempt.password, &user.password_hash).await,
-        None => {
-            // Spend the same time on unknown names, so timing does not reveal which names exist.
-            hash_password(app, attempt.password).await.map(|_| false)
-        }
-    };
-    let verified = match verified {
-        Ok(verified) => verified,
-        Err(error) => {
-            app.db.forget_login_attempts(&attempt_ids).await?;
-            return Err(error);
-        }
-    };
-    // A deactivated account gets the answer a wrong password gets: a right password must not be
-    // confirmed to whoever holds it (the account may have been closed because it leaked).
-    let user = match user {
-        Some(user) if verified && user.active => user,
-        _ => {
-            return Err(AppError::Unauthenticated {
-                code: "invalid_credentials",
-                message: "Wrong username or password".into(),
-            });
-        }
-    };
-    app.db.forget_login_attempts(&attempt_ids).await?;
-    app.db
-        .clear_login_failures(&account_key, window_start)
-        .await?;
-    let token = random_hex(32)?;
-    let expires_at = now.plus_seconds(app.config.session_absolute_hours * 3600);
-    let mut actor = actor_of(app, &user, ActorKind::System).await?;
-    actor.client = attempt.address.map(str::to_owned);
-    let audit = AuditDraft::new(
-        &actor,
-        op_id,
-        "auth.login",
-        json!({"address": attempt.address}),
-    );
-    let mut tx = app.db.begin_write_in_read_only_mode(now).await?;
-    let session_id = tx
-        .create_session(
-            user.id,
-            &sha256_hex(&token),
-            expires_at,
-            attempt.address,
-            attempt.user_agent,
-            audit,
-        )
-        .await?;
-    tx.commit().await?;
-    Ok(NewSession {
-        token,
-        session_id,
-        user,
-        expires_at,
-    })
-}
-
-/// A key login throttling counts failures under (`user:NAME` or `addr:ADDRESS`) and where it
-/// stands.
-#[derive(Debug, Clone)]
-pub struct Throttle {
-    pub key: String,
-    pub failures: i64,
-    pub limit: i64,
-    /// Attempts under this key are refused until then.
-    pub blocked_until: Option<Timestamp>,
-}
-
-/// Accounts and clients with recent failed logins (administrators).
-pub async fn throttles(app: &App, actor: &Actor) -> Result<Vec<Throttle>, AppError> {
-    holdfast_domain::access::authorize(actor, holdfast_domain::Action::Administer)?;
-    let now = app.now();
-    let window = app.config.login_window_minutes * 60;
-    let rows = app.db.login_throttles(now.plus_seconds(-window)).await?;
-    Ok(rows
-        .into_iter()
-        .map(|(key, failures, oldest)| {
-            let limit = if key.starts_with("user:") {
-                app.config.login_max_failures_per_account
-            } else {
-                app.config.login_max_failures_per_address
-            };
-            Throttle {
-                blocked_until: (failures >= limit).then(|| oldest.plus_seconds(window)),
-                key,
-                failures,
-                limit,
-            }
-        })
-        .collect())
-}
-
-/// An administrator lifts a throttle (the real user is locked out); audited.
-pub async fn clear_throttle(
-    app: &App,
-    actor: &Actor,
-    op_id: &str,
-    key: &str,
-) -> Result<u64, AppError> {
-    holdfast_domain::access::authorize(actor, holdfast_domain::Action::Administer)?;
-    if !(key.starts_with("user:") || key.starts_with("addr:")) {
-        return Err(AppError::invalid(
-            "key",
-            "invalid_choice",
-            "A throttle key starts with user: or addr: (GET /api/v1/auth/throttles lists them)",
-        ));
-    }
-    let cleared = app.db.forget_login_key(key).await?;
-    let mut tx = app.db.begin_write_in_read_only_mode(app.now()).await?;
-    tx.audit_event(AuditDraft::new(
-        actor,
-        op_id,
-        "auth.throttle_cleared",
-        json!({"key": key, "failures": cleared}),
-    ))
-    .await?;
-    tx.commit().await?;
-    Ok(cleared)
 }
 
 /// The actor for a user, with the permission settings in force now.
@@ -289,6 +139,21 @@ pub async fn actor_of(app: &App, user: &UserRow, kind: ActorKind) -> Result<Acto
         now: app.now(),
         client: None,
     })
+}
+
+/// The actor for a user named on the server's command line (`holdfast revert --as NAME`):
+/// whoever runs it has the server's shell, which proves more than signing in would, so the
+/// steps of signing in (replacing a password an administrator set, enrolling a second factor)
+/// do not stand in the way.
+pub async fn operator_actor(app: &App, user: &UserRow) -> Result<Actor, AppError> {
+    let mut actor = actor_of(app, user, ActorKind::System).await?;
+    let mut config = (*actor.access).clone();
+    if let Some(access) = config.users.get_mut(&user.id) {
+        access.must_change_password = false;
+        access.must_enrol_second_factor = false;
+    }
+    actor.access = std::sync::Arc::new(config);
+    Ok(actor)
 }
 
 fn session_ended(message: &str) -> AppError {
@@ -322,10 +187,13 @@ pub async fn session_user(app: &App, token: &str) -> Result<(Actor, UserRow), Ap
             "Your session reached its maximum age; log in again",
         ));
     }
-    if session
-        .last_seen_at
-        .plus_seconds(app.config.session_idle_minutes * 60)
-        <= now
+    // A session on a device the user asked to remember has no idle limit, only its
+    // (longer) absolute one.
+    if !session.remembered
+        && session
+            .last_seen_at
+            .plus_seconds(app.config.session_idle_minutes * 60)
+            <= now
     {
         return Err(session_ended(
             "Your session ended after a period of inactivity; log in again",
@@ -489,13 +357,7 @@ pub async fn create_token(
         ));
     }
     let user = active_user(app, actor.user_id).await?;
-    if !verify_password(app, request.password, &user.password_hash).await? {
-        return Err(AppError::invalid(
-            "password",
-            "wrong_password",
-            "Your password is needed again to make a token, and this is not it",
-        ));
-    }
+    require_password(app, &user, "password", request.password).await?;
     mint_token(
         app,
         actor,
@@ -503,6 +365,7 @@ pub async fn create_token(
         request.name,
         Some(days),
         request.read_only,
+        true,
     )
     .await
 }
@@ -516,7 +379,7 @@ pub async fn issue_token(
     name: &str,
     expires_in_days: Option<i64>,
 ) -> Result<NewToken, AppError> {
-    mint_token(app, actor, op_id, name, expires_in_days, false).await
+    mint_token(app, actor, op_id, name, expires_in_days, false, false).await
 }
 
 async fn mint_token(
@@ -526,6 +389,7 @@ async fn mint_token(
     name: &str,
     expires_in_days: Option<i64>,
     read_only: bool,
+    notify: bool,
 ) -> Result<NewToken, AppError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 100 {
@@ -555,6 +419,15 @@ async fn mint_token(
             audit,
         )
         .await?;
+    if notify {
+        crate::notices::notify(
+            &mut tx,
+            actor.user_id,
+            "token_created",
+            json!({"name": name, "read_only": read_only, "token_id": id}),
+        )
+        .await?;
+    }
     tx.commit().await?;
     let token = TokenRow {
         id,
@@ -655,6 +528,7 @@ pub async fn change_password(
             ),
         )
         .await?;
+    crate::notices::notify(&mut tx, actor.user_id, "password_changed", json!({})).await?;
     tx.commit().await?;
     Ok(revoked)
 }

@@ -38,6 +38,10 @@ pub enum AppError {
     /// on purpose); nothing was done.
     #[error("the server is busy checking passwords; try again in {retry_after_seconds} s")]
     Busy { retry_after_seconds: i64 },
+    /// A sensitive action, and the session last proved who its user is too long ago: confirm
+    /// with the password or a second factor ([`crate::step_up`]) and do it again.
+    #[error("confirm it is you (password or a code) before this action")]
+    StepUpRequired,
     /// The database cannot do this now: it was found damaged (read-only until it is restored)
     /// or its disk is full. Nothing was changed.
     #[error("{message}")]

@@ -14,19 +14,25 @@ pub mod clock;
 pub mod db_health;
 pub mod error;
 pub mod home;
+pub mod login;
+pub mod notices;
+pub mod passkeys;
 pub mod passwords;
 pub mod records;
 pub mod revert;
 pub mod security;
 pub mod settings;
+pub mod step_up;
+pub mod two_factor;
 pub mod users;
 pub mod visible;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::AppError;
 pub use holdfast_store::{
-    AccessRequestRow, AuditFilter, AuditRow, Backend, BinEntry, Db, DbKey, NotificationRow,
-    RoleRow, SchemaState, SessionRow, StageTotal, TokenRow, UserRow, VersionRow,
+    AccessRequestRow, AuditFilter, AuditRow, Backend, BinEntry, Db, DbKey, LoginEventRow,
+    NotificationRow, RoleRow, SchemaState, SecondFactorRow, SessionRow, StageTotal, TokenRow,
+    UserRow, VersionRow,
 };
 
 use holdfast_domain::{AccessConfig, Timestamp};
@@ -41,10 +47,19 @@ pub struct AppConfig {
     pub session_idle_minutes: i64,
     /// A session ends this long after login, used or not.
     pub session_absolute_hours: i64,
-    /// Failed logins allowed per account within the window before it is throttled.
+    /// Failed sign-ins per account within the window before each further one waits (doubling
+    /// from a second, at most a minute; not from a device the user signed in from before, nor
+    /// for an account with a second factor).
     pub login_max_failures_per_account: i64,
-    /// Failed logins allowed per client address within the window.
+    /// Failed sign-ins per client address within the window before its back-off starts.
     pub login_max_failures_per_address: i64,
+    /// Failed sign-ins for one account from one client before their back-off starts.
+    pub login_max_failures_per_client_and_account: i64,
+    /// A session signed in with "remember this device" lasts this long, without idle limit.
+    pub session_remember_days: i64,
+    /// The address users reach Holdfast at (`public_url`): passkeys are bound to its host.
+    /// `None`: the address each browser used.
+    pub public_url: Option<String>,
     pub login_window_minutes: i64,
     /// Users reach Holdfast over HTTPS (served by Holdfast itself, or by a proxy in front):
     /// cookies are `Secure` and `__Host-` named, and responses tell browsers to stay on HTTPS.
@@ -94,8 +109,11 @@ impl Default for AppConfig {
             // in past a working day.
             session_idle_minutes: 60,
             session_absolute_hours: 12,
-            login_max_failures_per_account: 5,
+            login_max_failures_per_account: 10,
             login_max_failures_per_address: 20,
+            login_max_failures_per_client_and_account: 5,
+            session_remember_days: 30,
+            public_url: None,
             login_window_minutes: 15,
             https: false,
             transport: security::Transport::Loopback,

@@ -1015,6 +1015,7 @@ pub async fn purge(
     if let Some(record) = app.db.record(entity, id).await? {
         check_record(actor, Action::Purge, &record)?;
     }
+    crate::step_up::require(app, actor).await?;
     let reason = reason.map(str::trim).filter(|r| !r.is_empty()).ok_or_else(|| {
         AppError::invalid("reason", "required", "Say why this is purged before its retention period ends; it goes into the audit log")
     })?;
@@ -1473,6 +1474,7 @@ pub async fn export(
 ) -> Result<Export, AppError> {
     authorize(actor, Action::ExportFiles)?;
     authorize(actor, Action::Export(entity))?;
+    crate::step_up::require(app, actor).await?;
     if let Some((key, _)) = params.iter().find(|(k, _)| k == "limit" || k == "cursor") {
         return Err(AppError::invalid(
             key,

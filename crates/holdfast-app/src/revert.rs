@@ -305,6 +305,7 @@ pub async fn apply(
     request: &Request,
 ) -> Result<Preview, AppError> {
     let preview = preview(app, actor, request).await?;
+    crate::step_up::require(app, actor).await?;
     let mut reason = match request.by {
         Some(user) => format!(
             "reverted the changes of user {user} since {}",

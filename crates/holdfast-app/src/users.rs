@@ -284,6 +284,13 @@ pub async fn update(
 ) -> Result<UserRow, AppError> {
     let (user, _) = preview_update(app, actor, id, &change).await?;
     let deactivating = change.active == Some(false) && user.active;
+    // Taking someone's access away, or giving more, is a permission change.
+    if deactivating
+        || change.role.as_ref().is_some_and(|r| *r != user.role)
+        || change.pending.is_some()
+    {
+        crate::step_up::require(app, actor).await?;
+    }
     let detail = json!({
         "user_id": id,
         "display_name": change.display_name.is_some(),
@@ -379,6 +386,7 @@ pub async fn reset_password(
         ),
     )
     .await?;
+    crate::notices::notify(&mut tx, id, "password_reset", json!({"by": actor.username})).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -419,26 +427,101 @@ async fn revoke(
     id: i64,
     what: Credentials,
 ) -> Result<u64, AppError> {
+    revoke_some(app, actor, op_id, id, what, None).await
+}
+
+/// Ends one session or revokes one API token of a user (administrators); audited.
+pub async fn revoke_one(
+    app: &App,
+    actor: &Actor,
+    op_id: &str,
+    id: i64,
+    what: Credentials,
+    credential_id: i64,
+) -> Result<(), AppError> {
+    if revoke_some(app, actor, op_id, id, what, Some(credential_id)).await? == 0 {
+        let kind = match what {
+            Credentials::Sessions => "active session",
+            Credentials::Tokens => "active API token",
+        };
+        return Err(AppError::not_found(format!(
+            "{kind} {credential_id} of user {id}"
+        )));
+    }
+    Ok(())
+}
+
+async fn revoke_some(
+    app: &App,
+    actor: &Actor,
+    op_id: &str,
+    id: i64,
+    what: Credentials,
+    one: Option<i64>,
+) -> Result<u64, AppError> {
     authorize(actor, Action::Administer)?;
     app.db
         .user(id)
         .await?
         .ok_or_else(|| AppError::not_found(format!("user {id}")))?;
     let mut tx = app.db.begin_write(app.now()).await?;
-    let detail = json!({"user_id": id});
-    let revoked = match what {
-        Credentials::Sessions => {
-            let audit = AuditDraft::new(actor, op_id, "session.revoke_all", detail);
+    let revoked = match (what, one) {
+        (Credentials::Sessions, None) => {
+            let audit = AuditDraft::new(actor, op_id, "session.revoke_all", json!({"user_id": id}));
             tx.revoke_sessions(id, SessionScope::AllExcept(None), audit)
                 .await?
         }
-        Credentials::Tokens => {
-            let audit = AuditDraft::new(actor, op_id, "token.revoke_all", detail);
-            tx.revoke_tokens(id, None, audit).await?
+        (Credentials::Sessions, Some(session)) => {
+            let audit = AuditDraft::new(
+                actor,
+                op_id,
+                "session.revoke",
+                json!({"user_id": id, "session_id": session}),
+            );
+            tx.revoke_sessions(id, SessionScope::One(session), audit)
+                .await?
+        }
+        (Credentials::Tokens, one) => {
+            let action = if one.is_some() {
+                "token.revoke"
+            } else {
+                "token.revoke_all"
+            };
+            let audit = AuditDraft::new(
+                actor,
+                op_id,
+                action,
+                json!({"user_id": id, "token_id": one}),
+            );
+            tx.revoke_tokens(id, one, audit).await?
         }
     };
     tx.commit().await?;
     Ok(revoked)
+}
+
+/// A user's sessions still in force and their API tokens (administrators).
+pub async fn credentials_of(
+    app: &App,
+    actor: &Actor,
+    id: i64,
+) -> Result<
+    (
+        Vec<holdfast_store::SessionRow>,
+        Vec<holdfast_store::TokenRow>,
+    ),
+    AppError,
+> {
+    authorize(actor, Action::Administer)?;
+    let now = app.now();
+    let sessions = app
+        .db
+        .sessions_of(id)
+        .await?
+        .into_iter()
+        .filter(|s| s.expires_at > now)
+        .collect();
+    Ok((sessions, app.db.tokens_of(id).await?))
 }
 
 /// API tokens of a user that still work: what "log out everywhere" leaves alone.

@@ -390,7 +390,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         handler_limit[0].throughput, handler_limit[1].throughput
     );
 
-    // Who the load runs as: an administrator with an API token, and a browser session.
+    // Who the load runs as: an administrator with an API token, and a browser session. The
+    // bench's throwaway database does not require its administrator to enrol a second factor.
+    holdfast_app::two_factor::set_roles_as_system(&app, &[]).await?;
     let admin = holdfast_app::users::create_user_unchecked(
         &app,
         &Actor::system(),

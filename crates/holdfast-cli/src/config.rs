@@ -183,6 +183,7 @@ pub struct RecycleBinConfig {
 pub struct SessionConfig {
     pub idle_minutes: i64,
     pub absolute_hours: i64,
+    pub remember_days: i64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -190,6 +191,7 @@ pub struct SessionConfig {
 pub struct LoginConfig {
     pub max_failures_per_account: i64,
     pub max_failures_per_address: i64,
+    pub max_failures_per_client_and_account: i64,
     pub window_minutes: i64,
 }
 
@@ -240,6 +242,7 @@ impl Default for SessionConfig {
         SessionConfig {
             idle_minutes: app.session_idle_minutes,
             absolute_hours: app.session_absolute_hours,
+            remember_days: app.session_remember_days,
         }
     }
 }
@@ -250,6 +253,7 @@ impl Default for LoginConfig {
         LoginConfig {
             max_failures_per_account: app.login_max_failures_per_account,
             max_failures_per_address: app.login_max_failures_per_address,
+            max_failures_per_client_and_account: app.login_max_failures_per_client_and_account,
             window_minutes: app.login_window_minutes,
         }
     }
@@ -328,8 +332,13 @@ impl Config {
             "login.max_failures_per_account must be at least 1"
         );
         anyhow::ensure!(
-            self.login.max_failures_per_address >= 1,
-            "login.max_failures_per_address must be at least 1"
+            self.login.max_failures_per_address >= 1
+                && self.login.max_failures_per_client_and_account >= 1,
+            "login.max_failures_per_address and login.max_failures_per_client_and_account must be at least 1"
+        );
+        anyhow::ensure!(
+            (1..=365).contains(&self.sessions.remember_days),
+            "sessions.remember_days must be from 1 to 365"
         );
         anyhow::ensure!(
             (1..=600).contains(&self.limits.header_timeout_seconds),
@@ -594,7 +603,12 @@ impl Config {
             session_absolute_hours: self.sessions.absolute_hours,
             login_max_failures_per_account: self.login.max_failures_per_account,
             login_max_failures_per_address: self.login.max_failures_per_address,
+            login_max_failures_per_client_and_account: self
+                .login
+                .max_failures_per_client_and_account,
             login_window_minutes: self.login.window_minutes,
+            session_remember_days: self.sessions.remember_days,
+            public_url: Some(self.public_url.trim().to_owned()).filter(|url| !url.is_empty()),
             utc_offset_minutes: parse_utc_offset(&self.utc_offset).unwrap_or(0),
             access_review_days: self.access.review_every_days,
             dormant_after_days: self.access.dormant_after_days,

@@ -117,6 +117,16 @@ enum AdminCommand {
         #[arg(long, default_value = "admin")]
         role: String,
     },
+    /// Remove every second factor of a user who lost their phone and their recovery codes, and
+    /// end their sessions (audited). For when no other administrator can do it under
+    /// Administration → Sign-in; the user enrols again at their next sign-in if their role
+    /// requires it.
+    ResetSecondFactor {
+        #[command(flatten)]
+        db: DbArgs,
+        #[arg(long)]
+        username: String,
+    },
 }
 
 #[derive(Args)]
@@ -199,6 +209,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let config = Config::load(db.config.as_deref(), std::env::vars(), &overrides(&db))?;
             admin_create(&config, &username, &display_name, &role).await
+        }
+        Command::Admin {
+            command: AdminCommand::ResetSecondFactor { db, username },
+        } => {
+            let config = Config::load(db.config.as_deref(), std::env::vars(), &overrides(&db))?;
+            let app = open_app(&config).await?;
+            let op_id = holdfast_app::random_hex(8)?;
+            let removed = holdfast_app::two_factor::reset_by_operator(&app, &op_id, &username)
+                .await
+                .map_err(describe)?;
+            println!(
+                "Removed {removed} second factor(s) of '{username}' and ended their sessions; they sign in with their password and enrol again if their role requires it."
+            );
+            app.db.close().await;
+            Ok(())
         }
         Command::Upgrade(args) => {
             let config = Config::load(

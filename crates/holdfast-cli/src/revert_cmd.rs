@@ -6,7 +6,7 @@ use crate::backup_cmd::{confirm, describe, load, open_app, parse_time};
 use anyhow::Context as _;
 use clap::Args;
 use holdfast_app::App;
-use holdfast_domain::{ActorKind, Timestamp};
+use holdfast_domain::Timestamp;
 
 #[derive(Args)]
 pub struct RevertArgs {
@@ -62,7 +62,7 @@ async fn revert_with(app: &App, args: &RevertArgs, to: Timestamp) -> anyhow::Res
         }
     };
     let operator = user_id(&args.as_user).await?;
-    let actor = holdfast_app::auth::actor_of(app, &operator, ActorKind::System)
+    let actor = holdfast_app::auth::operator_actor(app, &operator)
         .await
         .map_err(describe)?;
     if !actor.is_admin() || !operator.active {

@@ -343,6 +343,9 @@ pub struct UserAccess {
     pub pending: bool,
     /// An administrator set the password; nothing is allowed until the user changes it.
     pub must_change_password: bool,
+    /// The user's role must use a second factor and the user has none yet: nothing is
+    /// allowed until they enrol one.
+    pub must_enrol_second_factor: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -841,6 +844,19 @@ pub fn explain(
             vec![user_p],
             format!(
                 "{} must first replace the password an administrator set (Settings → Password)",
+                user.display_name
+            ),
+            vec![user.display_name.clone()],
+        ));
+        return Explanation { steps };
+    }
+    if user.must_enrol_second_factor {
+        steps.push(Step::denied(
+            "account",
+            "second_factor_required",
+            vec![user_p],
+            format!(
+                "{} must first set up two-step sign-in, which their role requires (Settings → Two-step sign-in)",
                 user.display_name
             ),
             vec![user.display_name.clone()],

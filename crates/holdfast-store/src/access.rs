@@ -155,6 +155,8 @@ impl Db {
         let mut roles = RoleDef::built_in();
         roles.extend(self.custom_roles().await?.iter().map(RoleRow::to_def));
         let rows = self.users().await?;
+        let enrolled = self.users_with_second_factor().await?;
+        let second_factor_roles = self.second_factor_roles().await?;
         let names: BTreeMap<i64, String> = rows
             .iter()
             .map(|u| (u.id, u.display_name.clone()))
@@ -162,6 +164,8 @@ impl Db {
         let users = rows
             .into_iter()
             .map(|u| {
+                let must_enrol_second_factor =
+                    second_factor_roles.contains(&u.role) && !enrolled.contains(&u.id);
                 let access = UserAccess {
                     id: u.id,
                     username: u.username,
@@ -171,6 +175,7 @@ impl Db {
                     active: u.active,
                     pending: u.pending,
                     must_change_password: u.must_change_password,
+                    must_enrol_second_factor,
                 };
                 (u.id, access)
             })
@@ -312,32 +317,49 @@ impl Db {
         limit: i64,
     ) -> anyhow::Result<Vec<NotificationRow>> {
         let found = sqlx::query(
-            "SELECT id, user_id, at, kind, detail, read_at FROM notifications WHERE user_id = $1 ORDER BY at DESC, id DESC LIMIT $2",
+            "SELECT id, user_id, at, kind, detail, read_at FROM notifications WHERE user_id = $1 AND kind NOT LIKE 'security.%' ORDER BY at DESC, id DESC LIMIT $2",
         )
         .bind(user_id)
         .bind(limit)
         .fetch_all(self.read_pool())
         .await?;
-        found
-            .iter()
-            .map(|row| {
-                Ok(NotificationRow {
-                    id: row.try_get(0)?,
-                    user_id: row.try_get(1)?,
-                    at: Timestamp(row.try_get(2)?),
-                    kind: row.try_get(3)?,
-                    detail: serde_json::from_str(&row.try_get::<String, _>(4)?)
-                        .unwrap_or(Value::Null),
-                    read_at: row.try_get::<Option<i64>, _>(5)?.map(Timestamp),
-                })
-            })
-            .collect()
+        notifications_from(&found)
     }
 
+    /// A user's security notices (sign-ins from new devices, changed credentials) not yet
+    /// answered, newest first.
+    pub async fn security_notices(&self, user_id: i64) -> anyhow::Result<Vec<NotificationRow>> {
+        let found = sqlx::query(
+            "SELECT id, user_id, at, kind, detail, read_at FROM notifications WHERE user_id = $1 AND kind LIKE 'security.%' AND read_at IS NULL ORDER BY at DESC, id DESC LIMIT 50",
+        )
+        .bind(user_id)
+        .fetch_all(self.read_pool())
+        .await?;
+        notifications_from(&found)
+    }
+}
+
+fn notifications_from(found: &[AnyRow]) -> anyhow::Result<Vec<NotificationRow>> {
+    found
+        .iter()
+        .map(|row| {
+            Ok(NotificationRow {
+                id: row.try_get(0)?,
+                user_id: row.try_get(1)?,
+                at: Timestamp(row.try_get(2)?),
+                kind: row.try_get(3)?,
+                detail: serde_json::from_str(&row.try_get::<String, _>(4)?).unwrap_or(Value::Null),
+                read_at: row.try_get::<Option<i64>, _>(5)?.map(Timestamp),
+            })
+        })
+        .collect()
+}
+
+impl Db {
     pub async fn unread_notifications(&self, user_id: i64) -> anyhow::Result<i64> {
         Ok(
             sqlx::query(
-                "SELECT COUNT(*) FROM notifications WHERE user_id = $1 AND read_at IS NULL",
+                "SELECT COUNT(*) FROM notifications WHERE user_id = $1 AND read_at IS NULL AND kind NOT LIKE 'security.%'",
             )
             .bind(user_id)
             .fetch_one(self.read_pool())
@@ -667,11 +689,30 @@ impl Db {
         user_id: i64,
         now: Timestamp,
     ) -> anyhow::Result<()> {
-        sqlx::query("UPDATE notifications SET read_at = $1 WHERE user_id = $2 AND read_at IS NULL")
+        sqlx::query("UPDATE notifications SET read_at = $1 WHERE user_id = $2 AND read_at IS NULL AND kind NOT LIKE 'security.%'")
             .bind(now.micros())
             .bind(user_id)
             .execute(&self.write)
             .await?;
         Ok(())
+    }
+
+    /// Marks one notification read; `false` when it is not the user's or was read already.
+    pub async fn mark_notification_read(
+        &self,
+        user_id: i64,
+        id: i64,
+        now: Timestamp,
+    ) -> anyhow::Result<bool> {
+        Ok(sqlx::query(
+            "UPDATE notifications SET read_at = $1 WHERE user_id = $2 AND id = $3 AND read_at IS NULL",
+        )
+        .bind(now.micros())
+        .bind(user_id)
+        .bind(id)
+        .execute(&self.write)
+        .await?
+        .rows_affected()
+            == 1)
     }
 }

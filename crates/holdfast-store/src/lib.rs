@@ -19,6 +19,7 @@ pub mod read;
 mod rows;
 pub use rows::record_from_backup_row;
 pub mod schema;
+pub mod signin;
 pub mod snapshot;
 pub mod write;
 
@@ -29,8 +30,11 @@ pub use read::{
     AuditFilter, AuditRow, BinEntry, Dependent, ListQuery, Reach, RecordHistory, SessionRow, Sort,
     SortValue, StageTotal, TokenRow, UserRow, VersionRow,
 };
+pub use signin::{ChallengeRow, LoginEventRow, SecondFactorRow};
 pub use snapshot::{ColumnSpec, Snapshot, TableSpec};
-pub use write::{AuditDraft, NewUser, RecordWrite, SessionScope, UserUpdate, Via, WriteTx};
+pub use write::{
+    AuditDraft, NewSessionRow, NewUser, RecordWrite, SessionScope, UserUpdate, Via, WriteTx,
+};
 
 use anyhow::Context as _;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -109,7 +113,7 @@ pub struct Db {
     read: AnyPool,
     /// Writers. On SQLite this pool has a single connection, so writes queue in-process instead
     /// of failing with `SQLITE_BUSY`; on PostgreSQL it is the same pool as `read`.
-    write: AnyPool,
+    pub(crate) write: AnyPool,
     backend: Backend,
     /// Faults seen in this database (corruption, a full disk), shared by every clone.
     health: std::sync::Arc<health::Health>,

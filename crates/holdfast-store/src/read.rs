@@ -202,6 +202,14 @@ pub struct SessionRow {
     pub revoked_at: Option<Timestamp>,
     pub address: Option<String>,
     pub user_agent: Option<String>,
+    /// When the user last proved who they are in this session (password, second factor or
+    /// passkey): sensitive actions ask again when it is too long ago.
+    pub verified_at: Timestamp,
+    /// How the session was signed in: `password`, `password+totp`, `password+recovery_code`,
+    /// `password+passkey`, `passkey`.
+    pub method: String,
+    /// Signed in with "remember this device": longer limits.
+    pub remembered: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -228,8 +236,7 @@ pub struct StageTotal {
 }
 
 const USER_COLUMNS: &str = "id, username, display_name, password_hash, role, active, created_at, last_login_at, locale, team_id, pending, must_change_password";
-const SESSION_COLUMNS: &str =
-    "id, user_id, created_at, last_seen_at, expires_at, revoked_at, address, user_agent";
+const SESSION_COLUMNS: &str = "id, user_id, created_at, last_seen_at, expires_at, revoked_at, address, user_agent, verified_at, method, remembered";
 const TOKEN_COLUMNS: &str =
     "id, user_id, name, created_at, last_used_at, expires_at, revoked_at, read_only";
 /// Versions with the name of the user who made each (a LEFT JOIN: system changes have no user).
@@ -1080,30 +1087,35 @@ impl Db {
         found.iter().map(token_from_row).collect()
     }
 
-    pub async fn login_failures_since(
+    /// Failures under `key` since `since` recorded before the row `before` (the attempt being
+    /// judged), and the newest of them.
+    pub async fn login_failures_before(
         &self,
         key: &str,
+        before: i64,
         since: Timestamp,
     ) -> anyhow::Result<(i64, Option<Timestamp>)> {
-        let row =
-            sqlx::query("SELECT COUNT(*), MIN(at) FROM login_failures WHERE key = $1 AND at >= $2")
-                .bind(key.to_owned())
-                .bind(since.micros())
-                .fetch_one(self.read_pool())
-                .await?;
+        let row = sqlx::query(
+            "SELECT COUNT(*), MAX(at) FROM login_failures WHERE key = $1 AND at >= $2 AND id < $3",
+        )
+        .bind(key.to_owned())
+        .bind(since.micros())
+        .bind(before)
+        .fetch_one(self.read_pool())
+        .await?;
         Ok((
             row.try_get::<i64, _>(0)?,
             row.try_get::<Option<i64>, _>(1)?.map(Timestamp),
         ))
     }
 
-    /// Every throttling key with failures since `since`: (key, failures, oldest failure).
+    /// Every throttling key with failures since `since`: (key, failures, newest failure).
     pub async fn login_throttles(
         &self,
         since: Timestamp,
     ) -> anyhow::Result<Vec<(String, i64, Timestamp)>> {
         let rows = sqlx::query(
-            "SELECT key, COUNT(*), MIN(at) FROM login_failures WHERE at >= $1 GROUP BY key ORDER BY key",
+            "SELECT key, COUNT(*), MAX(at) FROM login_failures WHERE at >= $1 GROUP BY key ORDER BY key",
         )
         .bind(since.micros())
         .fetch_all(self.read_pool())
@@ -1394,6 +1406,14 @@ fn session_from_row(row: &AnyRow) -> anyhow::Result<SessionRow> {
         revoked_at: row.try_get::<Option<i64>, _>(5)?.map(Timestamp),
         address: row.try_get(6)?,
         user_agent: row.try_get(7)?,
+        verified_at: Timestamp(
+            row.try_get::<Option<i64>, _>(8)?
+                .unwrap_or(row.try_get::<i64, _>(2)?),
+        ),
+        method: row
+            .try_get::<Option<String>, _>(9)?
+            .unwrap_or_else(|| "password".into()),
+        remembered: row.try_get::<i64, _>(10)? == 1,
     })
 }
 

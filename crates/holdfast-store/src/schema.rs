@@ -417,6 +417,69 @@ ALTER TABLE users ADD COLUMN must_change_password BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE api_tokens ADD COLUMN read_only BIGINT NOT NULL DEFAULT 0;
 "#,
     },
+    Migration {
+        version: 11,
+        name: "sign-in: second factors, recovery codes, sign-in history, known devices, step-up",
+        sql: r#"
+ALTER TABLE sessions ADD COLUMN verified_at BIGINT;
+ALTER TABLE sessions ADD COLUMN method TEXT;
+ALTER TABLE sessions ADD COLUMN remembered BIGINT NOT NULL DEFAULT 0;
+CREATE TABLE second_factors (
+    id {pk},
+    user_id BIGINT NOT NULL REFERENCES users (id),
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    credential_id TEXT,
+    created_at BIGINT NOT NULL,
+    confirmed_at BIGINT,
+    last_used_at BIGINT,
+    last_step BIGINT
+);
+CREATE INDEX second_factors_user ON second_factors (user_id);
+CREATE UNIQUE INDEX second_factors_credential ON second_factors (credential_id);
+CREATE TABLE recovery_codes (
+    id {pk},
+    user_id BIGINT NOT NULL REFERENCES users (id),
+    code_hash TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    used_at BIGINT
+);
+CREATE INDEX recovery_codes_user ON recovery_codes (user_id);
+CREATE TABLE login_challenges (
+    id {pk},
+    token_hash TEXT NOT NULL UNIQUE,
+    user_id BIGINT,
+    purpose TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    failures BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE known_devices (
+    id {pk},
+    user_id BIGINT NOT NULL REFERENCES users (id),
+    token_hash TEXT NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL,
+    last_used_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX known_devices_user ON known_devices (user_id);
+CREATE TABLE login_events (
+    id {pk},
+    user_id BIGINT,
+    at BIGINT NOT NULL,
+    address TEXT,
+    user_agent TEXT,
+    method TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    new_device BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX login_events_user ON login_events (user_id, at);
+CREATE INDEX login_events_at ON login_events (at);
+INSERT INTO meta (key, value) VALUES ('second_factor_roles', '["admin"]');
+"#,
+    },
 ];
 
 #[cfg(test)]

@@ -32,12 +32,21 @@ pub const BACKUP_TABLES: &[(&str, &str)] = &[
     ("access_requests", "id"),
     ("notifications", "id"),
     ("access_reviews", "id"),
+    ("second_factors", "id"),
+    ("recovery_codes", "id"),
+    ("login_events", "id"),
 ];
 
 /// Tables a restore rebuilds from the records (the search and tag indexes) or empties because
-/// they must not come back from the past (sessions, login throttling).
+/// they must not come back from the past (sessions, login throttling, sign-ins half done,
+/// remembered devices).
 pub const REBUILT_TABLES: &[&str] = &["search_terms", "record_tags"];
-pub const EPHEMERAL_TABLES: &[&str] = &["sessions", "login_failures"];
+pub const EPHEMERAL_TABLES: &[&str] = &[
+    "sessions",
+    "login_failures",
+    "login_challenges",
+    "known_devices",
+];
 /// Tables that describe this installation rather than its data; a restore leaves them alone.
 pub const LOCAL_TABLES: &[&str] = &["schema_migrations", "backup_runs"];
 

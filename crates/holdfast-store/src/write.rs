@@ -286,6 +286,18 @@ impl Db {
     }
 }
 
+/// A session to start.
+pub struct NewSessionRow<'a> {
+    pub user_id: i64,
+    pub token_hash: &'a str,
+    pub expires_at: Timestamp,
+    pub address: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+    /// See [`crate::SessionRow::method`].
+    pub method: &'a str,
+    pub remembered: bool,
+}
+
 /// Which of a user's sessions to revoke.
 #[derive(Debug, Clone, Copy)]
 pub enum SessionScope {
@@ -874,29 +886,27 @@ impl WriteTx {
     /// Starts a session after a successful login and records the login.
     pub async fn create_session(
         &mut self,
-        user_id: i64,
-        token_hash: &str,
-        expires_at: Timestamp,
-        address: Option<&str>,
-        user_agent: Option<&str>,
+        session: &NewSessionRow<'_>,
         audit: AuditDraft,
     ) -> Result<i64, StoreError> {
         let row = sqlx::query(
-            "INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at, expires_at, address, user_agent)
-             VALUES ($1, $2, $3, $3, $4, $5, $6) RETURNING id",
+            "INSERT INTO sessions (token_hash, user_id, created_at, last_seen_at, expires_at, address, user_agent, verified_at, method, remembered)
+             VALUES ($1, $2, $3, $3, $4, $5, $6, $3, $7, $8) RETURNING id",
         )
-        .bind(token_hash.to_owned())
-        .bind(user_id)
+        .bind(session.token_hash.to_owned())
+        .bind(session.user_id)
         .bind(self.now.micros())
-        .bind(expires_at.micros())
-        .bind(address.map(str::to_owned))
-        .bind(user_agent.map(|ua| ua.chars().take(300).collect::<String>()))
+        .bind(session.expires_at.micros())
+        .bind(session.address.map(str::to_owned))
+        .bind(session.user_agent.map(|ua| ua.chars().take(300).collect::<String>()))
+        .bind(session.method.to_owned())
+        .bind(i64::from(session.remembered))
         .fetch_one(&mut *self.tx)
         .await?;
         let id = row.try_get::<i64, _>(0)?;
         sqlx::query("UPDATE users SET last_login_at = $1 WHERE id = $2")
             .bind(self.now.micros())
-            .bind(user_id)
+            .bind(session.user_id)
             .execute(&mut *self.tx)
             .await?;
         self.append_audit(audit).await?;
@@ -1048,15 +1058,37 @@ impl WriteTx {
 /// Whole-database restore from a backup. A restore is one write transaction like any other:
 /// it takes the audit head lock first, and if any step fails nothing of it remains.
 impl WriteTx {
+    async fn has_table(&mut self, table: &str) -> Result<bool, StoreError> {
+        let sql = match self.backend {
+            Backend::Sqlite => {
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1"
+            }
+            Backend::Postgres => {
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = $1"
+            }
+        };
+        let row = sqlx::query(sql)
+            .bind(table.to_owned())
+            .fetch_one(&mut *self.tx)
+            .await?;
+        Ok(row.try_get::<i64, _>(0)? > 0)
+    }
+
     /// Step 1: empties every table a backup holds, the indexes rebuilt from the records, and
     /// the tables that must not come back from the past (sessions, login throttling).
     /// `tables` are this database's backed-up tables (`Db::backup_tables`: at an older schema,
     /// only those it has).
     pub async fn restore_clear(&mut self, tables: &[TableSpec]) -> Result<(), StoreError> {
         self.flush().await?;
-        let tables = EPHEMERAL_TABLES
-            .iter()
-            .copied()
+        // A database at an older schema (a backup being upgraded) lacks the newer ones.
+        let mut ephemeral = Vec::new();
+        for table in EPHEMERAL_TABLES {
+            if self.has_table(table).await? {
+                ephemeral.push(*table);
+            }
+        }
+        let tables = ephemeral
+            .into_iter()
             .chain(REBUILT_TABLES.iter().copied())
             .chain(tables.iter().rev().map(|t| t.name.as_str()));
         for table in tables {

@@ -161,6 +161,13 @@ async fn spawn(backend: Backend, config: AppConfig, backups: bool) -> Option<Tes
     let mut app = App::open(&db.url, config, clock.clone())
         .await
         .expect("app opens");
+    // A fresh install requires administrators to enrol a second factor at their first sign-in;
+    // most tests sign administrators in to test something else, so they start without that
+    // rule. The tests of two-step sign-in put it back (`require_second_factor`).
+    app.db
+        .set_meta("second_factor_roles", "[]")
+        .await
+        .expect("second factor policy");
     if backups {
         app = app.with_backups(backup_config(db.dir.path()));
     }
@@ -210,11 +217,23 @@ pub async fn open_with_system_clock(url: &str) -> App {
 }
 
 /// The actor for an existing user, with the permission settings in force.
+/// A user as the server's own code acts for them (as `holdfast revert --as` does): the steps of
+/// signing in do not apply.
 pub async fn actor(app: &App, user_id: i64) -> Actor {
     let user = app.db.user(user_id).await.unwrap().expect("user exists");
-    holdfast_app::auth::actor_of(app, &user, ActorKind::System)
+    holdfast_app::auth::operator_actor(app, &user)
         .await
         .expect("actor")
+}
+
+/// Lifts the fresh install's rule that administrators enrol a second factor, for tests that
+/// prepare a database themselves and sign an administrator in to test something else.
+pub async fn without_second_factor_rule(url: &str) {
+    let app = open_with_system_clock(url).await;
+    holdfast_app::two_factor::set_roles_as_system(&app, &[])
+        .await
+        .expect("second factor policy");
+    app.db.close().await;
 }
 
 impl TestApp {
@@ -269,6 +288,14 @@ impl TestApp {
             auth: None,
             user_id: 0,
         }
+    }
+
+    /// Requires a second factor for these roles (audited as the system), as an administrator
+    /// would under Administration → Sign-in.
+    pub async fn require_second_factor(&self, roles: &[&str]) {
+        holdfast_app::two_factor::set_roles_as_system(&self.app, roles)
+            .await
+            .expect("second factor policy");
     }
 
     /// Signs `username` in with the test password and returns the `Cookie` header value of the

@@ -6,9 +6,9 @@ use crate::error::{ApiError, current_op_id};
 use crate::extract::{ApiJson, Auth, QueryPairs, session_set_cookie};
 use axum::Json;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use holdfast_app::backup;
 use holdfast_app::records::{self, Change};
@@ -18,7 +18,6 @@ use holdfast_domain::access::authorize;
 use holdfast_domain::{Action, CustomFieldDef, CustomFieldKind, Entity, Timestamp};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::net::SocketAddr;
 
 pub(crate) type ApiResult = Result<Response, ApiError>;
 
@@ -447,38 +446,6 @@ pub async fn setup(State(state): State<WebState>, ApiJson(body): ApiJson<SetupBo
     created(user_json(&user))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LoginBody {
-    username: String,
-    password: String,
-}
-
-pub async fn login(
-    State(state): State<WebState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    ApiJson(body): ApiJson<LoginBody>,
-) -> ApiResult {
-    let address = crate::extract::client_address(&state.app, peer, &headers);
-    let user_agent = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok());
-    let attempt = auth::LoginAttempt {
-        username: &body.username,
-        password: &body.password,
-        address: Some(&address),
-        user_agent,
-    };
-    let session = auth::login(&state.app, &current_op_id(), attempt).await?;
-    let cookie = session_set_cookie(&state.app, Some(&session));
-    let mut response = Json(json!({"user": user_json(&session.user), "session_id": session.session_id, "expires_at": session.expires_at.to_rfc3339()})).into_response();
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().insert(header::SET_COOKIE, value);
-    }
-    Ok(response)
-}
-
 pub async fn logout(
     State(state): State<WebState>,
     Auth(actor): Auth,
@@ -493,7 +460,7 @@ pub async fn logout(
     Ok(response)
 }
 
-fn user_json(user: &UserRow) -> Value {
+pub(crate) fn user_json(user: &UserRow) -> Value {
     json!({
         "id": user.id,
         "username": user.username,
@@ -535,7 +502,7 @@ pub async fn me_password(
     ok(json!({"changed": true, "other_sessions_ended": true, "tokens_revoked": tokens_revoked}))
 }
 
-fn session_json(session: &SessionRow) -> Value {
+pub(crate) fn session_json(session: &SessionRow) -> Value {
     json!({
         "id": session.id,
         "created_at": session.created_at.to_rfc3339(),
@@ -543,6 +510,8 @@ fn session_json(session: &SessionRow) -> Value {
         "expires_at": session.expires_at.to_rfc3339(),
         "address": session.address,
         "user_agent": session.user_agent,
+        "method": session.method,
+        "remembered": session.remembered,
     })
 }
 
@@ -563,7 +532,7 @@ pub async fn me_session_revoke(
     ok(json!({"revoked": id}))
 }
 
-fn token_json(token: &TokenRow) -> Value {
+pub(crate) fn token_json(token: &TokenRow) -> Value {
     json!({
         "id": token.id,
         "name": token.name,
@@ -1325,7 +1294,7 @@ pub async fn throttles_get(
     query: QueryPairs,
 ) -> ApiResult {
     query.only(&[])?;
-    let items: Vec<Value> = auth::throttles(&state.app, &actor)
+    let items: Vec<Value> = holdfast_app::login::throttles(&state.app, &actor)
         .await?
         .iter()
         .map(|t| {
@@ -1344,6 +1313,7 @@ pub async fn throttles_delete(
 ) -> ApiResult {
     query.only(&["key"])?;
     let key = query.get("key").unwrap_or_default();
-    let cleared = auth::clear_throttle(&state.app, &actor, &current_op_id(), key).await?;
+    let cleared =
+        holdfast_app::login::clear_throttle(&state.app, &actor, &current_op_id(), key).await?;
     ok(json!({"cleared": cleared}))
 }

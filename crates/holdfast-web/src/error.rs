@@ -79,6 +79,16 @@ impl IntoResponse for ApiError {
                 &denial.message,
                 denial_json(&denial),
             ),
+            AppError::StepUpRequired => body_response(
+                StatusCode::FORBIDDEN,
+                "step_up_required",
+                &format!(
+                    "This is a sensitive action and you last confirmed who you are more than {} minutes ago: \
+                     POST your password or a code from your authenticator app to /api/v1/auth/confirm, then do it again",
+                    holdfast_app::step_up::STEP_UP_MINUTES
+                ),
+                json!({"confirm_at": "/api/v1/auth/confirm"}),
+            ),
             AppError::Unauthenticated { code, message } => {
                 body_response(StatusCode::UNAUTHORIZED, code, &message, json!({}))
             }

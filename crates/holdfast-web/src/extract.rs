@@ -133,31 +133,108 @@ pub fn client_address(
 }
 
 /// The `Set-Cookie` value that starts a browser session (`token`) or ends it (`None`).
-pub fn session_set_cookie(app: &holdfast_app::App, session: Option<&auth::NewSession>) -> String {
-    let secure = if app.config.https { "; Secure" } else { "" };
+pub fn session_set_cookie(
+    app: &holdfast_app::App,
+    session: Option<&holdfast_app::login::NewSession>,
+) -> String {
     match session {
         Some(session) => {
             let max_age = (session.expires_at.micros() - app.now().micros())
                 / holdfast_domain::Timestamp::MICROS_PER_SECOND;
-            format!(
-                "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}",
-                session.token
-            )
+            set_cookie(app, SESSION_COOKIE, &session.token, max_age)
         }
-        None => format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
+        None => set_cookie(app, SESSION_COOKIE, "", 0),
     }
 }
 
-pub fn session_cookie(parts: &Parts) -> Option<String> {
-    parts
-        .headers
+/// Remembers the device a user signed in from (see `holdfast_app::login`).
+pub const DEVICE_COOKIE: &str = "holdfast_device";
+/// A sign-in half done: the password was right, a second factor is next.
+pub const SIGN_IN_COOKIE: &str = "holdfast_signin";
+
+/// A `Set-Cookie` value for one of Holdfast's cookies: HttpOnly, SameSite=Strict, `Secure`
+/// under HTTPS; `max_age` 0 removes it.
+pub fn set_cookie(app: &holdfast_app::App, name: &str, value: &str, max_age: i64) -> String {
+    let secure = if app.config.https { "; Secure" } else { "" };
+    format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
+}
+
+/// The cookies a finished sign-in sets: the session and the remembered device.
+pub fn sign_in_cookies(
+    app: &holdfast_app::App,
+    session: &holdfast_app::login::NewSession,
+) -> Vec<String> {
+    vec![
+        session_set_cookie(app, Some(session)),
+        set_cookie(
+            app,
+            DEVICE_COOKIE,
+            &session.device_token,
+            holdfast_app::login::KNOWN_DEVICE_DAYS * 86_400,
+        ),
+        set_cookie(app, SIGN_IN_COOKIE, "", 0),
+    ]
+}
+
+/// A cookie's value from the request headers.
+pub fn cookie_value(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
+        .find(|(key, _)| *key == name)
         .map(|(_, value)| value.to_owned())
+}
+
+/// What the server knows about who is signing in: address, browser, remembered device.
+pub struct SignInClient {
+    pub address: String,
+    pub user_agent: Option<String>,
+    pub device: Option<String>,
+}
+
+impl SignInClient {
+    pub fn of(
+        app: &holdfast_app::App,
+        peer: std::net::SocketAddr,
+        headers: &axum::http::HeaderMap,
+    ) -> SignInClient {
+        SignInClient {
+            address: client_address(app, peer, headers),
+            user_agent: headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            device: cookie_value(headers, DEVICE_COOKIE),
+        }
+    }
+
+    pub fn client(&self) -> holdfast_app::login::Client<'_> {
+        holdfast_app::login::Client {
+            address: Some(&self.address),
+            user_agent: self.user_agent.as_deref(),
+            device: self.device.as_deref(),
+        }
+    }
+}
+
+/// The origin passkeys are bound to: `public_url`, or the address this browser used.
+pub fn passkey_origin(app: &holdfast_app::App, headers: &axum::http::HeaderMap) -> String {
+    if let Some(url) = &app.config.public_url {
+        return url.trim_end_matches('/').to_owned();
+    }
+    let scheme = if app.config.https { "https" } else { "http" };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("localhost");
+    format!("{scheme}://{host}")
+}
+
+pub fn session_cookie(parts: &Parts) -> Option<String> {
+    cookie_value(&parts.headers, SESSION_COOKIE)
 }
 
 /// JSON body whose rejections (malformed, wrong type, too large, wrong content type) come back

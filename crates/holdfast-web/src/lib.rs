@@ -16,6 +16,7 @@ pub mod error;
 pub mod extract;
 pub mod i18n;
 pub mod openapi;
+pub mod signin_api;
 pub mod transport;
 pub mod views;
 
@@ -74,9 +75,31 @@ pub fn routes() -> Routes {
         .add("/readyz", get(readyz), D::public("GET", "Readiness: the database answers and its schema is current; also whether backups are healthy", Body::None, "Health"))
         .add("/api/v1/openapi.json", get(openapi_json), D::new("GET", "This document", Body::None, "Object"))
         .add("/api/v1/setup", post(api::setup), D::public("POST", "Create the first administrator with the setup token printed on the server console", Body::Named("Setup"), "User").created())
-        .add("/api/v1/auth/login", post(api::login), D::public("POST", "Log in; sets the session cookie", Body::Named("Login"), "Login"))
+        .add("/api/v1/auth/login", post(signin_api::login), D::public("POST", "Sign in with username and password. Without a second factor this sets the session cookie; with one, the answer has second_factor_required, a sign_in_token and the methods to finish with", Body::Named("Login"), "Login"))
+        .add("/api/v1/auth/second-factor", post(signin_api::second_factor), D::public("POST", "Finish a sign-in with a code from the authenticator app or a recovery code; sets the session cookie", Body::Named("SecondFactor"), "Login"))
+        .add("/api/v1/auth/second-factor/passkey-options", post(signin_api::second_factor_passkey_options), D::public("POST", "Options for navigator.credentials.get to finish a sign-in whose password was right with a passkey", Body::Named("Pending"), "Ceremony"))
+        .add("/api/v1/auth/second-factor/passkey", post(signin_api::second_factor_passkey), D::public("POST", "Finish a sign-in whose password was right with the browser's passkey answer; sets the session cookie", Body::Named("SecondFactorPasskey"), "Login"))
+        .add("/api/v1/auth/passkey/options", post(signin_api::passkey_options), D::public("POST", "Options for navigator.credentials.get to sign in with a passkey instead of the password", Body::Named("PasskeyOptions"), "Ceremony"))
+        .add("/api/v1/auth/passkey", post(signin_api::passkey), D::public("POST", "Sign in with the browser's passkey answer; sets the session cookie", Body::Named("PasskeyAnswer"), "Login"))
+        .add("/api/v1/auth/confirm", post(signin_api::confirm), D::new("POST", "Confirm it is you with your password or a code: sensitive actions then work for 10 minutes in this session", Body::Named("Confirm"), "Object"))
+        .add("/api/v1/auth/confirm/options", post(signin_api::confirm_options), D::new("POST", "Options for confirming it is you with a passkey", Body::None, "Ceremony"))
+        .add("/api/v1/auth/confirm/passkey", post(signin_api::confirm_passkey), D::new("POST", "Confirm it is you with the browser's passkey answer", Body::Named("PasskeyAnswer"), "Object"))
         .add("/api/v1/auth/logout", post(api::logout), D::new("POST", "End the current session", Body::None, "Object"))
-        .add("/api/v1/auth/throttles", get(api::throttles_get).delete(api::throttles_delete), D::new("GET", "Accounts (user:NAME) and clients (addr:ADDRESS, IPv6 per /64) with recent failed logins, and until when each is refused (administrators)", Body::None, "List").also("DELETE", "Lift one throttle, for a real user locked out by someone else's guesses; audited (administrators)", Body::None, "Object").params(&["key"]))
+        .add("/api/v1/auth/throttles", get(api::throttles_get).delete(api::throttles_delete), D::new("GET", "Accounts (user:NAME), clients (addr:ADDRESS, IPv6 per /64) and account-client pairs (pair:NAME|ADDRESS) with recent failed sign-ins, and until when each waits (administrators)", Body::None, "List").also("DELETE", "Lift one throttle, for a real user slowed down by someone else's guesses; audited (administrators)", Body::None, "Object").params(&["key"]))
+        .add("/api/v1/auth/sign-ins", get(signin_api::admin_sign_ins), D::new("GET", "Sign-ins and failed attempts of everyone, or of one user, newest first (administrators)", Body::None, "List").params(&["user_id"]))
+        .add("/api/v1/me/two-factor", get(signin_api::two_factor_status), D::new("GET", "Your second factors (authenticator app, passkeys), recovery codes left, and whether your role requires one", Body::None, "Object"))
+        .add("/api/v1/me/two-factor/totp", post(signin_api::totp_start), D::new("POST", "Start adding an authenticator app: its secret and otpauth:// address; it counts once confirmed with a code", Body::None, "Object").created())
+        .add("/api/v1/me/two-factor/totp/confirm", post(signin_api::totp_confirm), D::new("POST", "Confirm the authenticator app with the code it shows; the first time, ten recovery codes come back, shown once", Body::Named("TotpConfirm"), "Object"))
+        .add("/api/v1/me/two-factor/recovery-codes", post(signin_api::recovery_codes), D::new("POST", "Ten new recovery codes replace the old ones (your password again)", Body::Named("PasswordAgain"), "Object"))
+        .add("/api/v1/me/two-factor/{id}/remove", post(signin_api::factor_remove), D::new("POST", "Remove a second factor with your password and a current code (or, with a passkey, after confirming within 10 minutes); refused for the last one when your role requires one", Body::Named("FactorRemove"), "Object"))
+        .add("/api/v1/me/passkeys/options", post(signin_api::passkey_register_options), D::new("POST", "Options for navigator.credentials.create to add a passkey (confirm it is you first)", Body::None, "Ceremony"))
+        .add("/api/v1/me/passkeys", post(signin_api::passkey_register), D::new("POST", "Add the passkey the browser created", Body::Named("PasskeyRegister"), "Object").created())
+        .add("/api/v1/me/sign-ins", get(signin_api::my_sign_ins), D::new("GET", "Your sign-ins and failed attempts, newest first: time, address, browser, method, outcome", Body::None, "List"))
+        .add("/api/v1/me/security-notices", get(signin_api::my_notices), D::new("GET", "Security notices not yet answered: new device, password or second factor changed, token made, recovery code used", Body::None, "List"))
+        .add("/api/v1/me/security-notices/{id}/ack", post(signin_api::notice_ack), D::new("POST", "\"This was me\": put a security notice away", Body::None, "Object"))
+        .add("/api/v1/me/not-me", post(signin_api::not_me), D::new("POST", "\"This wasn't me\": end your other sessions and every API token, forget your devices and tell the administrators", Body::Named("NotMe"), "Object"))
+        .add("/api/v1/admin/two-factor", get(signin_api::admin_two_factor), D::new("GET", "Which roles must use a second factor, and every active user with their second factors: who has not enrolled (administrators)", Body::None, "Object"))
+        .add("/api/v1/admin/two-factor/roles/{role}", put(signin_api::admin_policy_put), D::new("PUT", "Require a second factor for a role, or stop requiring it (administrators; confirm it is you first)", Body::Named("TwoFactorPolicy"), "Object"))
         .add("/api/v1/me", get(api::me), D::new("GET", "The logged-in user", Body::None, "User"))
         .add("/api/v1/me/password", put(api::me_password), D::new("PUT", "Change your password; ends your other sessions", Body::Named("PasswordChange"), "Object"))
         .add("/api/v1/me/sessions", get(api::me_sessions), D::new("GET", "Your active sessions", Body::None, "List"))
@@ -88,6 +111,10 @@ pub fn routes() -> Routes {
         .add("/api/v1/users/{id}/password", post(api::user_password_reset), D::new("POST", "Set a new password for a user and end their sessions (administrators)", Body::Named("PasswordReset"), "Object"))
         .add("/api/v1/users/{id}/revoke-sessions", post(api::user_sessions_revoke), D::new("POST", "Log a user out of every browser (administrators); their API tokens keep working and the answer says how many", Body::None, "Object"))
         .add("/api/v1/users/{id}/revoke-tokens", post(api::user_tokens_revoke), D::new("POST", "Revoke every API token of a user: their scripts stop (administrators)", Body::None, "Object"))
+        .add("/api/v1/users/{id}/sign-in", get(signin_api::admin_user_credentials), D::new("GET", "A user's sessions in force, API tokens and recent sign-ins (administrators)", Body::None, "Object"))
+        .add("/api/v1/users/{id}/sessions/{session}", delete(signin_api::admin_session_revoke), D::new("DELETE", "End one session of a user (administrators)", Body::None, "Object"))
+        .add("/api/v1/users/{id}/tokens/{token}", delete(signin_api::admin_token_revoke), D::new("DELETE", "Revoke one API token of a user (administrators)", Body::None, "Object"))
+        .add("/api/v1/users/{id}/two-factor/reset", post(signin_api::admin_two_factor_reset), D::new("POST", "Remove every second factor of a user who lost them, and end their sessions; they are told (administrators; confirm it is you first)", Body::None, "Object"))
         .add("/api/v1/access/explain", get(access_api::explain), D::new("GET", "Why a user can or cannot do something: the chain of checks (account, module, right, scope, field) and who can change each; about yourself, or anyone for auditors and administrators", Body::None, "Explanation").params(&["user_id", "permission", "record", "field"]))
         .add("/api/v1/access/summary/{id}", get(access_api::summary), D::new("GET", "A user's access: each right and what gives it (role or grant), scope, hidden fields, shared records (`me` for yourself)", Body::None, "Object"))
         .add("/api/v1/access/roles", get(access_api::roles), D::new("GET", "Roles, built in and custom (auditors and administrators)", Body::None, "List"))
@@ -329,7 +356,14 @@ async fn op_id_middleware(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let started = Instant::now();
-    let mut response = OP_ID.scope(op_id.clone(), next.run(request)).await;
+    let context =
+        views::signin::PageContext::of(request.method(), request.uri(), request.headers());
+    let mut response = OP_ID
+        .scope(
+            op_id.clone(),
+            views::signin::PAGE_CONTEXT.scope(context, next.run(request)),
+        )
+        .await;
     let status = response.status().as_u16();
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     if status >= 500 {

@@ -275,8 +275,53 @@ fn static_schemas(schemas: &mut Map<String, Value>) {
         "Login".into(),
         object(
             &["username", "password"],
-            json!({"username": string, "password": string}),
+            json!({"username": string, "password": string, "remember": {"type": "boolean", "description": "Remember this device: stay signed in for 30 days without the idle limit"}}),
         ),
+    );
+    let credential = json!({"type": "object", "description": "The browser's PublicKeyCredential as JSON (credential.toJSON())"});
+    let token = json!({"type": "string", "description": "The token that came with the options"});
+    schemas.insert("SecondFactor".into(), object(&["sign_in_token", "code"], json!({"sign_in_token": string, "code": {"type": "string", "description": "6 digits from the authenticator app, or a recovery code"}})));
+    schemas.insert(
+        "PasskeyOptions".into(),
+        object(
+            &["username"],
+            json!({"username": string, "remember": {"type": "boolean"}}),
+        ),
+    );
+    schemas.insert(
+        "Pending".into(),
+        object(&["sign_in_token"], json!({"sign_in_token": string})),
+    );
+    schemas.insert(
+        "PasskeyAnswer".into(),
+        object(
+            &["token", "credential"],
+            json!({"token": token, "credential": credential}),
+        ),
+    );
+    schemas.insert(
+        "SecondFactorPasskey".into(),
+        object(
+            &["sign_in_token", "token", "credential"],
+            json!({"sign_in_token": string, "token": token, "credential": credential}),
+        ),
+    );
+    schemas.insert("Ceremony".into(), json!({"type": "object", "properties": {"token": string, "options": {"type": "object", "description": "For navigator.credentials (publicKey inside)"}}}));
+    schemas.insert("Confirm".into(), object(&["password"], json!({"password": {"type": "string", "description": "Your password, or a code from your authenticator app, or a recovery code"}})));
+    schemas.insert("TotpConfirm".into(), object(&["factor_id", "code"], json!({"factor_id": {"type": "integer"}, "code": {"type": "string", "pattern": "^[0-9]{6}$"}})));
+    schemas.insert(
+        "PasswordAgain".into(),
+        object(&["password"], json!({"password": string})),
+    );
+    schemas.insert(
+        "FactorRemove".into(),
+        object(&["password"], json!({"password": string, "code": string})),
+    );
+    schemas.insert("PasskeyRegister".into(), object(&["token", "credential"], json!({"token": token, "name": {"type": "string", "maxLength": 100}, "credential": credential})));
+    schemas.insert("NotMe".into(), object(&[], json!({"notice_id": {"type": "integer", "description": "The notice this is about, if any"}})));
+    schemas.insert(
+        "TwoFactorPolicy".into(),
+        object(&["required"], json!({"required": {"type": "boolean"}})),
     );
     schemas.insert("PasswordChange".into(), object(&["current_password", "new_password"], json!({"current_password": string, "new_password": {"type": "string", "minLength": 10}})));
     schemas.insert(
@@ -351,13 +396,6 @@ fn static_schemas(schemas: &mut Map<String, Value>) {
         object(
             &["expected_version"],
             json!({"reason": string, "expected_version": {"type": "integer", "description": "The record's current version, so a change made meanwhile is not overwritten"}}),
-        ),
-    );
-    schemas.insert(
-        "Login".into(),
-        object(
-            &["username", "password"],
-            json!({"username": string, "password": string}),
         ),
     );
     schemas.insert(

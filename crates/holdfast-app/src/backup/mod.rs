@@ -890,6 +890,7 @@ pub async fn restore_records(
     selection: &Selection,
 ) -> Result<Vec<Outcome>, AppError> {
     authorize(actor, Action::Backups)?;
+    crate::step_up::require(app, actor).await?;
     let header = read_header(path, key).map_err(backup_problem)?;
     let found = candidates(app, actor, path, key, selection).await?;
     let reason = format!(

@@ -103,6 +103,9 @@ async fn a_full_disk_answers_507_shows_on_readyz_and_changes_nothing() {
     let app = holdfast_app::App::open(&url, holdfast_app::AppConfig::default(), clock())
         .await
         .unwrap();
+    holdfast_app::two_factor::set_roles_as_system(&app, &[])
+        .await
+        .unwrap();
     let admin_user = holdfast_app::users::create_user_unchecked(
         &app,
         &holdfast_domain::Actor::system(),

@@ -23,6 +23,11 @@ const SEMANTIC: &[&str] = &[
     "archived",
     "invalid_credentials",
     "wrong_password",
+    "wrong_code",
+    "passkey_expired",
+    "sign_in_expired",
+    "no_passkey",
+    "not_a_session",
 ];
 
 /// Which value of a property to generate.
@@ -149,6 +154,7 @@ async fn fixture(app: &TestApp, admin: &Client) -> Fixture {
             ("/api/v1/backups/{id}", "1".into()),
             ("{id}", company.to_string()),
             ("{key}", "fuzzed".into()),
+            ("{role}", "rep".into()),
             ("{module}", "deals".into()),
             ("{decision}", "approve".into()),
             ("{version}", "1".into()),

@@ -12,6 +12,7 @@ fn user(id: i64, name: &str, role: &str, team: Option<i64>) -> UserAccess {
         active: true,
         pending: false,
         must_change_password: false,
+        must_enrol_second_factor: false,
     }
 }
 

@@ -9,6 +9,7 @@ use crate::i18n::{Locale, Tr};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
+use holdfast_app::login::{self, LoginStep};
 use holdfast_app::{AppError, auth, users};
 use holdfast_domain::FieldErrors;
 use maud::{Markup, html};
@@ -19,7 +20,7 @@ use std::net::SocketAddr;
 /// Browsers drop tabs and newlines from URLs and read `\` as `/`, so `/\t/evil.cn` or `/\evil.cn`
 /// would become `//evil.cn`, another site: a path with any control character, white space or
 /// backslash is refused, as is one whose second character (even encoded) is a slash.
-fn safe_next(next: Option<&String>) -> String {
+pub(crate) fn safe_next(next: Option<&String>) -> String {
     let Some(next) = next else {
         return "/".into();
     };
@@ -35,7 +36,7 @@ fn safe_next(next: Option<&String>) -> String {
 }
 
 /// Problems shown above a form that is not about particular fields.
-fn problems(tr: &Tr, errors: &FieldErrors) -> Markup {
+pub(crate) fn problems(tr: &Tr, errors: &FieldErrors) -> Markup {
     html! {
         @if !errors.is_empty() {
             div.problems role="alert" {
@@ -61,9 +62,16 @@ fn login_form(tr: &Tr, csrf: &str, next: &str, username: &str, problem: Option<S
         form.stack method="post" action="/login" {
             (csrf_field(csrf))
             input type="hidden" name="next" value=(next);
-            label { (tr.t("form.username")) input name="username" value=(username) autocomplete="username" required autofocus; }
+            label { (tr.t("form.username")) input name="username" id="login-username" value=(username) autocomplete="username webauthn" required autofocus; }
             label { (tr.t("form.password")) input type="password" name="password" autocomplete="current-password" required; }
+            label.check { input type="checkbox" name="remember" value="yes" id="login-remember"; " " (tr.t("login.remember")) }
             button.primary type="submit" { (tr.t("login.submit")) }
+        }
+        div.passkey-only hidden {
+            p { (tr.t("signin.or")) }
+            button type="button" data-passkey="login" data-next=(next) data-failed=(tr.t("signin.passkey_failed")) data-need-name=(tr.t("signin.passkey_need_name")) {
+                (tr.t("signin.sign_in_with_passkey"))
+            }
         }
     }
 }
@@ -99,31 +107,20 @@ pub async fn login_post(
     form: Form,
 ) -> Response {
     let tr = &visitor.tr;
-    let address = crate::extract::client_address(&state.app, peer, &headers);
-    let attempt = auth::LoginAttempt {
+    let client = crate::extract::SignInClient::of(&state.app, peer, &headers);
+    let attempt = login::LoginAttempt {
         username: form.get("username"),
         password: form.get("password"),
-        address: Some(&address),
-        user_agent: headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok()),
+        client: client.client(),
+        remember: form.get("remember") == "yes",
     };
     let next = safe_next(form.0.get("next"));
-    match auth::login(&state.app, &current_op_id(), attempt).await {
-        Ok(session) => {
-            // A password an administrator chose is replaced before anything else.
-            let next = if session.user.must_change_password && !session.user.pending {
-                "/settings?notice=password_change_required#password".to_owned()
-            } else {
-                next
-            };
-            let mut response = Redirect::to(&next).into_response();
-            if let Ok(value) =
-                HeaderValue::from_str(&session_set_cookie(&state.app, Some(&session)))
-            {
-                response.headers_mut().append(header::SET_COOKIE, value);
-            }
-            response
+    match login::login(&state.app, &current_op_id(), attempt).await {
+        Ok(LoginStep::Session(session)) => {
+            super::signin::signed_in_redirect(&state, &session, next)
+        }
+        Ok(LoginStep::SecondFactor(pending)) => {
+            super::signin::second_step_redirect(&state, &pending.token, &next)
         }
         Err(error) => {
             let (status, problem) = match &error {
@@ -273,15 +270,27 @@ pub async fn logout_post(State(state): State<WebState>, page: Page, _form: Form)
     response
 }
 
+/// What the settings page shows besides the user's settings: problems with the last form,
+/// secrets shown once.
+#[derive(Default)]
+pub struct SettingsNotes<'a> {
+    pub password_errors: FieldErrors,
+    pub new_token: Option<&'a str>,
+    pub two_factor: super::signin::TwoFactorNotes<'a>,
+}
+
 async fn settings_body(
     state: &WebState,
     page: &Page,
-    password_errors: &FieldErrors,
-    new_token: Option<&str>,
+    notes: &SettingsNotes<'_>,
 ) -> Result<Markup, AppError> {
+    let password_errors = &notes.password_errors;
+    let new_token = notes.new_token;
     let tr = &page.tr;
     let tokens = auth::my_tokens(&state.app, &page.actor).await?;
     let sessions = auth::my_sessions(&state.app, &page.actor).await?;
+    let two_factor = super::signin::two_factor_section(state, page, &notes.two_factor).await?;
+    let history = login::my_history(&state.app, &page.actor).await?;
     Ok(html! {
         section.card {
             h2 { (tr.t("settings.language")) }
@@ -309,6 +318,7 @@ async fn settings_body(
                 button type="submit" { (tr.t("settings.change_password")) }
             }
         }
+        (two_factor)
         section.card {
             h2 { (tr.t("settings.tokens")) }
             p { (tr.t("settings.tokens_help")) }
@@ -361,21 +371,21 @@ async fn settings_body(
                 }
             }
         }
+        (super::signin::history_section(tr, &history))
     })
 }
 
 pub async fn settings_page(State(state): State<WebState>, page: Page) -> Response {
-    render_settings(&state, &page, &FieldErrors::default(), None, StatusCode::OK).await
+    render_settings_with(&state, &page, &SettingsNotes::default(), StatusCode::OK).await
 }
 
-async fn render_settings(
+pub(crate) async fn render_settings_with(
     state: &WebState,
     page: &Page,
-    errors: &FieldErrors,
-    new_token: Option<&str>,
+    notes: &SettingsNotes<'_>,
     status: StatusCode,
 ) -> Response {
-    match settings_body(state, page, errors, new_token).await {
+    match settings_body(state, page, notes).await {
         Ok(body) => html_status(
             status,
             super::layout::frame(page, page.tr.t("settings.title"), "settings", body),
@@ -388,7 +398,11 @@ async fn render_settings(
 
 /// The settings page again, with what was wrong with the last form.
 async fn settings_refused(state: &WebState, page: &Page, errors: &FieldErrors) -> Response {
-    render_settings(state, page, errors, None, StatusCode::UNPROCESSABLE_ENTITY).await
+    let notes = SettingsNotes {
+        password_errors: errors.clone(),
+        ..Default::default()
+    };
+    render_settings_with(state, page, &notes, StatusCode::UNPROCESSABLE_ENTITY).await
 }
 
 pub async fn password_post(State(state): State<WebState>, page: Page, form: Form) -> Response {
@@ -420,14 +434,11 @@ pub async fn token_create_post(State(state): State<WebState>, page: Page, form: 
     };
     match auth::create_token(&state.app, &page.actor, &current_op_id(), request).await {
         Ok(token) => {
-            render_settings(
-                &state,
-                &page,
-                &FieldErrors::default(),
-                Some(&token.secret),
-                StatusCode::OK,
-            )
-            .await
+            let notes = SettingsNotes {
+                new_token: Some(&token.secret),
+                ..Default::default()
+            };
+            render_settings_with(&state, &page, &notes, StatusCode::OK).await
         }
         Err(AppError::Invalid(errors)) => settings_refused(&state, &page, &errors).await,
         Err(error) => error_page(&page.tr, error),

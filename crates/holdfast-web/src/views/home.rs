@@ -16,6 +16,16 @@ pub async fn home(State(state): State<WebState>, page: Page) -> Response {
     if page.user.must_change_password && !page.user.pending {
         return super::redirect("/settings", "password_change_required");
     }
+    if !page.user.pending
+        && page
+            .actor
+            .access
+            .users
+            .get(&page.user.id)
+            .is_some_and(|u| u.must_enrol_second_factor)
+    {
+        return super::redirect("/settings#two-factor", "second_factor_required");
+    }
     if page.user.pending {
         // A pending account sees only that it waits, and for whom.
         let tr = &page.tr;
@@ -114,7 +124,9 @@ async fn body(state: &WebState, page: &Page) -> Result<Markup, AppError> {
         .await?
         .len();
     let unread = holdfast_app::access::unread_notifications(&state.app, &page.actor).await?;
+    let notices = super::signin::notices_card(state, page).await?;
     Ok(html! {
+        (notices)
         (database)
         (alert)
         (security)

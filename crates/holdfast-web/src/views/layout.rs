@@ -96,6 +96,7 @@ pub fn frame(page: &Page, title: &str, active: &str, body: Markup) -> Markup {
                             }
                             @if page.actor.is_admin() {
                                 li { a href="/admin/backups" aria-current=[("backups" == active).then_some("page")] { (tr.t("nav.backups")) } }
+                                li { a href="/admin/sign-in" aria-current=[("admin_signin" == active).then_some("page")] { (tr.t("nav.sign_in")) } }
                             }
                             @if holdfast_domain::access::authorize(&page.actor, holdfast_domain::Action::Audit).is_ok() {
                                 li { a href="/admin/security" aria-current=[("security" == active).then_some("page")] { (tr.t("nav.security")) } }

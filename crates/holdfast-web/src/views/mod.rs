@@ -20,6 +20,7 @@ pub mod account;
 pub mod admin;
 pub mod admin_access;
 pub mod admin_roles;
+pub mod admin_signin;
 pub mod backups;
 pub mod bin;
 pub mod board;
@@ -27,6 +28,7 @@ pub mod home;
 pub mod layout;
 pub mod records;
 pub mod security;
+pub mod signin;
 
 use crate::WebState;
 use crate::error::current_op_id;
@@ -119,6 +121,17 @@ pub const ERROR_CODES: &[&str] = &[
     "revert_incomplete",
     "not_grantable",
     "own_request",
+    "wrong_code",
+    "second_factor_required",
+    "step_up_required",
+    "sign_in_expired",
+    "no_passkey",
+    "passkey_refused",
+    "passkey_expired",
+    "passkeys_unavailable",
+    "no_second_factor",
+    "unknown_role",
+    "not_a_session",
 ];
 
 /// How a page route is reached, for the test that every page checks who is asking.
@@ -168,7 +181,63 @@ pub fn pages() -> (Router<WebState>, Vec<PageDoc>) {
         true,
         false,
     );
+    add(
+        "/login/second-factor",
+        get(signin::second_factor_page).post(signin::second_factor_post),
+        GP,
+        true,
+        false,
+    );
     add("/language", post(account::language_post), P, true, false);
+    add(
+        "/confirm",
+        get(signin::confirm_page).post(signin::confirm_post),
+        GP,
+        false,
+        false,
+    );
+    add(
+        "/settings/two-factor/totp",
+        post(signin::totp_start_post),
+        P,
+        false,
+        false,
+    );
+    add(
+        "/settings/two-factor/totp/confirm",
+        post(signin::totp_confirm_post),
+        P,
+        false,
+        false,
+    );
+    add(
+        "/settings/two-factor/recovery-codes",
+        post(signin::recovery_codes_post),
+        P,
+        false,
+        false,
+    );
+    add(
+        "/settings/two-factor/{id}/remove",
+        post(signin::factor_remove_post),
+        P,
+        false,
+        false,
+    );
+    add(
+        "/notices/{id}/ack",
+        post(signin::notice_ack_post),
+        P,
+        false,
+        false,
+    );
+    add(
+        "/notices/{id}/not-me",
+        post(signin::not_me_post),
+        P,
+        false,
+        false,
+    );
     add("/logout", post(account::logout_post), P, false, false);
     add("/", get(home::home), G, false, false);
     add("/settings", get(account::settings_page), G, false, false);
@@ -298,6 +367,49 @@ pub fn pages() -> (Router<WebState>, Vec<PageDoc>) {
     add(
         "/admin/access/modules/{module}",
         post(admin_access::module_post),
+        P,
+        false,
+        true,
+    );
+    add("/admin/sign-in", get(admin_signin::page), G, false, true);
+    add(
+        "/admin/sign-in/roles/{key}",
+        post(admin_signin::policy_post),
+        P,
+        false,
+        true,
+    );
+    add(
+        "/admin/sign-in/throttles/clear",
+        post(admin_signin::throttle_clear_post),
+        P,
+        false,
+        true,
+    );
+    add(
+        "/admin/users/{id}/sign-in",
+        get(admin_signin::user_page),
+        G,
+        false,
+        true,
+    );
+    add(
+        "/admin/users/{id}/two-factor/reset",
+        post(admin_signin::reset_post),
+        P,
+        false,
+        true,
+    );
+    add(
+        "/admin/users/{id}/sessions/{session}/revoke",
+        post(admin_signin::session_revoke_post),
+        P,
+        false,
+        true,
+    );
+    add(
+        "/admin/users/{id}/tokens/{token}/revoke",
+        post(admin_signin::token_revoke_post),
         P,
         false,
         true,
@@ -484,14 +596,7 @@ pub struct Visitor {
 }
 
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value.to_owned())
+    crate::extract::cookie_value(headers, name)
 }
 
 /// The language for a request: the user's choice, else the visitor's cookie, else the browser.
@@ -701,8 +806,13 @@ pub fn html_status(status: StatusCode, markup: Markup, csrf: &str, new_csrf: boo
 
 /// After a successful post: back to `to`, with a notice key the next page translates.
 pub fn redirect(to: &str, notice: &str) -> Response {
-    let sep = if to.contains('?') { '&' } else { '?' };
-    Redirect::to(&format!("{to}{sep}notice={notice}")).into_response()
+    // The notice goes into the query, before any `#section`, or the server never sees it.
+    let (path, fragment) = match to.split_once('#') {
+        Some((path, fragment)) => (path, format!("#{fragment}")),
+        None => (to, String::new()),
+    };
+    let sep = if path.contains('?') { '&' } else { '?' };
+    Redirect::to(&format!("{path}{sep}notice={notice}{fragment}")).into_response()
 }
 
 /// The translated message for an error code, falling back to the use case's own words.
@@ -715,6 +825,7 @@ pub fn error_message(tr: &Tr, code: &str, fallback: &str) -> String {
 /// A page for an error that is not about one form field.
 pub fn error_page(tr: &Tr, error: AppError) -> Response {
     match error {
+        AppError::StepUpRequired => signin::step_up_page(tr),
         AppError::NotFound { what } => {
             error_page_status(tr, StatusCode::NOT_FOUND, "not_found", Some(&what))
         }
