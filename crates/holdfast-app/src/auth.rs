@@ -240,7 +240,14 @@ pub async fn authenticate_token(app: &App, token: &str) -> Result<(Actor, bool),
     {
         app.db.touch_token(row.id, now).await?;
     }
-    let actor = actor_of(app, &user, ActorKind::ApiToken { token_id: row.id }).await?;
+    let mut actor = actor_of(app, &user, ActorKind::ApiToken { token_id: row.id }).await?;
+    if let Some(keys) = &row.modules {
+        let modules = keys
+            .iter()
+            .filter_map(|key| holdfast_domain::Module::parse(key))
+            .collect();
+        actor.access = std::sync::Arc::new(actor.access.limited_to(user.id, &modules));
+    }
     Ok((actor, row.read_only))
 }
 
@@ -327,9 +334,15 @@ pub struct TokenRequest<'a> {
     pub expires_in_days: Option<i64>,
     /// The token may read but never change anything.
     pub read_only: bool,
-    /// The user's password, asked again: whoever sits at an unlocked browser, or holds a
-    /// stolen session, cannot mint a lasting credential with it.
+    /// The user's password (or a code from their authenticator app), asked again: whoever
+    /// sits at an unlocked browser, or holds a stolen session, cannot mint a lasting credential
+    /// with it.
     pub password: &'a str,
+    /// Only these modules (keys such as `contacts`); `None`: all the user's rights.
+    pub modules: Option<Vec<String>>,
+    /// No expiry: only where the administrators' policy allows it
+    /// (`AppConfig::tokens_may_never_expire`).
+    pub never_expires: bool,
 }
 
 /// A user makes an API token for themselves: only from a signed-in browser session (a token
@@ -347,6 +360,15 @@ pub async fn create_token(
         )));
     }
     let days = request.expires_in_days.unwrap_or(TOKEN_DEFAULT_DAYS);
+    if request.never_expires && !app.config.tokens_may_never_expire {
+        return Err(AppError::invalid(
+            "never_expires",
+            "not_allowed",
+            format!(
+                "Every API token here expires (at most {TOKEN_MAX_DAYS} days): the administrators' policy ([login] tokens_may_never_expire) does not allow tokens without an expiry"
+            ),
+        ));
+    }
     if !(1..=TOKEN_MAX_DAYS).contains(&days) {
         return Err(AppError::invalid(
             "expires_in_days",
@@ -356,18 +378,76 @@ pub async fn create_token(
             ),
         ));
     }
+    let modules = match &request.modules {
+        Some(keys) => Some(token_modules(keys)?),
+        None => None,
+    };
     let user = active_user(app, actor.user_id).await?;
-    require_password(app, &user, "password", request.password).await?;
+    require_password_or_code(app, &user, request.password).await?;
     mint_token(
         app,
         actor,
         op_id,
-        request.name,
-        Some(days),
-        request.read_only,
-        true,
+        NewTokenSpec {
+            name: request.name,
+            expires_in_days: (!request.never_expires).then_some(days),
+            read_only: request.read_only,
+            modules,
+            notify: true,
+        },
     )
     .await
+}
+
+/// The modules a token is limited to, each a module key; at least one.
+fn token_modules(keys: &[String]) -> Result<Vec<String>, AppError> {
+    let mut modules = std::collections::BTreeSet::new();
+    for key in keys {
+        let module = holdfast_domain::Module::parse(key.trim()).ok_or_else(|| {
+            let known: Vec<&str> = holdfast_domain::Module::ALL
+                .iter()
+                .map(|m| m.key())
+                .collect();
+            AppError::invalid(
+                "modules",
+                "invalid_choice",
+                format!("{key:?} is not a module; choose from {}", known.join(", ")),
+            )
+        })?;
+        modules.insert(module.key().to_owned());
+    }
+    if modules.is_empty() {
+        return Err(AppError::invalid(
+            "modules",
+            "required",
+            "Name at least one module, or leave the list out for all of your rights",
+        ));
+    }
+    Ok(modules.into_iter().collect())
+}
+
+/// The password again, or a current code from the user's authenticator app.
+async fn require_password_or_code(app: &App, user: &UserRow, answer: &str) -> Result<(), AppError> {
+    let looks_like_code =
+        answer.trim().len() == 6 && answer.trim().chars().all(|c| c.is_ascii_digit());
+    if looks_like_code {
+        let mut tx = app.db.begin_write_in_read_only_mode(app.now()).await?;
+        if crate::two_factor::prove_second_factor(app, &mut tx, user, answer.trim()).await? {
+            tx.commit().await?;
+            return Ok(());
+        }
+    }
+    require_password(app, user, "password", answer).await
+}
+
+/// What [`mint_token`] makes.
+struct NewTokenSpec<'a> {
+    name: &'a str,
+    expires_in_days: Option<i64>,
+    read_only: bool,
+    modules: Option<Vec<String>>,
+    /// Tell the user (a token they made; not the server's own test and bench tokens).
+    notify: bool,
 }
 
 /// Issues a read-write token without asking for the password, for the server's own use: test
@@ -379,18 +459,29 @@ pub async fn issue_token(
     name: &str,
     expires_in_days: Option<i64>,
 ) -> Result<NewToken, AppError> {
-    mint_token(app, actor, op_id, name, expires_in_days, false, false).await
+    let spec = NewTokenSpec {
+        name,
+        expires_in_days,
+        read_only: false,
+        modules: None,
+        notify: false,
+    };
+    mint_token(app, actor, op_id, spec).await
 }
 
 async fn mint_token(
     app: &App,
     actor: &Actor,
     op_id: &str,
-    name: &str,
-    expires_in_days: Option<i64>,
-    read_only: bool,
-    notify: bool,
+    spec: NewTokenSpec<'_>,
 ) -> Result<NewToken, AppError> {
+    let NewTokenSpec {
+        name,
+        expires_in_days,
+        read_only,
+        modules,
+        notify,
+    } = spec;
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 100 {
         return Err(AppError::invalid(
@@ -406,16 +497,19 @@ async fn mint_token(
         actor,
         op_id,
         "token.create",
-        json!({"name": name, "read_only": read_only, "expires_at": expires_at.map(Timestamp::to_rfc3339)}),
+        json!({"name": name, "read_only": read_only, "modules": modules, "expires_at": expires_at.map(Timestamp::to_rfc3339)}),
     );
     let mut tx = app.db.begin_write(now).await?;
     let id = tx
         .create_token(
-            actor.user_id,
-            name,
-            &sha256_hex(&secret),
-            expires_at,
-            read_only,
+            &holdfast_store::NewTokenRow {
+                user_id: actor.user_id,
+                name,
+                token_hash: &sha256_hex(&secret),
+                expires_at,
+                read_only,
+                modules: modules.as_deref(),
+            },
             audit,
         )
         .await?;
@@ -438,6 +532,7 @@ async fn mint_token(
         expires_at,
         revoked_at: None,
         read_only,
+        modules,
     };
     Ok(NewToken { secret, token })
 }

@@ -61,6 +61,9 @@ pub struct AppConfig {
     /// `None`: the address each browser used.
     pub public_url: Option<String>,
     pub login_window_minutes: i64,
+    /// Users may make API tokens without an expiry (the administrators' policy; off by
+    /// default: every token expires within a year).
+    pub tokens_may_never_expire: bool,
     /// Users reach Holdfast over HTTPS (served by Holdfast itself, or by a proxy in front):
     /// cookies are `Secure` and `__Host-` named, and responses tell browsers to stay on HTTPS.
     pub https: bool,
@@ -115,6 +118,7 @@ impl Default for AppConfig {
             session_remember_days: 30,
             public_url: None,
             login_window_minutes: 15,
+            tokens_may_never_expire: false,
             https: false,
             transport: security::Transport::Loopback,
             database_key: None,

@@ -193,6 +193,7 @@ pub struct LoginConfig {
     pub max_failures_per_address: i64,
     pub max_failures_per_client_and_account: i64,
     pub window_minutes: i64,
+    pub tokens_may_never_expire: bool,
 }
 
 impl Default for Config {
@@ -255,6 +256,7 @@ impl Default for LoginConfig {
             max_failures_per_address: app.login_max_failures_per_address,
             max_failures_per_client_and_account: app.login_max_failures_per_client_and_account,
             window_minutes: app.login_window_minutes,
+            tokens_may_never_expire: app.tokens_may_never_expire,
         }
     }
 }
@@ -607,6 +609,7 @@ impl Config {
                 .login
                 .max_failures_per_client_and_account,
             login_window_minutes: self.login.window_minutes,
+            tokens_may_never_expire: self.login.tokens_may_never_expire,
             session_remember_days: self.sessions.remember_days,
             public_url: Some(self.public_url.trim().to_owned()).filter(|url| !url.is_empty()),
             utc_offset_minutes: parse_utc_offset(&self.utc_offset).unwrap_or(0),

@@ -391,6 +391,44 @@ pub struct AccessConfig {
 }
 
 impl AccessConfig {
+    /// The settings as an API token limited to `modules` sees them: the user's role keeps only
+    /// its rights on those modules (as a role of its own, so an administrator's token is not
+    /// an administrator's), and only grants on those modules count.
+    pub fn limited_to(&self, user_id: i64, modules: &BTreeSet<Module>) -> AccessConfig {
+        let mut config = self.clone();
+        let Some(user) = config.users.get(&user_id).cloned() else {
+            return config;
+        };
+        if let Some(role) = config.role(&user.role).cloned() {
+            let names: Vec<&str> = modules.iter().map(|m| m.key()).collect();
+            let limited = RoleDef {
+                key: format!("{}+token", role.key),
+                name: format!("{} ({})", role.name, names.join(", ")),
+                built_in: false,
+                rights: role
+                    .rights
+                    .iter()
+                    .filter(|(module, _)| modules.contains(module))
+                    .copied()
+                    .collect(),
+                scope: role.scope,
+                fields: role.fields.clone(),
+            };
+            if let Some(access) = config.users.get_mut(&user_id) {
+                access.role = limited.key.clone();
+            }
+            config.roles.push(limited);
+        }
+        config.grants.retain(|grant| {
+            grant.user_id != user_id
+                || match grant.kind {
+                    GrantKind::Permission((module, _)) => modules.contains(&module),
+                    GrantKind::Record { entity, .. } => modules.contains(&Module::of(entity)),
+                }
+        });
+        config
+    }
+
     pub fn role(&self, key: &str) -> Option<&RoleDef> {
         self.roles.iter().find(|r| r.key == key)
     }

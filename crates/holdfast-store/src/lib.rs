@@ -33,7 +33,8 @@ pub use read::{
 pub use signin::{ChallengeRow, LoginEventRow, SecondFactorRow};
 pub use snapshot::{ColumnSpec, Snapshot, TableSpec};
 pub use write::{
-    AuditDraft, NewSessionRow, NewUser, RecordWrite, SessionScope, UserUpdate, Via, WriteTx,
+    AuditDraft, NewSessionRow, NewTokenRow, NewUser, RecordWrite, SessionScope, UserUpdate, Via,
+    WriteTx,
 };
 
 use anyhow::Context as _;

@@ -223,6 +223,8 @@ pub struct TokenRow {
     pub revoked_at: Option<Timestamp>,
     /// Reads only: any change made with it is refused.
     pub read_only: bool,
+    /// The modules it may use (keys such as `contacts`); `None`: all its user's rights.
+    pub modules: Option<Vec<String>>,
 }
 
 /// Open deals of one stage, summed per currency.
@@ -238,7 +240,7 @@ pub struct StageTotal {
 const USER_COLUMNS: &str = "id, username, display_name, password_hash, role, active, created_at, last_login_at, locale, team_id, pending, must_change_password";
 const SESSION_COLUMNS: &str = "id, user_id, created_at, last_seen_at, expires_at, revoked_at, address, user_agent, verified_at, method, remembered";
 const TOKEN_COLUMNS: &str =
-    "id, user_id, name, created_at, last_used_at, expires_at, revoked_at, read_only";
+    "id, user_id, name, created_at, last_used_at, expires_at, revoked_at, read_only, modules";
 /// Versions with the name of the user who made each (a LEFT JOIN: system changes have no user).
 const VERSION_SELECT: &str = "SELECT v.entity, v.record_id, v.version, v.action, v.at, v.actor_id, u.username, v.op_id, v.reason, v.changed, v.snapshot
      FROM record_versions v LEFT JOIN users u ON u.id = v.actor_id";
@@ -1427,5 +1429,8 @@ fn token_from_row(row: &AnyRow) -> anyhow::Result<TokenRow> {
         expires_at: row.try_get::<Option<i64>, _>(5)?.map(Timestamp),
         revoked_at: row.try_get::<Option<i64>, _>(6)?.map(Timestamp),
         read_only: row.try_get::<i64, _>(7)? == 1,
+        modules: row
+            .try_get::<Option<String>, _>(8)?
+            .and_then(|json| serde_json::from_str(&json).ok()),
     })
 }

@@ -419,11 +419,12 @@ ALTER TABLE api_tokens ADD COLUMN read_only BIGINT NOT NULL DEFAULT 0;
     },
     Migration {
         version: 11,
-        name: "sign-in: second factors, recovery codes, sign-in history, known devices, step-up",
+        name: "sign-in: second factors, recovery codes, sign-in history, known devices, step-up, token modules",
         sql: r#"
 ALTER TABLE sessions ADD COLUMN verified_at BIGINT;
 ALTER TABLE sessions ADD COLUMN method TEXT;
 ALTER TABLE sessions ADD COLUMN remembered BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE api_tokens ADD COLUMN modules TEXT;
 CREATE TABLE second_factors (
     id {pk},
     user_id BIGINT NOT NULL REFERENCES users (id),

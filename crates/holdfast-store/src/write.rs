@@ -298,6 +298,17 @@ pub struct NewSessionRow<'a> {
     pub remembered: bool,
 }
 
+/// An API token to make (only its hash is stored).
+pub struct NewTokenRow<'a> {
+    pub user_id: i64,
+    pub name: &'a str,
+    pub token_hash: &'a str,
+    pub expires_at: Option<Timestamp>,
+    pub read_only: bool,
+    /// Module keys it is limited to; `None`: all its user's rights.
+    pub modules: Option<&'a [String]>,
+}
+
 /// Which of a user's sessions to revoke.
 #[derive(Debug, Clone, Copy)]
 pub enum SessionScope {
@@ -944,22 +955,24 @@ impl WriteTx {
 
     pub async fn create_token(
         &mut self,
-        user_id: i64,
-        name: &str,
-        token_hash: &str,
-        expires_at: Option<Timestamp>,
-        read_only: bool,
+        token: &NewTokenRow<'_>,
         audit: AuditDraft,
     ) -> Result<i64, StoreError> {
+        let modules = token
+            .modules
+            .map(serde_json::to_string)
+            .transpose()
+            .context("encoding modules")?;
         let row = sqlx::query(
-            "INSERT INTO api_tokens (user_id, name, token_hash, created_at, expires_at, read_only) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            "INSERT INTO api_tokens (user_id, name, token_hash, created_at, expires_at, read_only, modules) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
         )
-        .bind(user_id)
-        .bind(name.to_owned())
-        .bind(token_hash.to_owned())
+        .bind(token.user_id)
+        .bind(token.name.to_owned())
+        .bind(token.token_hash.to_owned())
         .bind(self.now.micros())
-        .bind(expires_at.map(Timestamp::micros))
-        .bind(i64::from(read_only))
+        .bind(token.expires_at.map(Timestamp::micros))
+        .bind(i64::from(token.read_only))
+        .bind(modules)
         .fetch_one(&mut *self.tx)
         .await?;
         let id = row.try_get::<i64, _>(0)?;

@@ -541,6 +541,7 @@ pub(crate) fn token_json(token: &TokenRow) -> Value {
         "expires_at": time(token.expires_at),
         "revoked_at": time(token.revoked_at),
         "read_only": token.read_only,
+        "modules": token.modules,
     })
 }
 
@@ -557,8 +558,13 @@ pub struct TokenBody {
     expires_in_days: Option<i64>,
     #[serde(default)]
     read_only: bool,
-    /// The user's password, asked again.
+    /// The user's password (or a code from their authenticator app), asked again.
     password: String,
+    /// Only these modules; left out: all of the user's rights.
+    #[serde(default)]
+    modules: Option<Vec<String>>,
+    #[serde(default)]
+    never_expires: bool,
 }
 
 pub async fn me_token_create(
@@ -571,6 +577,8 @@ pub async fn me_token_create(
         expires_in_days: body.expires_in_days,
         read_only: body.read_only,
         password: &body.password,
+        modules: body.modules,
+        never_expires: body.never_expires,
     };
     let token = auth::create_token(&state.app, &actor, &current_op_id(), request).await?;
     let mut out = token_json(&token.token);

@@ -232,3 +232,21 @@ fn permission_keys_round_trip_and_refuse_nonsense() {
     assert_eq!(parse_permission("deals"), None);
     assert_eq!(parse_permission("ships.view"), None);
 }
+
+#[test]
+fn a_token_limited_to_modules_keeps_only_those_rights() {
+    let contacts_only: BTreeSet<Module> = [Module::Contacts].into();
+    let limited = org().limited_to(1, &contacts_only);
+    let admin = actor(&limited, 1);
+    assert!(authorize(&admin, Action::Read(Entity::Contact)).is_ok());
+    assert!(authorize(&admin, Action::Update(Entity::Contact)).is_ok());
+    assert_eq!(
+        authorize(&admin, Action::Read(Entity::Deal)).map_err(|d| d.code),
+        Err("no_right")
+    );
+    // An administrator's token limited to contacts is not an administrator's.
+    assert!(!admin.is_admin());
+    assert!(authorize(&admin, Action::Administer).is_err());
+    // Everyone else is as before.
+    assert!(authorize(&actor(&limited, 2), Action::Read(Entity::Deal)).is_ok());
+}

@@ -334,7 +334,12 @@ async fn settings_body(
                     tbody {
                         @for token in &tokens {
                             tr {
-                                td { (token.name) }
+                                td {
+                                    (token.name)
+                                    @if let Some(modules) = &token.modules {
+                                        " · " (modules.iter().map(|m| tr.or(&format!("module.{m}"), m).to_owned()).collect::<Vec<_>>().join(", "))
+                                    }
+                                }
                                 td { (tr.datetime(token.created_at)) }
                                 td { (token.last_used_at.map(|t| tr.datetime(t)).unwrap_or_else(|| "—".into())) }
                                 td { @if token.revoked_at.is_some() { (tr.t("state.revoked")) } @else { (tr.t("state.active")) } }
@@ -356,6 +361,17 @@ async fn settings_body(
                 label { (tr.t("form.token_name")) input name="name" required maxlength="100"; }
                 label { (tr.t("settings.token_days")) input name="expires_in_days" type="number" min="1" max="365" value="90"; }
                 label { input type="checkbox" name="read_only" value="yes"; " " (tr.t("settings.token_read_only")) }
+                @if state.app.config.tokens_may_never_expire {
+                    label { input type="checkbox" name="never_expires" value="yes"; " " (tr.t("settings.token_never_expires")) }
+                }
+                fieldset.modules {
+                    legend { (tr.t("settings.token_modules")) }
+                    @for module in holdfast_domain::Module::ALL {
+                        @if page.actor.access.role(&page.user.role).is_some_and(|r| r.rights.iter().any(|(m, _)| *m == module)) {
+                            label { input type="checkbox" name=(format!("module_{}", module.key())) value="yes"; " " (tr.t(&format!("module.{}", module.key()))) }
+                        }
+                    }
+                }
                 label { (tr.t("settings.token_password")) input type="password" name="password" required autocomplete="current-password"; }
                 button type="submit" { (tr.t("settings.create_token")) }
             }
@@ -431,6 +447,16 @@ pub async fn token_create_post(State(state): State<WebState>, page: Page, form: 
         expires_in_days: form.get("expires_in_days").trim().parse().ok(),
         read_only: form.get("read_only") == "yes",
         password: form.get("password"),
+        // Ticked modules limit the token; none ticked: all of the user's rights.
+        modules: {
+            let ticked: Vec<String> = holdfast_domain::Module::ALL
+                .iter()
+                .filter(|m| form.get(&format!("module_{}", m.key())) == "yes")
+                .map(|m| m.key().to_owned())
+                .collect();
+            (!ticked.is_empty()).then_some(ticked)
+        },
+        never_expires: form.get("never_expires") == "yes",
     };
     match auth::create_token(&state.app, &page.actor, &current_op_id(), request).await {
         Ok(token) => {
