@@ -229,8 +229,36 @@ async fn journey(app: &TestApp, driver: &crate::browser::Driver, lang: &'static 
     let history = app.app.db.login_events(None, 1).await.unwrap().remove(0);
     assert_eq!(history.method, "passkey");
     assert_eq!(history.outcome, "success");
-    j.go("/settings").await;
+    // The passkey as the second step after the password, and to confirm it's you.
+    j.sign_out().await;
+    j.password("mei").await;
+    assert_eq!(j.path().await, "/login/second-factor");
+    j.click_and_wait_for("button[data-passkey=second-factor]", "/")
+        .await;
+    app.clock.advance_seconds(11 * 60);
+    j.go("/confirm?next=/settings").await;
+    j.shot("signin-confirm").await;
+    j.click_and_wait_for("button[data-passkey=confirm]", "/settings")
+        .await;
+    let last = app.app.db.login_events(None, 1).await.unwrap().remove(0);
+    assert_eq!(last.method, "password+passkey");
     j.shot("signin-history").await;
+    let confirmed = app
+        .app
+        .db
+        .query_i64_for_tests("SELECT COUNT(*) FROM audit_log WHERE action = 'auth.step_up'")
+        .await
+        .unwrap();
+    assert_eq!(confirmed, 1, "the passkey confirmed the session");
+
+    // An administrator sees who has enrolled, and the sign-ins.
+    j.sign_out().await;
+    app.user("boss", "admin").await;
+    j.password("boss").await;
+    j.go("/admin/sign-in").await;
+    let enrolment = j.text("#enrolment").await;
+    assert!(enrolment.contains("mei"), "{enrolment}");
+    j.shot("signin-admin").await;
     j.browser.close().await.unwrap();
 }
 
