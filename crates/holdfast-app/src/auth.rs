@@ -199,7 +199,7 @@ pub async fn session_user(app: &App, token: &str) -> Result<(Actor, UserRow), Ap
             "Your session ended after a period of inactivity; log in again",
         ));
     }
-    let user = require_active(user)?;
+    let user = require_unfrozen(require_active(user)?)?;
     if session.last_seen_at.plus_seconds(TOUCH_INTERVAL_SECONDS) <= now {
         app.db.touch_session(session.id, now).await?;
     }
@@ -233,7 +233,27 @@ pub async fn authenticate_token(app: &App, token: &str) -> Result<(Actor, bool),
     if row.expires_at.is_some_and(|at| at <= now) {
         return Err(invalid("This API token has expired"));
     }
-    let user = require_active(user)?;
+    let user = require_unfrozen(require_active(user)?)?;
+    if let Some(at) = row.frozen_at {
+        return Err(AppError::Unauthenticated {
+            code: "token_frozen",
+            message: format!(
+                "An administrator suspended this API token on {}; it works again when they resume it",
+                at.to_rfc3339()
+            ),
+        });
+    }
+    if let Some(lockdown) = app.access_config().await?.lockdown.clone() {
+        return Err(AppError::Unauthenticated {
+            code: "lockdown",
+            message: format!(
+                "Every API token is suspended while Holdfast is locked down (since {}, by {}: {}); sign in with a browser, or wait until an administrator lifts the lockdown",
+                lockdown.since.to_rfc3339(),
+                lockdown.by,
+                lockdown.reason
+            ),
+        });
+    }
     if row
         .last_used_at
         .is_none_or(|at| at.plus_seconds(TOUCH_INTERVAL_SECONDS) <= now)
@@ -263,6 +283,20 @@ fn require_active(user: UserRow) -> Result<UserRow, AppError> {
         Ok(user)
     } else {
         Err(deactivated())
+    }
+}
+
+/// A frozen user's sessions and tokens are refused with the reason, until the freeze is lifted.
+fn require_unfrozen(user: UserRow) -> Result<UserRow, AppError> {
+    match &user.frozen {
+        Some((at, reason)) => Err(AppError::Unauthenticated {
+            code: "account_frozen",
+            message: format!(
+                "An administrator froze this account on {} ({reason}); every session and API token of it is suspended until they lift the freeze",
+                at.to_rfc3339()
+            ),
+        }),
+        None => Ok(user),
     }
 }
 
@@ -533,6 +567,7 @@ async fn mint_token(
         revoked_at: None,
         read_only,
         modules,
+        frozen_at: None,
     };
     Ok(NewToken { secret, token })
 }

@@ -11,6 +11,7 @@ pub mod access;
 pub mod auth;
 pub mod backup;
 pub mod clock;
+pub mod containment;
 pub mod db_health;
 pub mod error;
 pub mod home;

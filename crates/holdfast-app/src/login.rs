@@ -130,12 +130,14 @@ pub async fn login(
     // A deactivated account gets the answer a wrong password gets: a right password must not be
     // confirmed to whoever holds it (the account may have been closed because it leaked).
     let user = match user {
-        Some(user) if verified && user.active => user,
-        Some(_) => {
-            let outcome = if verified {
-                "deactivated"
-            } else {
-                "wrong_password"
+        Some(user) if verified && user.active && user.frozen.is_none() => user,
+        Some(user) => {
+            // A frozen account is refused like a deactivated one: whoever holds its password
+            // learns nothing from the answer.
+            let outcome = match (verified, user.active) {
+                (false, _) => "wrong_password",
+                (true, false) => "deactivated",
+                (true, true) => "frozen",
             };
             app.db.record_login_event(&event(outcome)).await?;
             guard.failed(app).await?;

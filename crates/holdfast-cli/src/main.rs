@@ -57,6 +57,13 @@ enum Command {
     },
     /// Put records back as they were at a time (for example after a mistaken mass change).
     Revert(revert_cmd::RevertArgs),
+    /// Lock the whole CRM down during an incident (read-only for everyone but administrators,
+    /// who confirm each change; every API token suspended), or lift it. Works from the server's
+    /// console even when every administrator account is compromised.
+    Lockdown {
+        #[command(subcommand)]
+        command: LockdownCommand,
+    },
     /// Check the installation: database, schema, integrity, audit chain, backups, security.
     Doctor(doctor_cmd::DoctorArgs),
     /// HTTPS certificates: a self-signed one for a LAN install, fingerprints.
@@ -126,6 +133,22 @@ enum AdminCommand {
         db: DbArgs,
         #[arg(long)]
         username: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum LockdownCommand {
+    /// Lock down now; the reason is shown to every user and kept in the audit log.
+    On {
+        #[command(flatten)]
+        db: DbArgs,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift the lockdown.
+    Off {
+        #[command(flatten)]
+        db: DbArgs,
     },
 }
 
@@ -209,6 +232,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let config = Config::load(db.config.as_deref(), std::env::vars(), &overrides(&db))?;
             admin_create(&config, &username, &display_name, &role).await
+        }
+        Command::Lockdown { command } => {
+            let (db, reason) = match command {
+                LockdownCommand::On { db, reason } => (db, Some(reason)),
+                LockdownCommand::Off { db } => (db, None),
+            };
+            let config = Config::load(db.config.as_deref(), std::env::vars(), &overrides(&db))?;
+            let app = open_app(&config).await?;
+            let op_id = holdfast_app::random_hex(8)?;
+            let lockdown = holdfast_app::containment::set_lockdown_by_operator(
+                &app,
+                &op_id,
+                reason.as_deref(),
+            )
+            .await
+            .map_err(describe)?;
+            match lockdown {
+                Some(_) => println!(
+                    "Holdfast is locked down: read-only for everyone but administrators, who confirm each change; every API token is suspended. Lift it with `holdfast lockdown off`."
+                ),
+                None => println!("The lockdown is lifted."),
+            }
+            app.db.close().await;
+            Ok(())
         }
         Command::Admin {
             command: AdminCommand::ResetSecondFactor { db, username },

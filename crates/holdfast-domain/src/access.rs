@@ -388,6 +388,16 @@ pub struct AccessConfig {
     pub teams: Vec<Team>,
     pub modules_off: BTreeSet<Module>,
     pub grants: Vec<Grant>,
+    /// The whole CRM is locked down (an incident): read-only for everyone but administrators.
+    pub lockdown: Option<Lockdown>,
+}
+
+/// Who locked the CRM down, when and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Lockdown {
+    pub since: Timestamp,
+    pub by: String,
+    pub reason: String,
 }
 
 impl AccessConfig {
@@ -912,6 +922,22 @@ pub fn explain(
     let role_p = ("role", role_name.clone());
     let role_key_p = ("role_key", user.role.clone());
     let is_admin = role.is_some_and(RoleDef::is_admin);
+    if let Some(lockdown) = &config.lockdown
+        && right != Right::View
+        && !is_admin
+    {
+        steps.push(Step::denied(
+            "lockdown",
+            "lockdown",
+            vec![("by", lockdown.by.clone()), ("reason", lockdown.reason.clone())],
+            format!(
+                "Holdfast is locked down by {} ({}): nothing can be changed or exported until an administrator lifts the lockdown",
+                lockdown.by, lockdown.reason
+            ),
+            admins,
+        ));
+        return Explanation { steps };
+    }
     if config.modules_off.contains(&module) {
         if is_admin {
             steps.push(Step::ok(

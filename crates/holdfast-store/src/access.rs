@@ -220,6 +220,10 @@ impl Db {
             teams: self.teams().await?,
             modules_off: self.modules_off().await?,
             grants,
+            lockdown: self
+                .meta(LOCKDOWN)
+                .await?
+                .and_then(|json| serde_json::from_str(&json).ok()),
         };
         Ok((generation, config))
     }
@@ -383,7 +387,78 @@ impl Db {
     }
 }
 
+/// The meta key holding the lockdown in force (JSON of `holdfast_domain::access::Lockdown`).
+pub const LOCKDOWN: &str = "lockdown";
+
 impl WriteTx {
+    /// Locks the whole CRM down (`Some`) or lifts the lockdown (`None`); every instance sees it
+    /// at its next request.
+    pub async fn set_lockdown(
+        &mut self,
+        lockdown: Option<&holdfast_domain::access::Lockdown>,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError> {
+        match lockdown {
+            Some(lockdown) => {
+                let json = serde_json::to_string(lockdown).context("encoding the lockdown")?;
+                self.set_meta(LOCKDOWN, &json).await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM meta WHERE key = $1")
+                    .bind(LOCKDOWN)
+                    .execute(&mut *self.tx)
+                    .await?;
+            }
+        }
+        self.access_changed().await?;
+        self.append_audit(audit).await
+    }
+
+    /// Freezes a user (`Some(reason)`) or lifts the freeze (`None`); `false` if no such user.
+    pub async fn freeze_user(
+        &mut self,
+        user_id: i64,
+        reason: Option<&str>,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE users SET frozen_at = $1, frozen_reason = $2 WHERE id = $3")
+            .bind(reason.map(|_| self.now.micros()))
+            .bind(reason.map(str::to_owned))
+            .bind(user_id)
+            .execute(&mut *self.tx)
+            .await?
+            .rows_affected()
+            == 1;
+        if done {
+            self.append_audit(audit).await?;
+        }
+        Ok(done)
+    }
+
+    /// Suspends (`true`) or resumes one API token of a user; `false` if there is no such token.
+    pub async fn freeze_token(
+        &mut self,
+        user_id: i64,
+        token_id: i64,
+        frozen: bool,
+        audit: AuditDraft,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE api_tokens SET frozen_at = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL",
+        )
+        .bind(frozen.then_some(self.now.micros()))
+        .bind(token_id)
+        .bind(user_id)
+        .execute(&mut *self.tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if done {
+            self.append_audit(audit).await?;
+        }
+        Ok(done)
+    }
+
     /// Sets a setting in `meta` inside this transaction (beside its audit entry).
     pub async fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value")

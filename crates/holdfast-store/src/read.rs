@@ -190,6 +190,9 @@ pub struct UserRow {
     pub last_login_at: Option<Timestamp>,
     /// Interface language the user chose (`en`, `zh-CN`); `None` follows the browser.
     pub locale: Option<String>,
+    /// Frozen by an administrator (when, why): every session and API token of theirs is
+    /// suspended until the freeze is lifted; nothing is deleted.
+    pub frozen: Option<(Timestamp, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -225,6 +228,8 @@ pub struct TokenRow {
     pub read_only: bool,
     /// The modules it may use (keys such as `contacts`); `None`: all its user's rights.
     pub modules: Option<Vec<String>>,
+    /// Suspended by an administrator (not revoked: it works again once the freeze is lifted).
+    pub frozen_at: Option<Timestamp>,
 }
 
 /// Open deals of one stage, summed per currency.
@@ -237,10 +242,9 @@ pub struct StageTotal {
     pub amount_minor: i64,
 }
 
-const USER_COLUMNS: &str = "id, username, display_name, password_hash, role, active, created_at, last_login_at, locale, team_id, pending, must_change_password";
+const USER_COLUMNS: &str = "id, username, display_name, password_hash, role, active, created_at, last_login_at, locale, team_id, pending, must_change_password, frozen_at, frozen_reason";
 const SESSION_COLUMNS: &str = "id, user_id, created_at, last_seen_at, expires_at, revoked_at, address, user_agent, verified_at, method, remembered";
-const TOKEN_COLUMNS: &str =
-    "id, user_id, name, created_at, last_used_at, expires_at, revoked_at, read_only, modules";
+const TOKEN_COLUMNS: &str = "id, user_id, name, created_at, last_used_at, expires_at, revoked_at, read_only, modules, frozen_at";
 /// Versions with the name of the user who made each (a LEFT JOIN: system changes have no user).
 const VERSION_SELECT: &str = "SELECT v.entity, v.record_id, v.version, v.action, v.at, v.actor_id, u.username, v.op_id, v.reason, v.changed, v.snapshot
      FROM record_versions v LEFT JOIN users u ON u.id = v.actor_id";
@@ -1386,6 +1390,14 @@ fn user_from_row_at(row: &AnyRow, at: usize) -> anyhow::Result<UserRow> {
         team_id: row.try_get(at + 9)?,
         pending: row.try_get::<i64, _>(at + 10)? == 1,
         must_change_password: row.try_get::<i64, _>(at + 11)? == 1,
+        frozen: match row.try_get::<Option<i64>, _>(at + 12)? {
+            Some(at_micros) => Some((
+                Timestamp(at_micros),
+                row.try_get::<Option<String>, _>(at + 13)?
+                    .unwrap_or_default(),
+            )),
+            None => None,
+        },
     })
 }
 
@@ -1432,5 +1444,6 @@ fn token_from_row(row: &AnyRow) -> anyhow::Result<TokenRow> {
         modules: row
             .try_get::<Option<String>, _>(8)?
             .and_then(|json| serde_json::from_str(&json).ok()),
+        frozen_at: row.try_get::<Option<i64>, _>(9)?.map(Timestamp),
     })
 }

@@ -481,6 +481,15 @@ CREATE INDEX login_events_at ON login_events (at);
 INSERT INTO meta (key, value) VALUES ('second_factor_roles', '["admin"]');
 "#,
     },
+    Migration {
+        version: 12,
+        name: "containment: frozen users and API tokens",
+        sql: r#"
+ALTER TABLE users ADD COLUMN frozen_at BIGINT;
+ALTER TABLE users ADD COLUMN frozen_reason TEXT;
+ALTER TABLE api_tokens ADD COLUMN frozen_at BIGINT;
+"#,
+    },
 ];
 
 #[cfg(test)]

@@ -55,6 +55,7 @@ impl FromRequestParts<WebState> for Auth {
             Some(token) => {
                 refuse_cross_site(parts)?;
                 let actor = auth::authenticate_session(&state.app, &token).await?;
+                lockdown_step_up(&state.app, &actor, &parts.method, parts.uri.path()).await?;
                 Ok(Auth(with_client(&state.app, actor, parts)))
             }
             None => Err(ApiError(AppError::Unauthenticated {
@@ -63,6 +64,40 @@ impl FromRequestParts<WebState> for Auth {
             })),
         }
     }
+}
+
+/// Requests that stay possible during a lockdown without confirming again: confirming itself,
+/// and signing out.
+const LOCKDOWN_EXEMPT: &[&str] = &[
+    "/api/v1/auth/confirm",
+    "/api/v1/auth/confirm/options",
+    "/api/v1/auth/confirm/passkey",
+    "/api/v1/auth/logout",
+    "/confirm",
+    "/logout",
+];
+
+/// During a lockdown an administrator's every change needs a fresh confirmation (step-up):
+/// a stolen administrator session alone changes nothing. (Everyone else is refused changes
+/// by the permission checks; API tokens are suspended.)
+pub async fn lockdown_step_up(
+    app: &holdfast_app::App,
+    actor: &Actor,
+    method: &axum::http::Method,
+    path: &str,
+) -> Result<(), AppError> {
+    let reads = matches!(
+        *method,
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    if reads
+        || actor.access.lockdown.is_none()
+        || !actor.is_admin()
+        || LOCKDOWN_EXEMPT.contains(&path)
+    {
+        return Ok(());
+    }
+    holdfast_app::step_up::require(app, actor).await
 }
 
 /// A browser's cookie goes along with requests other sites make it send. A change made with the

@@ -319,6 +319,8 @@ fn static_schemas(schemas: &mut Map<String, Value>) {
     );
     schemas.insert("PasskeyRegister".into(), object(&["token", "credential"], json!({"token": token, "name": {"type": "string", "maxLength": 100}, "credential": credential})));
     schemas.insert("NotMe".into(), object(&[], json!({"notice_id": {"type": "integer", "description": "The notice this is about, if any"}})));
+    schemas.insert("Freeze".into(), object(&["reason"], json!({"reason": {"type": "string", "minLength": 1, "maxLength": 500, "description": "Shown to the user and kept in the audit log", "example": "token used from an unknown address"}})));
+    schemas.insert("LockdownSwitch".into(), object(&["on"], json!({"on": {"type": "boolean", "example": false}, "reason": {"type": "string", "maxLength": 500, "description": "Required to lock down: shown to everyone and kept in the audit log"}})));
     schemas.insert(
         "TwoFactorPolicy".into(),
         object(&["required"], json!({"required": {"type": "boolean"}})),

@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use holdfast_app::login::{self, LoginStep, NewSession};
 use holdfast_app::{LoginEventRow, NotificationRow, SecondFactorRow};
-use holdfast_app::{notices, passkeys, step_up, two_factor, users};
+use holdfast_app::{containment, notices, passkeys, step_up, two_factor, users};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -561,4 +561,102 @@ pub async fn admin_sign_ins(
     };
     let events = login::history(&state.app, &actor, user_id).await?;
     ok(json!({"items": events.iter().map(event_json).collect::<Vec<_>>()}))
+}
+
+// ---- containment ---------------------------------------------------------------------------
+
+fn lockdown_json(lockdown: Option<&holdfast_domain::access::Lockdown>) -> Value {
+    match lockdown {
+        Some(l) => {
+            json!({"on": true, "since": l.since.to_rfc3339(), "by": l.by, "reason": l.reason})
+        }
+        None => json!({"on": false}),
+    }
+}
+
+pub async fn lockdown_get(State(state): State<WebState>, Auth(actor): Auth) -> ApiResult {
+    holdfast_domain::access::authorize(&actor, holdfast_domain::Action::Audit)?;
+    ok(lockdown_json(
+        containment::lockdown(&state.app).await?.as_ref(),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockdownBody {
+    on: bool,
+    #[serde(default)]
+    reason: String,
+}
+
+pub async fn lockdown_put(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    ApiJson(body): ApiJson<LockdownBody>,
+) -> ApiResult {
+    let reason = body.on.then_some(body.reason.as_str());
+    let lockdown = containment::set_lockdown(&state.app, &actor, &current_op_id(), reason).await?;
+    ok(lockdown_json(lockdown.as_ref()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FreezeBody {
+    reason: String,
+}
+
+pub async fn user_freeze(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<FreezeBody>,
+) -> ApiResult {
+    let id = id_of(&id, "user")?;
+    containment::freeze_user(&state.app, &actor, &current_op_id(), id, &body.reason).await?;
+    ok(json!({"frozen": id}))
+}
+
+pub async fn user_unfreeze(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    ApiPath(id): ApiPath<String>,
+    query: QueryPairs,
+) -> ApiResult {
+    query.only(&[])?;
+    let id = id_of(&id, "user")?;
+    containment::unfreeze_user(&state.app, &actor, &current_op_id(), id).await?;
+    ok(json!({"unfrozen": id}))
+}
+
+pub async fn token_freeze(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    ApiPath((id, token)): ApiPath<(String, String)>,
+    query: QueryPairs,
+) -> ApiResult {
+    token_freeze_to(&state, &actor, &id, &token, query, true).await
+}
+
+pub async fn token_unfreeze(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    ApiPath((id, token)): ApiPath<(String, String)>,
+    query: QueryPairs,
+) -> ApiResult {
+    token_freeze_to(&state, &actor, &id, &token, query, false).await
+}
+
+async fn token_freeze_to(
+    state: &WebState,
+    actor: &holdfast_domain::Actor,
+    id: &str,
+    token: &str,
+    query: QueryPairs,
+    frozen: bool,
+) -> ApiResult {
+    holdfast_domain::access::authorize(actor, holdfast_domain::Action::Administer)?;
+    query.only(&[])?;
+    let (id, token) = (id_of(id, "user")?, id_of(token, "token")?);
+    containment::freeze_token(&state.app, actor, &current_op_id(), id, token, frozen).await?;
+    ok(json!({"token": token, "frozen": frozen}))
 }

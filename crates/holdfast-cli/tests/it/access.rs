@@ -151,6 +151,37 @@ fn api_table() -> Vec<(&'static str, &'static str, Need, Value)> {
             none.clone(),
         ),
         ("GET", "/api/v1/admin/two-factor", ADMIN_EDIT, none.clone()),
+        ("GET", "/api/v1/admin/lockdown", ADMIN_VIEW, none.clone()),
+        (
+            "PUT",
+            "/api/v1/admin/lockdown",
+            ADMIN_EDIT,
+            json!({"on": false}),
+        ),
+        (
+            "POST",
+            "/api/v1/users/{missing}/freeze",
+            ADMIN_EDIT,
+            json!({"reason": "matrix"}),
+        ),
+        (
+            "POST",
+            "/api/v1/users/{missing}/unfreeze",
+            ADMIN_EDIT,
+            none.clone(),
+        ),
+        (
+            "POST",
+            "/api/v1/users/{other}/tokens/{missing}/freeze",
+            ADMIN_EDIT,
+            none.clone(),
+        ),
+        (
+            "POST",
+            "/api/v1/users/{other}/tokens/{missing}/unfreeze",
+            ADMIN_EDIT,
+            none.clone(),
+        ),
         (
             "PUT",
             "/api/v1/admin/two-factor/roles/{role}",
@@ -521,6 +552,19 @@ fn page_table() -> Vec<(&'static str, &'static str, Need)> {
             "/admin/users/{missing}/two-factor/reset",
             ADMIN_EDIT,
         ),
+        ("POST", "/admin/users/{missing}/freeze", ADMIN_EDIT),
+        ("POST", "/admin/users/{missing}/unfreeze", ADMIN_EDIT),
+        (
+            "POST",
+            "/admin/users/{other}/tokens/{missing}/freeze",
+            ADMIN_EDIT,
+        ),
+        (
+            "POST",
+            "/admin/users/{other}/tokens/{missing}/unfreeze",
+            ADMIN_EDIT,
+        ),
+        ("POST", "/admin/security/lockdown", ADMIN_EDIT),
         (
             "POST",
             "/admin/users/{other}/sessions/{missing}/revoke",

@@ -9,6 +9,7 @@ mod backup_server;
 mod browser;
 mod browser_signin;
 mod cli;
+mod containment;
 mod corruption;
 mod disk;
 mod dry_run;

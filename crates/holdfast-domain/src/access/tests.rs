@@ -52,6 +52,7 @@ fn org() -> AccessConfig {
         ],
         modules_off: BTreeSet::new(),
         grants: Vec::new(),
+        lockdown: None,
     }
 }
 
@@ -249,4 +250,30 @@ fn a_token_limited_to_modules_keeps_only_those_rights() {
     assert!(authorize(&admin, Action::Administer).is_err());
     // Everyone else is as before.
     assert!(authorize(&actor(&limited, 2), Action::Read(Entity::Deal)).is_ok());
+}
+
+#[test]
+fn a_lockdown_leaves_reading_to_everyone_and_changes_to_administrators() {
+    let mut config = org();
+    config.lockdown = Some(Lockdown {
+        since: Timestamp(1_000),
+        by: "Admin".into(),
+        reason: "stolen token".into(),
+    });
+    let rep = actor(&config, 4);
+    assert!(authorize(&rep, Action::Read(Entity::Contact)).is_ok());
+    for action in [
+        Action::Create(Entity::Contact),
+        Action::Export(Entity::Contact),
+    ] {
+        let denial = authorize(&rep, action).unwrap_err();
+        assert_eq!(denial.code, "lockdown");
+        assert!(
+            denial.message.contains("stolen token"),
+            "{}",
+            denial.message
+        );
+        assert_eq!(denial.grantable_by, vec!["Admin".to_owned()]);
+    }
+    assert!(authorize(&actor(&config, 1), Action::Create(Entity::Contact)).is_ok());
 }

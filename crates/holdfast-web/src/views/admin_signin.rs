@@ -168,6 +168,26 @@ pub async fn user_page(
     let now = state.app.now();
     let body = html! {
         p { a href="/admin/sign-in" { (tr.t("admin_signin.back")) } }
+        section.card id="freeze" {
+            h2 { (tr.t("incident.freeze")) }
+            @match &user.frozen {
+                Some((at, reason)) => {
+                    p.warn { (tr.f("incident.frozen_since", &[("since", &tr.datetime(*at)), ("reason", reason)])) }
+                    form method="post" action=(format!("/admin/users/{id}/unfreeze")) {
+                        (csrf_field(&page.csrf))
+                        button.primary type="submit" { (tr.t("incident.unfreeze")) }
+                    }
+                },
+                None => {
+                    p { (tr.t("incident.freeze_help")) }
+                    form.inline method="post" action=(format!("/admin/users/{id}/freeze")) {
+                        (csrf_field(&page.csrf))
+                        label { (tr.t("incident.reason")) input name="reason" required maxlength="500"; }
+                        button.danger type="submit" { (tr.t("incident.freeze")) }
+                    }
+                },
+            }
+        }
         section.card id="sessions" {
             h2 { (tr.t("settings.sessions")) }
             @if sessions.is_empty() { (empty(tr, "admin_signin.no_sessions")) } @else {
@@ -205,9 +225,17 @@ pub async fn user_page(
                                 td { (t.name) @if t.read_only { " · " (tr.t("admin_signin.read_only")) } }
                                 td { (tr.datetime(t.created_at)) }
                                 td { (t.last_used_at.map(|at| tr.datetime(at)).unwrap_or_else(|| "—".into())) }
-                                td { (tr.t(if working { "state.active" } else { "state.revoked" })) }
+                                td {
+                                    (tr.t(if working { "state.active" } else { "state.revoked" }))
+                                    @if t.frozen_at.is_some() { " · " (tr.t("incident.suspended")) }
+                                }
                                 td {
                                     @if working {
+                                        @let verb = if t.frozen_at.is_some() { "unfreeze" } else { "freeze" };
+                                        form.inline method="post" action=(format!("/admin/users/{id}/tokens/{}/{verb}", t.id)) {
+                                            (csrf_field(&page.csrf))
+                                            button type="submit" { (tr.t(if t.frozen_at.is_some() { "incident.resume_token" } else { "incident.suspend_token" })) }
+                                        }
                                         form.inline method="post" action=(format!("/admin/users/{id}/tokens/{}/revoke", t.id)) {
                                             (csrf_field(&page.csrf))
                                             button.danger type="submit" { (tr.t("action.revoke")) }
@@ -291,5 +319,93 @@ pub async fn token_revoke_post(
     Ok(redirect(
         &format!("/admin/users/{id}/sign-in"),
         "token_revoked",
+    ))
+}
+
+pub async fn freeze_post(
+    State(state): State<WebState>,
+    page: Page,
+    Path(id): Path<String>,
+    form: Form,
+) -> PageResult {
+    administrators_only(&page)?;
+    let id = id_param(&id, "user").or_page(&page.tr)?;
+    holdfast_app::containment::freeze_user(
+        &state.app,
+        &page.actor,
+        &current_op_id(),
+        id,
+        form.get("reason"),
+    )
+    .await
+    .or_page(&page.tr)?;
+    Ok(redirect(
+        &format!("/admin/users/{id}/sign-in"),
+        "user_frozen",
+    ))
+}
+
+pub async fn unfreeze_post(
+    State(state): State<WebState>,
+    page: Page,
+    Path(id): Path<String>,
+    _form: Form,
+) -> PageResult {
+    administrators_only(&page)?;
+    let id = id_param(&id, "user").or_page(&page.tr)?;
+    holdfast_app::containment::unfreeze_user(&state.app, &page.actor, &current_op_id(), id)
+        .await
+        .or_page(&page.tr)?;
+    Ok(redirect(
+        &format!("/admin/users/{id}/sign-in"),
+        "user_unfrozen",
+    ))
+}
+
+pub async fn token_freeze_post(
+    State(state): State<WebState>,
+    page: Page,
+    Path((id, token)): Path<(String, String)>,
+    _form: Form,
+) -> PageResult {
+    token_freeze_to(&state, &page, &id, &token, true).await
+}
+
+pub async fn token_unfreeze_post(
+    State(state): State<WebState>,
+    page: Page,
+    Path((id, token)): Path<(String, String)>,
+    _form: Form,
+) -> PageResult {
+    token_freeze_to(&state, &page, &id, &token, false).await
+}
+
+async fn token_freeze_to(
+    state: &WebState,
+    page: &Page,
+    id: &str,
+    token: &str,
+    frozen: bool,
+) -> PageResult {
+    administrators_only(page)?;
+    let id = id_param(id, "user").or_page(&page.tr)?;
+    let token = id_param(token, "token").or_page(&page.tr)?;
+    holdfast_app::containment::freeze_token(
+        &state.app,
+        &page.actor,
+        &current_op_id(),
+        id,
+        token,
+        frozen,
+    )
+    .await
+    .or_page(&page.tr)?;
+    Ok(redirect(
+        &format!("/admin/users/{id}/sign-in"),
+        if frozen {
+            "token_suspended"
+        } else {
+            "token_resumed"
+        },
     ))
 }

@@ -112,6 +112,12 @@ pub fn frame(page: &Page, title: &str, active: &str, body: Markup) -> Markup {
                     }
                 }
                 main id="main" {
+                    @if let Some(lockdown) = &page.actor.access.lockdown {
+                        div.lockdown role="alert" id="lockdown" {
+                            strong { (tr.t("incident.lockdown_banner")) } " "
+                            (tr.f("incident.lockdown_detail", &[("by", &lockdown.by), ("since", &tr.datetime(lockdown.since)), ("reason", &lockdown.reason)]))
+                        }
+                    }
                     @if let Some(notice) = &page.notice {
                         p.notice role="status" { (notice) }
                     }

@@ -132,6 +132,10 @@ pub const ERROR_CODES: &[&str] = &[
     "no_second_factor",
     "unknown_role",
     "not_a_session",
+    "lockdown",
+    "account_frozen",
+    "token_frozen",
+    "cannot_freeze_self",
 ];
 
 /// How a page route is reached, for the test that every page checks who is asking.
@@ -408,6 +412,41 @@ pub fn pages() -> (Router<WebState>, Vec<PageDoc>) {
         true,
     );
     add(
+        "/admin/users/{id}/freeze",
+        post(admin_signin::freeze_post),
+        P,
+        false,
+        true,
+    );
+    add(
+        "/admin/users/{id}/unfreeze",
+        post(admin_signin::unfreeze_post),
+        P,
+        false,
+        true,
+    );
+    add(
+        "/admin/users/{id}/tokens/{token}/freeze",
+        post(admin_signin::token_freeze_post),
+        P,
+        false,
+        true,
+    );
+    add(
+        "/admin/users/{id}/tokens/{token}/unfreeze",
+        post(admin_signin::token_unfreeze_post),
+        P,
+        false,
+        true,
+    );
+    add(
+        "/admin/security/lockdown",
+        post(security::lockdown_post),
+        P,
+        false,
+        true,
+    );
+    add(
         "/admin/users/{id}/tokens/{token}/revoke",
         post(admin_signin::token_revoke_post),
         P,
@@ -663,6 +702,12 @@ impl FromRequestParts<WebState> for Page {
             locale_of(&parts.headers, Some(&user)),
             state.app.config.utc_offset_minutes,
         );
+        if let Err(error) =
+            crate::extract::lockdown_step_up(&state.app, &actor, &parts.method, parts.uri.path())
+                .await
+        {
+            return Err(error_page(&tr, error));
+        }
         let (csrf, new_csrf) = (session_csrf(&token), false);
         let notice = notice_of(parts, &tr);
         Ok(Page {

@@ -59,6 +59,25 @@ pub async fn security_page(State(state): State<WebState>, page: Page) -> PageRes
                 }
             }
         }
+        @if admin {
+            section.card id="lockdown-switch" {
+                h2 { (tr.t("incident.lockdown")) }
+                p { (tr.t("incident.lockdown_help")) }
+                @match &page.actor.access.lockdown {
+                    Some(_) => form method="post" action="/admin/security/lockdown" {
+                        (csrf_field(&page.csrf))
+                        input type="hidden" name="on" value="no";
+                        button.primary type="submit" { (tr.t("incident.lockdown_off")) }
+                    },
+                    None => form.inline method="post" action="/admin/security/lockdown" {
+                        (csrf_field(&page.csrf))
+                        input type="hidden" name="on" value="yes";
+                        label { (tr.t("incident.reason")) input name="reason" required maxlength="500"; }
+                        button.danger type="submit" { (tr.t("incident.lockdown_on")) }
+                    },
+                }
+            }
+        }
         section.card {
             h2 { (tr.t("security.howto")) }
             p { (tr.t("security.howto_text")) }
@@ -150,4 +169,19 @@ pub async fn alert(state: &WebState, page: &Page) -> Markup {
             p { a href="/admin/security" { (tr.t("security.open_page")) } }
         }
     }
+}
+
+/// Locks the CRM down or lifts the lockdown (administrators, with step-up).
+pub async fn lockdown_post(State(state): State<WebState>, page: Page, form: Form) -> PageResult {
+    super::require(&page, holdfast_domain::Action::Administer)?;
+    let reason = (form.get("on") == "yes").then(|| form.get("reason"));
+    let notice = if reason.is_some() {
+        "lockdown_on"
+    } else {
+        "lockdown_off"
+    };
+    holdfast_app::containment::set_lockdown(&state.app, &page.actor, &current_op_id(), reason)
+        .await
+        .or_page(&page.tr)?;
+    Ok(redirect("/admin/security#lockdown-switch", notice))
 }

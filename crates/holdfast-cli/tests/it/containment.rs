@@ -1,0 +1,294 @@
+//! Containment during an incident: freezing a user or one API token, and locking the whole CRM
+//! down — from the API and pages after step-up, or from the server's console.
+
+use crate::signin::Browser;
+use holdfast_test_support::{TestApp, on_both_backends};
+use serde_json::json;
+
+/// A second API token of the user behind `browser`, made from their session.
+async fn second_token(app: &TestApp, browser: &Browser) -> (i64, String) {
+    let made = browser
+        .client(app)
+        .post(
+            "/api/v1/me/tokens",
+            json!({"name": "second", "password": "correct horse battery"}),
+        )
+        .await
+        .expect(201);
+    (
+        made["id"].as_i64().unwrap(),
+        made["secret"].as_str().unwrap().to_owned(),
+    )
+}
+
+on_both_backends!(
+    a_frozen_user_and_a_suspended_token_are_refused_with_the_reason,
+    |app| {
+        let admin = app.admin().await;
+        let rep = app.user("dong", "rep").await;
+        let mut browser = Browser::new(&app, "Desk");
+        assert_eq!(
+            browser.login("dong", "correct horse battery").await.status,
+            200
+        );
+        let (token_id, secret) = second_token(&app, &browser).await;
+        let second = app.client_with_token(rep.user_id, &secret);
+        let user = rep.user_id;
+
+        // One token suspended: only that one stops, and says why; resumed, it works again.
+        admin
+            .post(
+                &format!("/api/v1/users/{user}/tokens/{token_id}/freeze"),
+                json!({}),
+            )
+            .await
+            .expect(200);
+        let refused = second.get("/api/v1/contacts").await;
+        assert_eq!(refused.status, 401);
+        assert_eq!(refused.error_code(), "token_frozen");
+        rep.get("/api/v1/contacts").await.expect(200);
+        admin
+            .post(
+                &format!("/api/v1/users/{user}/tokens/{token_id}/unfreeze"),
+                json!({}),
+            )
+            .await
+            .expect(200);
+        second.get("/api/v1/contacts").await.expect(200);
+
+        // The whole user frozen: every session and token, and signing in, until it is lifted.
+        let reply = admin
+            .post(
+                &format!("/api/v1/users/{user}/freeze"),
+                json!({"reason": "laptop stolen"}),
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        for client in [&rep, &second, &browser.client(&app)] {
+            let refused = client.get("/api/v1/contacts").await;
+            assert_eq!(refused.status, 401);
+            assert_eq!(refused.error_code(), "account_frozen");
+            assert!(
+                refused.body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("laptop stolen"),
+                "{}",
+                refused.body
+            );
+        }
+        let mut elsewhere = Browser::new(&app, "Thief");
+        assert_eq!(
+            elsewhere
+                .login("dong", "correct horse battery")
+                .await
+                .status,
+            401
+        );
+        // Nothing was deleted: the freeze lifted, the same session and tokens work again.
+        admin
+            .post(&format!("/api/v1/users/{user}/unfreeze"), json!({}))
+            .await
+            .expect(200);
+        rep.get("/api/v1/contacts").await.expect(200);
+        browser
+            .client(&app)
+            .get("/api/v1/contacts")
+            .await
+            .expect(200);
+        let log = admin.get("/api/v1/audit?action=user.").await.expect(200);
+        let actions: Vec<&str> = log["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["action"].as_str().unwrap())
+            .collect();
+        assert!(
+            actions.contains(&"user.freeze") && actions.contains(&"user.unfreeze"),
+            "{actions:?}"
+        );
+        // An administrator cannot freeze themselves out.
+        let me = admin
+            .post(
+                &format!("/api/v1/users/{}/freeze", admin.user_id),
+                json!({"reason": "oops"}),
+            )
+            .await;
+        assert_eq!(me.status, 422);
+    }
+);
+
+on_both_backends!(
+    a_lockdown_leaves_reading_and_administrators_who_confirm,
+    |app| {
+        let admin_token = app.admin().await;
+        let rep = app.user("ning", "rep").await;
+        app.user("chief", "admin").await;
+        let mut rep_browser = Browser::new(&app, "Rep desk");
+        assert_eq!(
+            rep_browser
+                .login("ning", "correct horse battery")
+                .await
+                .status,
+            200
+        );
+        let mut chief_browser = Browser::new(&app, "Chief desk");
+        assert_eq!(
+            chief_browser
+                .login("chief", "correct horse battery")
+                .await
+                .status,
+            200
+        );
+        let chief = chief_browser.client(&app);
+        let ning = rep_browser.client(&app);
+        let before = ning
+            .create("contacts", json!({"name": "封锁前的客户"}))
+            .await;
+
+        // A reason is required; then the lockdown is on for everyone.
+        let no_reason = chief
+            .put("/api/v1/admin/lockdown", json!({"on": true}))
+            .await;
+        assert_eq!(no_reason.status, 422);
+        let on = chief
+            .put(
+                "/api/v1/admin/lockdown",
+                json!({"on": true, "reason": "stolen admin token"}),
+            )
+            .await
+            .expect(200);
+        assert_eq!(on["by"], "chief");
+
+        // Reading still works; changes and exports are refused, saying why.
+        ning.get(&format!("/api/v1/contacts/{before}"))
+            .await
+            .expect(200);
+        let refused = ning
+            .post("/api/v1/contacts", json!({"name": "新客户"}))
+            .await;
+        assert_eq!(refused.status, 403);
+        assert_eq!(refused.error_code(), "lockdown");
+        assert!(
+            refused.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("stolen admin token")
+        );
+        assert_eq!(
+            ning.get("/api/v1/contacts/export").await.error_code(),
+            "lockdown"
+        );
+        // Every API token is suspended, an administrator's too.
+        for token in [&rep, &admin_token] {
+            let refused = token.get("/api/v1/contacts").await;
+            assert_eq!(refused.status, 401);
+            assert_eq!(refused.error_code(), "lockdown");
+        }
+        // An administrator who confirmed recently changes things; later they must confirm again.
+        chief
+            .create("contacts", json!({"name": "管理员录入"}))
+            .await;
+        app.clock.advance_seconds(11 * 60);
+        let stale = chief
+            .post("/api/v1/contacts", json!({"name": "再录入"}))
+            .await;
+        assert_eq!(stale.error_code(), "step_up_required");
+        chief
+            .post(
+                "/api/v1/auth/confirm",
+                json!({"password": "correct horse battery"}),
+            )
+            .await
+            .expect(200);
+        chief.create("contacts", json!({"name": "再录入"})).await;
+        // Every page says so.
+        let home = reqwest::Client::new()
+            .get(format!("{}/contacts", app.base_url))
+            .header(
+                "cookie",
+                format!(
+                    "holdfast_session={}",
+                    rep_browser.session.as_deref().unwrap()
+                ),
+            )
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            home.contains(r#"id="lockdown""#) && home.contains("stolen admin token"),
+            "{home}"
+        );
+
+        // Lifted: back to normal.
+        chief
+            .put("/api/v1/admin/lockdown", json!({"on": false}))
+            .await
+            .expect(200);
+        ning.create("contacts", json!({"name": "解除后的客户"}))
+            .await;
+        rep.get("/api/v1/contacts").await.expect(200);
+        let log = chief
+            .get("/api/v1/audit?action=lockdown.")
+            .await
+            .expect(200);
+        assert_eq!(log["items"].as_array().unwrap().len(), 2, "{log}");
+    }
+);
+
+// The server's console locks down even when every administrator account is compromised.
+#[test]
+fn holdfast_lockdown_on_and_off_from_the_console() {
+    use crate::cli::{admin_create, run_ok};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let db = runtime
+        .block_on(holdfast_test_support::TestDb::fresh(
+            holdfast_test_support::Backend::Sqlite,
+        ))
+        .unwrap();
+    admin_create(&db, "boss");
+    let dir = db.dir.path();
+    let (out, _) = run_ok(
+        &[
+            "lockdown",
+            "on",
+            "--database-url",
+            &db.url,
+            "--reason",
+            "all admins phished",
+        ],
+        dir,
+    );
+    assert!(out.contains("locked down"), "{out}");
+    runtime.block_on(async {
+        let app = holdfast_test_support::open_with_system_clock(&db.url).await;
+        let lockdown = holdfast_app::containment::lockdown(&app)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(lockdown.reason, "all admins phished");
+        assert!(lockdown.by.contains("console"), "{}", lockdown.by);
+        app.db.close().await;
+    });
+    let (out, _) = run_ok(&["lockdown", "off", "--database-url", &db.url], dir);
+    assert!(out.contains("lifted"), "{out}");
+    runtime.block_on(async {
+        let app = holdfast_test_support::open_with_system_clock(&db.url).await;
+        assert!(
+            holdfast_app::containment::lockdown(&app)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let entries = app
+            .db
+            .query_i64_for_tests("SELECT COUNT(*) FROM audit_log WHERE action LIKE 'lockdown.%'")
+            .await
+            .unwrap();
+        assert_eq!(entries, 2);
+        app.db.close().await;
+    });
+}
