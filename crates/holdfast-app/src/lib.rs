@@ -24,6 +24,7 @@ pub mod revert;
 pub mod security;
 pub mod settings;
 pub mod step_up;
+pub mod timeline;
 pub mod two_factor;
 pub mod users;
 pub mod visible;

@@ -157,6 +157,8 @@ pub struct AuditFilter {
     pub actor_id: Option<i64>,
     pub token_id: Option<i64>,
     pub session_id: Option<i64>,
+    /// The client address the entry names.
+    pub client: Option<String>,
     /// An exact action (`contact.update`), or a prefix ending in a dot (`contact.`).
     pub action: Option<String>,
     /// Times, inclusive.
@@ -911,6 +913,9 @@ impl Db {
             if let Some(value) = value {
                 conditions.push(format!("{column} = {}", params.int(value)));
             }
+        }
+        if let Some(client) = &filter.client {
+            conditions.push(format!("client = {}", params.text(client.clone())));
         }
         match filter.action.as_deref() {
             Some(prefix) if prefix.ends_with('.') => {

@@ -346,6 +346,32 @@ impl Db {
         found.iter().map(event_from_row).collect()
     }
 
+    /// Sign-ins and failed attempts of a user and/or from a client address between two times
+    /// (inclusive), oldest first.
+    pub async fn login_events_between(
+        &self,
+        user_id: Option<i64>,
+        address: Option<&str>,
+        from: Timestamp,
+        to: Timestamp,
+        limit: i64,
+    ) -> anyhow::Result<Vec<LoginEventRow>> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM login_events WHERE at >= $1 AND at <= $2
+             AND ($3 IS NULL OR user_id = $3) AND ($4 IS NULL OR address = $4)
+             ORDER BY at, id LIMIT $5"
+        );
+        let found = sqlx::query(&sql)
+            .bind(from.micros())
+            .bind(to.micros())
+            .bind(user_id)
+            .bind(address.map(str::to_owned))
+            .bind(limit)
+            .fetch_all(self.read_pool())
+            .await?;
+        found.iter().map(event_from_row).collect()
+    }
+
     /// Whether the user signed in successfully before from this address with this browser.
     pub async fn signed_in_before_from(
         &self,

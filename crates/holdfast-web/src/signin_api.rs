@@ -660,3 +660,78 @@ async fn token_freeze_to(
     containment::freeze_token(&state.app, actor, &current_op_id(), id, token, frozen).await?;
     ok(json!({"token": token, "frozen": frozen}))
 }
+
+// ---- incident timeline -----------------------------------------------------------------------
+
+/// The timeline's query parameters.
+pub const TIMELINE_PARAMS: &[&str] = &[
+    "user_id",
+    "token_id",
+    "session_id",
+    "client",
+    "from",
+    "to",
+    "format",
+];
+
+/// Reads the timeline query from the query string (the API and the page share it).
+pub fn timeline_query(
+    query: &QueryPairs,
+) -> Result<holdfast_app::timeline::Query, crate::error::ApiError> {
+    let time = |name: &str| -> Result<Option<holdfast_domain::Timestamp>, crate::error::ApiError> {
+        match query.get(name).filter(|v| !v.trim().is_empty()) {
+            Some(text) => holdfast_domain::Timestamp::parse_rfc3339(text.trim())
+                .map(Some)
+                .ok_or_else(|| {
+                    holdfast_app::AppError::invalid(
+                        name,
+                        "invalid_date",
+                        "A time like 2026-12-01T09:00:00Z",
+                    )
+                    .into()
+                }),
+            None => Ok(None),
+        }
+    };
+    Ok(holdfast_app::timeline::Query {
+        user_id: query.int("user_id")?,
+        token_id: query.int("token_id")?,
+        session_id: query.int("session_id")?,
+        client: query
+            .get("client")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned),
+        from: time("from")?,
+        to: time("to")?,
+    })
+}
+
+pub fn timeline_event_json(event: &holdfast_app::timeline::Event) -> Value {
+    json!({
+        "at": event.at.to_rfc3339(),
+        "source": event.source,
+        "actor": event.actor,
+        "action": event.action,
+        "subject": event.subject,
+        "session_id": event.session_id,
+        "token_id": event.token_id,
+        "client": event.client,
+        "detail": event.detail,
+    })
+}
+
+pub async fn timeline(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    query: QueryPairs,
+) -> ApiResult {
+    query.only(TIMELINE_PARAMS)?;
+    let wanted = timeline_query(&query)?;
+    if query.get("format") == Some("csv") {
+        let export = holdfast_app::timeline::export(&state.app, &actor, &wanted).await?;
+        return Ok(crate::api::csv_response(export));
+    }
+    let events = holdfast_app::timeline::timeline(&state.app, &actor, &wanted).await?;
+    ok(json!({"items": events.iter().map(timeline_event_json).collect::<Vec<_>>()}))
+}

@@ -153,6 +153,12 @@ fn api_table() -> Vec<(&'static str, &'static str, Need, Value)> {
         ("GET", "/api/v1/admin/two-factor", ADMIN_EDIT, none.clone()),
         ("GET", "/api/v1/admin/lockdown", ADMIN_VIEW, none.clone()),
         (
+            "GET",
+            "/api/v1/audit/timeline?user_id={other}",
+            ADMIN_VIEW,
+            none.clone(),
+        ),
+        (
             "PUT",
             "/api/v1/admin/lockdown",
             ADMIN_EDIT,
@@ -565,6 +571,7 @@ fn page_table() -> Vec<(&'static str, &'static str, Need)> {
             ADMIN_EDIT,
         ),
         ("POST", "/admin/security/lockdown", ADMIN_EDIT),
+        ("GET", "/admin/timeline", ADMIN_VIEW),
         (
             "POST",
             "/admin/users/{other}/sessions/{missing}/revoke",

@@ -102,7 +102,7 @@ impl Journey<'_> {
 }
 
 async fn journey(app: &TestApp, driver: &crate::browser::Driver, lang: &'static str) {
-    app.user("mei", "rep").await;
+    let mei = app.user("mei", "rep").await.user_id;
     let shots =
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
     std::fs::create_dir_all(&shots).unwrap();
@@ -259,6 +259,11 @@ async fn journey(app: &TestApp, driver: &crate::browser::Driver, lang: &'static 
     let enrolment = j.text("#enrolment").await;
     assert!(enrolment.contains("mei"), "{enrolment}");
     j.shot("signin-admin").await;
+    // And everything mei did, for an incident report.
+    j.go(&format!("/admin/timeline?user_id={mei}")).await;
+    let timeline = j.text("#timeline").await;
+    assert!(timeline.contains("sign_in.success"), "{timeline}");
+    j.shot("incident-timeline").await;
     j.browser.close().await.unwrap();
 }
 

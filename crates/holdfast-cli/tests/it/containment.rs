@@ -292,3 +292,114 @@ fn holdfast_lockdown_on_and_off_from_the_console() {
         app.db.close().await;
     });
 }
+
+// What a stolen administrator token did, for the report: its changes, deletes, export and the
+// backdoor user it made — and nothing anyone else did.
+on_both_backends!(the_timeline_of_a_stolen_token_lists_what_it_did, |app| {
+    let stolen = app.admin().await;
+    let auditor = app.user("shen", "auditor").await;
+    let rep = app.user("gu", "rep").await;
+    let mut rep_browser = Browser::new(&app, "Rep desk");
+    assert_eq!(
+        rep_browser
+            .login("gu", "correct horse battery")
+            .await
+            .status,
+        200
+    );
+    rep.create("contacts", json!({"name": "别人的客户"})).await;
+    app.clock.advance_seconds(60);
+    let from = app.app.now();
+    let victims: Vec<i64> = [
+        stolen.create("contacts", json!({"name": "甲"})).await,
+        stolen.create("contacts", json!({"name": "乙"})).await,
+    ]
+    .to_vec();
+    for id in &victims {
+        stolen
+            .delete(&format!("/api/v1/contacts/{id}?expected_version=1"))
+            .await
+            .expect(200);
+    }
+    let export = stolen.get("/api/v1/contacts/export").await;
+    assert_eq!(export.status, 200);
+    stolen
+        .post(
+            "/api/v1/users",
+            json!({"username": "backdoor", "password": "quiet river under stone", "role": "admin"}),
+        )
+        .await
+        .expect(201);
+    let token = app
+        .app
+        .db
+        .query_i64_for_tests(&format!(
+            "SELECT MAX(token_id) FROM audit_log WHERE action = 'user.create' AND actor_id = {}",
+            stolen.user_id
+        ))
+        .await
+        .unwrap();
+    let url = format!(
+        "/api/v1/audit/timeline?token_id={token}&from={}",
+        from.to_rfc3339()
+    );
+    let timeline = auditor.get(&url).await.expect(200);
+    let actions: Vec<&str> = timeline["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "contact.create",
+            "contact.create",
+            "contact.delete",
+            "contact.delete",
+            "contact.export",
+            "user.create"
+        ],
+        "{timeline}"
+    );
+    assert!(
+        timeline["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["token_id"] == token)
+    );
+    // For the report, as CSV.
+    let csv = auditor.get(&format!("{url}&format=csv")).await;
+    assert_eq!(csv.status, 200);
+    let text = csv.body.as_str().unwrap_or_default().to_owned();
+    let text = if text.is_empty() {
+        csv.body.to_string()
+    } else {
+        text
+    };
+    assert!(
+        text.contains("contact.export") && text.contains("user.create"),
+        "{text}"
+    );
+    // A user's timeline has their sign-ins too; a rep cannot see anyone's.
+    let by_user = auditor
+        .get(&format!("/api/v1/audit/timeline?user_id={}", rep.user_id))
+        .await
+        .expect(200);
+    let theirs: Vec<&str> = by_user["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    let signed_in = theirs.iter().position(|a| *a == "sign_in.success");
+    let created = theirs.iter().position(|a| *a == "contact.create");
+    assert!(signed_in.is_some() && signed_in < created, "{theirs:?}");
+    assert_eq!(rep.get(&url).await.status, 403);
+    assert_eq!(
+        auditor.get("/api/v1/audit/timeline").await.status,
+        422,
+        "whose timeline must be named"
+    );
+});

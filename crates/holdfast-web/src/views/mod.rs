@@ -25,6 +25,7 @@ pub mod backups;
 pub mod bin;
 pub mod board;
 pub mod home;
+pub mod incident;
 pub mod layout;
 pub mod records;
 pub mod security;
@@ -376,6 +377,13 @@ pub fn pages() -> (Router<WebState>, Vec<PageDoc>) {
         true,
     );
     add("/admin/sign-in", get(admin_signin::page), G, false, true);
+    add(
+        "/admin/timeline",
+        get(incident::timeline_page),
+        G,
+        false,
+        true,
+    );
     add(
         "/admin/sign-in/roles/{key}",
         post(admin_signin::policy_post),
