@@ -14,6 +14,7 @@ pub mod clock;
 pub mod containment;
 pub mod db_health;
 pub mod error;
+pub mod guards;
 pub mod home;
 pub mod login;
 pub mod notices;
@@ -34,7 +35,7 @@ pub use error::AppError;
 pub use holdfast_store::{
     AccessRequestRow, AuditFilter, AuditRow, Backend, BinEntry, Db, DbKey, LoginEventRow,
     NotificationRow, RoleRow, SchemaState, SecondFactorRow, SessionRow, StageTotal, TokenRow,
-    UserRow, VersionRow,
+    TripRow, UserRow, VersionRow,
 };
 
 use holdfast_domain::{AccessConfig, Timestamp};
@@ -66,6 +67,8 @@ pub struct AppConfig {
     /// Users may make API tokens without an expiry (the administrators' policy; off by
     /// default: every token expires within a year).
     pub tokens_may_never_expire: bool,
+    /// Mass-action guards: what a user may do in bulk within a window.
+    pub guards: guards::Limits,
     /// Users reach Holdfast over HTTPS (served by Holdfast itself, or by a proxy in front):
     /// cookies are `Secure` and `__Host-` named, and responses tell browsers to stay on HTTPS.
     pub https: bool,
@@ -121,6 +124,7 @@ impl Default for AppConfig {
             public_url: None,
             login_window_minutes: 15,
             tokens_may_never_expire: false,
+            guards: guards::Limits::default(),
             https: false,
             transport: security::Transport::Loopback,
             database_key: None,

@@ -21,10 +21,13 @@ pub async fn notify(
     Ok(())
 }
 
-/// Whether a notice tells an administrator that a user disowned a sign-in or change (it has
-/// no "this wasn't me" of its own).
+/// Whether a notice tells an administrator about someone else (a user disowned a sign-in, a
+/// guard tripped): it has no "this wasn't me" of its own.
 pub fn is_report(notice: &NotificationRow) -> bool {
-    notice.kind == "security.reported"
+    matches!(
+        notice.kind.as_str(),
+        "security.reported" | "security.guard_tripped"
+    )
 }
 
 /// The actor's unanswered security notices, newest first.

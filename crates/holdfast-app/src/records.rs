@@ -142,6 +142,31 @@ pub async fn apply_changes(
         };
         authorize(actor, action)?;
     }
+    let deletes = changes
+        .iter()
+        .filter(|c| matches!(c, Change::Delete { .. }))
+        .count();
+    let owner_changes = changes
+        .iter()
+        .filter(|c| matches!(c, Change::Update { input, .. } if input.get("owner_id").is_some()))
+        .count();
+    let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    crate::guards::take(
+        app,
+        actor,
+        op_id,
+        crate::guards::Kind::Deletes,
+        count(deletes),
+    )
+    .await?;
+    crate::guards::take(
+        app,
+        actor,
+        op_id,
+        crate::guards::Kind::OwnerChanges,
+        count(owner_changes),
+    )
+    .await?;
     // Settings that validation needs are read before the write lock is taken.
     let custom_defs = app.db.custom_fields().await?;
     let pipelines = app.db.pipelines().await?;
@@ -664,6 +689,23 @@ pub const MAX_PAGE_SIZE: i64 = 200;
 
 /// Lists live records. `params` are the query-string pairs as the client sent them; every key
 /// must be known, so a typo in a filter is an error rather than a silently unfiltered list.
+/// A list page read through the API: with an API token it counts towards the bulk-read guard
+/// (paging through every record by API is an export; people browsing pages are not counted).
+pub async fn list_in_bulk(
+    app: &App,
+    actor: &Actor,
+    op_id: &str,
+    entity: Entity,
+    params: &[(String, String)],
+) -> Result<Page, AppError> {
+    let page = list(app, actor, entity, params).await?;
+    if matches!(actor.kind, holdfast_domain::ActorKind::ApiToken { .. }) {
+        let amount = i64::try_from(page.items.len()).unwrap_or(i64::MAX);
+        crate::guards::take(app, actor, op_id, crate::guards::Kind::BulkReads, amount).await?;
+    }
+    Ok(page)
+}
+
 pub async fn list(
     app: &App,
     actor: &Actor,
@@ -1546,6 +1588,8 @@ pub async fn export(
         .iter()
         .map(|(k, v)| (k.clone(), Value::String(v.clone())))
         .collect();
+    let amount = i64::try_from(rows.len()).unwrap_or(i64::MAX);
+    crate::guards::take(app, actor, op_id, crate::guards::Kind::BulkReads, amount).await?;
     let mut tx = app.db.begin_write(app.now()).await?;
     let detail = serde_json::json!({"rows": rows.len(), "filters": filters, "fields": visible});
     tx.audit_event(holdfast_store::AuditDraft::new(

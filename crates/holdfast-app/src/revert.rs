@@ -306,6 +306,19 @@ pub async fn apply(
 ) -> Result<Preview, AppError> {
     let preview = preview(app, actor, request).await?;
     crate::step_up::require(app, actor).await?;
+    let touched = preview
+        .items
+        .iter()
+        .filter(|i| i.unchanged.is_none())
+        .count();
+    crate::guards::take(
+        app,
+        actor,
+        op_id,
+        crate::guards::Kind::Reverts,
+        i64::try_from(touched).unwrap_or(i64::MAX),
+    )
+    .await?;
     let mut reason = match request.by {
         Some(user) => format!(
             "reverted the changes of user {user} since {}",

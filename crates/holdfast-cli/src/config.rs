@@ -38,6 +38,8 @@ pub struct Config {
     pub recycle_bin: RecycleBinConfig,
     pub sessions: SessionConfig,
     pub login: LoginConfig,
+    /// Mass-action guards.
+    pub guards: holdfast_app::guards::Limits,
     pub backup: BackupSection,
     pub access: AccessSection,
     pub limits: LimitsSection,
@@ -211,6 +213,7 @@ impl Default for Config {
             recycle_bin: RecycleBinConfig::default(),
             sessions: SessionConfig::default(),
             login: LoginConfig::default(),
+            guards: holdfast_app::guards::Limits::default(),
             backup: BackupSection::default(),
             access: AccessSection::default(),
             limits: LimitsSection::default(),
@@ -337,6 +340,14 @@ impl Config {
             self.login.max_failures_per_address >= 1
                 && self.login.max_failures_per_client_and_account >= 1,
             "login.max_failures_per_address and login.max_failures_per_client_and_account must be at least 1"
+        );
+        let g = &self.guards;
+        anyhow::ensure!(
+            (1..=1440).contains(&g.window_minutes)
+                && [g.deletes, g.bulk_reads, g.owner_changes, g.reverts]
+                    .iter()
+                    .all(|n| *n >= 1),
+            "guards.window_minutes must be from 1 to 1440 and every guard's limit at least 1"
         );
         anyhow::ensure!(
             (1..=365).contains(&self.sessions.remember_days),
@@ -610,6 +621,7 @@ impl Config {
                 .max_failures_per_client_and_account,
             login_window_minutes: self.login.window_minutes,
             tokens_may_never_expire: self.login.tokens_may_never_expire,
+            guards: self.guards.clone(),
             session_remember_days: self.sessions.remember_days,
             public_url: Some(self.public_url.trim().to_owned()).filter(|url| !url.is_empty()),
             utc_offset_minutes: parse_utc_offset(&self.utc_offset).unwrap_or(0),

@@ -13,6 +13,7 @@ pub mod access;
 pub mod backup_runs;
 pub mod cipher;
 pub mod files;
+pub mod guards;
 pub mod health;
 pub mod limits;
 pub mod read;
@@ -26,6 +27,7 @@ pub mod write;
 pub use access::{AccessRequestRow, NotificationRow, ReviewRow, RoleRow};
 pub use backup_runs::{BackupLock, BackupRunResult, BackupRunRow};
 pub use cipher::DbKey;
+pub use guards::TripRow;
 pub use read::{
     AuditFilter, AuditRow, BinEntry, Dependent, ListQuery, Reach, RecordHistory, SessionRow, Sort,
     SortValue, StageTotal, TokenRow, UserRow, VersionRow,

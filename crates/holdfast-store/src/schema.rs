@@ -490,6 +490,31 @@ ALTER TABLE users ADD COLUMN frozen_reason TEXT;
 ALTER TABLE api_tokens ADD COLUMN frozen_at BIGINT;
 "#,
     },
+    Migration {
+        version: 13,
+        name: "mass-action guards: what each user did in bulk lately, and the guards they tripped",
+        sql: r#"
+CREATE TABLE guard_counts (
+    id {pk},
+    user_id BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    amount BIGINT NOT NULL
+);
+CREATE INDEX guard_counts_user ON guard_counts (user_id, kind, at);
+CREATE TABLE guard_trips (
+    id {pk},
+    user_id BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    amount BIGINT NOT NULL,
+    threshold BIGINT NOT NULL,
+    released_at BIGINT,
+    released_by TEXT
+);
+CREATE INDEX guard_trips_open ON guard_trips (released_at, user_id);
+"#,
+    },
 ];
 
 #[cfg(test)]

@@ -35,6 +35,7 @@ pub const BACKUP_TABLES: &[(&str, &str)] = &[
     ("second_factors", "id"),
     ("recovery_codes", "id"),
     ("login_events", "id"),
+    ("guard_trips", "id"),
 ];
 
 /// Tables a restore rebuilds from the records (the search and tag indexes) or empties because
@@ -46,6 +47,7 @@ pub const EPHEMERAL_TABLES: &[&str] = &[
     "login_failures",
     "login_challenges",
     "known_devices",
+    "guard_counts",
 ];
 /// Tables that describe this installation rather than its data; a restore leaves them alone.
 pub const LOCAL_TABLES: &[&str] = &["schema_migrations", "backup_runs"];

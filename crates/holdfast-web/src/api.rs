@@ -98,7 +98,8 @@ pub async fn record_list(
     if query.get("as_of").is_some() {
         return record_list_as_of(&state, &actor, entity, &query).await;
     }
-    let page = records::list(&state.app, &actor, entity, &query.0).await?;
+    let page =
+        records::list_in_bulk(&state.app, &actor, &current_op_id(), entity, &query.0).await?;
     ok(json!({
         "items": page.items.iter().map(|r| r.to_json()).collect::<Vec<_>>(),
         "next_cursor": page.next_cursor,

@@ -735,3 +735,39 @@ pub async fn timeline(
     let events = holdfast_app::timeline::timeline(&state.app, &actor, &wanted).await?;
     ok(json!({"items": events.iter().map(timeline_event_json).collect::<Vec<_>>()}))
 }
+
+// ---- mass-action guards ----------------------------------------------------------------------
+
+fn trip_json(trip: &holdfast_app::TripRow) -> Value {
+    json!({
+        "id": trip.id,
+        "user_id": trip.user_id,
+        "kind": trip.kind,
+        "at": trip.at.to_rfc3339(),
+        "amount": trip.amount,
+        "threshold": trip.threshold,
+        "released_at": time(trip.released_at),
+        "released_by": trip.released_by,
+    })
+}
+
+pub async fn guards_get(State(state): State<WebState>, Auth(actor): Auth) -> ApiResult {
+    let trips = holdfast_app::guards::trips(&state.app, &actor).await?;
+    let limits = &state.app.config.guards;
+    ok(json!({
+        "limits": {"window_minutes": limits.window_minutes, "deletes": limits.deletes, "bulk_reads": limits.bulk_reads, "owner_changes": limits.owner_changes, "reverts": limits.reverts},
+        "items": trips.iter().map(trip_json).collect::<Vec<_>>(),
+    }))
+}
+
+pub async fn guard_release(
+    State(state): State<WebState>,
+    Auth(actor): Auth,
+    ApiPath(id): ApiPath<String>,
+    query: QueryPairs,
+) -> ApiResult {
+    query.only(&[])?;
+    let id = id_of(&id, "tripped guard")?;
+    let trip = holdfast_app::guards::release(&state.app, &actor, &current_op_id(), id).await?;
+    ok(trip_json(&trip))
+}

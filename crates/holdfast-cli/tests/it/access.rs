@@ -152,6 +152,13 @@ fn api_table() -> Vec<(&'static str, &'static str, Need, Value)> {
         ),
         ("GET", "/api/v1/admin/two-factor", ADMIN_EDIT, none.clone()),
         ("GET", "/api/v1/admin/lockdown", ADMIN_VIEW, none.clone()),
+        ("GET", "/api/v1/admin/guards", ADMIN_VIEW, none.clone()),
+        (
+            "POST",
+            "/api/v1/admin/guards/{missing}/release",
+            ADMIN_EDIT,
+            none.clone(),
+        ),
         (
             "GET",
             "/api/v1/audit/timeline?user_id={other}",
@@ -572,6 +579,7 @@ fn page_table() -> Vec<(&'static str, &'static str, Need)> {
         ),
         ("POST", "/admin/security/lockdown", ADMIN_EDIT),
         ("GET", "/admin/timeline", ADMIN_VIEW),
+        ("POST", "/admin/guards/{missing}/release", ADMIN_EDIT),
         (
             "POST",
             "/admin/users/{other}/sessions/{missing}/revoke",

@@ -14,6 +14,7 @@ mod corruption;
 mod disk;
 mod dry_run;
 mod encryption;
+mod guards;
 mod hostile;
 mod pages;
 mod records;

@@ -604,8 +604,23 @@ on_both_backends!(
 
 // A term shared by thousands of records is answered by walking the list's order and checking
 // each row's terms; a rare one by collecting its matches. Both must give the same answers.
+/// This test pages through many records by API token, which the bulk-read guard would stop.
+async fn spawn_without_bulk_read_guard(
+    backend: holdfast_test_support::Backend,
+) -> Option<holdfast_test_support::TestApp> {
+    let config = holdfast_app::AppConfig {
+        guards: holdfast_app::guards::Limits {
+            bulk_reads: i64::MAX / 2,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    holdfast_test_support::spawn_app_with(backend, config).await
+}
+
 on_both_backends!(
     searching_a_common_word_walks_the_list_and_finds_the_same_records,
+    spawn_without_bulk_read_guard,
     |app| {
         use holdfast_app::records::{Change, apply_changes};
         use holdfast_domain::Entity;

@@ -39,10 +39,47 @@ pub async fn timeline_page(
     let users = holdfast_app::users::list(&state.app, &page.actor)
         .await
         .or_page(tr)?;
+    let trips = holdfast_app::guards::trips(&state.app, &page.actor)
+        .await
+        .or_page(tr)?;
+    let name_of = |id: i64| {
+        users
+            .iter()
+            .find(|u| u.id == id)
+            .map(|u| u.display_name.clone())
+            .unwrap_or_else(|| id.to_string())
+    };
+    let open: Vec<_> = trips.iter().filter(|t| t.released_at.is_none()).collect();
     let export: String = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(query.iter().filter(|(k, _)| k.as_str() != "format"))
         .finish();
     let body = html! {
+        @if !open.is_empty() {
+            section.card.alert id="guards" {
+                h2 { (tr.t("incident.guards")) }
+                p { (tr.t("incident.guards_help")) }
+                table {
+                    thead { tr { th { (tr.t("incident.who")) } th { (tr.t("incident.what")) } th { (tr.t("signin.when")) } th {} } }
+                    tbody {
+                        @for trip in &open {
+                            tr {
+                                td { a href=(format!("/admin/timeline?user_id={}", trip.user_id)) { (name_of(trip.user_id)) } }
+                                td { (tr.f("incident.guard_line", &[("amount", &trip.amount), ("kind", &tr.or(&format!("incident.guard_{}", trip.kind), &trip.kind).to_owned()), ("threshold", &trip.threshold)])) }
+                                td { (tr.datetime(trip.at)) }
+                                td {
+                                    @if page.actor.is_admin() {
+                                        form.inline method="post" action=(format!("/admin/guards/{}/release", trip.id)) {
+                                            (super::layout::csrf_field(&page.csrf))
+                                            button type="submit" { (tr.t("incident.release")) }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
         section.card {
             p { (tr.t("incident.timeline_help")) }
             form.inline method="get" action="/admin/timeline" {
@@ -95,4 +132,19 @@ pub async fn timeline_page(
         &page.csrf,
         page.new_csrf,
     ))
+}
+
+/// Releases a tripped guard after review (administrators, with step-up).
+pub async fn guard_release_post(
+    State(state): State<WebState>,
+    page: Page,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    _form: super::Form,
+) -> PageResult {
+    super::require(&page, holdfast_domain::Action::Administer)?;
+    let id = id.parse::<i64>().unwrap_or(0);
+    holdfast_app::guards::release(&state.app, &page.actor, &crate::error::current_op_id(), id)
+        .await
+        .or_page(&page.tr)?;
+    Ok(super::redirect("/admin/timeline", "guard_released"))
 }

@@ -137,6 +137,7 @@ pub const ERROR_CODES: &[&str] = &[
     "account_frozen",
     "token_frozen",
     "cannot_freeze_self",
+    "guard_tripped",
 ];
 
 /// How a page route is reached, for the test that every page checks who is asking.
@@ -381,6 +382,13 @@ pub fn pages() -> (Router<WebState>, Vec<PageDoc>) {
         "/admin/timeline",
         get(incident::timeline_page),
         G,
+        false,
+        true,
+    );
+    add(
+        "/admin/guards/{id}/release",
+        post(incident::guard_release_post),
+        P,
         false,
         true,
     );

@@ -588,6 +588,13 @@ fn notice_text(tr: &Tr, notice: &NotificationRow) -> String {
             ("by", &text("by")),
             ("username", &text("username")),
             ("left", &detail["left"].as_i64().unwrap_or(0)),
+            ("amount", &detail["amount"].as_i64().unwrap_or(0)),
+            ("threshold", &detail["threshold"].as_i64().unwrap_or(0)),
+            (
+                "kind",
+                &tr.or(&format!("incident.guard_{}", text("kind")), &text("kind"))
+                    .to_owned(),
+            ),
         ],
     )
 }
