@@ -243,7 +243,14 @@ pub async fn authenticate_token(app: &App, token: &str) -> Result<(Actor, bool),
             ),
         });
     }
-    if let Some(lockdown) = app.access_config().await?.lockdown.clone() {
+    if row
+        .last_used_at
+        .is_none_or(|at| at.plus_seconds(TOUCH_INTERVAL_SECONDS) <= now)
+    {
+        app.db.touch_token(row.id, now).await?;
+    }
+    let mut actor = actor_of(app, &user, ActorKind::ApiToken { token_id: row.id }).await?;
+    if let Some(lockdown) = actor.access.lockdown.clone() {
         return Err(AppError::Unauthenticated {
             code: "lockdown",
             message: format!(
@@ -254,13 +261,7 @@ pub async fn authenticate_token(app: &App, token: &str) -> Result<(Actor, bool),
             ),
         });
     }
-    if row
-        .last_used_at
-        .is_none_or(|at| at.plus_seconds(TOUCH_INTERVAL_SECONDS) <= now)
-    {
-        app.db.touch_token(row.id, now).await?;
-    }
-    let mut actor = actor_of(app, &user, ActorKind::ApiToken { token_id: row.id }).await?;
+
     if let Some(keys) = &row.modules {
         let modules = keys
             .iter()
