@@ -58,6 +58,18 @@ pub struct Limits {
     pub bulk_reads: i64,
     pub owner_changes: i64,
     pub reverts: i64,
+    /// Other limits for some roles (`[guards.roles.rep] deletes = 20`), by role key.
+    pub roles: std::collections::BTreeMap<String, RoleLimits>,
+}
+
+/// A role's own limits; what it leaves out is the general limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoleLimits {
+    pub deletes: Option<i64>,
+    pub bulk_reads: Option<i64>,
+    pub owner_changes: Option<i64>,
+    pub reverts: Option<i64>,
 }
 
 impl Default for Limits {
@@ -68,18 +80,40 @@ impl Default for Limits {
             bulk_reads: 1_000,
             owner_changes: 200,
             reverts: 500,
+            roles: std::collections::BTreeMap::new(),
         }
     }
 }
 
 impl Limits {
-    fn of(&self, kind: Kind) -> i64 {
-        match kind {
-            Kind::Deletes => self.deletes,
-            Kind::BulkReads => self.bulk_reads,
-            Kind::OwnerChanges => self.owner_changes,
-            Kind::Reverts => self.reverts,
-        }
+    /// The limit of `kind` for a user of `role` (a token limited to modules counts as its
+    /// user's role).
+    pub fn of(&self, kind: Kind, role: &str) -> i64 {
+        let own = self.roles.get(role.trim_end_matches("+token"));
+        let (general, special) = match kind {
+            Kind::Deletes => (self.deletes, own.and_then(|r| r.deletes)),
+            Kind::BulkReads => (self.bulk_reads, own.and_then(|r| r.bulk_reads)),
+            Kind::OwnerChanges => (self.owner_changes, own.and_then(|r| r.owner_changes)),
+            Kind::Reverts => (self.reverts, own.and_then(|r| r.reverts)),
+        };
+        special.unwrap_or(general)
+    }
+
+    /// Every limit, general and per role, is at least 1.
+    pub fn all_positive(&self) -> bool {
+        let general = [
+            self.deletes,
+            self.bulk_reads,
+            self.owner_changes,
+            self.reverts,
+        ];
+        general.iter().all(|n| *n >= 1)
+            && self.roles.values().all(|r| {
+                [r.deletes, r.bulk_reads, r.owner_changes, r.reverts]
+                    .iter()
+                    .flatten()
+                    .all(|n| *n >= 1)
+            })
     }
 }
 
@@ -99,7 +133,12 @@ pub async fn take(
         return Ok(());
     }
     let limits = &app.config.guards;
-    let threshold = limits.of(kind);
+    let role = actor
+        .access
+        .user(actor.user_id)
+        .map(|u| u.role.clone())
+        .unwrap_or_default();
+    let threshold = limits.of(kind, &role);
     let now = app.now();
     let window_start = now.plus_seconds(-limits.window_minutes * 60);
     let admins = actor.access.admin_names();

@@ -343,10 +343,7 @@ impl Config {
         );
         let g = &self.guards;
         anyhow::ensure!(
-            (1..=1440).contains(&g.window_minutes)
-                && [g.deletes, g.bulk_reads, g.owner_changes, g.reverts]
-                    .iter()
-                    .all(|n| *n >= 1),
+            (1..=1440).contains(&g.window_minutes) && g.all_positive(),
             "guards.window_minutes must be from 1 to 1440 and every guard's limit at least 1"
         );
         anyhow::ensure!(

@@ -14,6 +14,14 @@ async fn spawn_with_small_guards(backend: holdfast_test_support::Backend) -> Opt
             bulk_reads: 5,
             owner_changes: 2,
             reverts: 500,
+            roles: [(
+                "auditor".to_owned(),
+                holdfast_app::guards::RoleLimits {
+                    bulk_reads: Some(2),
+                    ..Default::default()
+                },
+            )]
+            .into(),
         },
         ..Default::default()
     };
@@ -158,5 +166,38 @@ on_both_backends!(
             )
             .await;
         assert_eq!(third.error_code(), "guard_tripped", "{}", third.body);
+    }
+);
+
+// A role can have limits of its own: here auditors may read 2 rows in bulk, everyone else 5.
+on_both_backends!(
+    a_role_can_have_limits_of_its_own,
+    spawn_with_small_guards,
+    |app| {
+        let admin = app.admin().await;
+        for n in 0..3 {
+            admin
+                .create("contacts", json!({"name": format!("客户{n}")}))
+                .await;
+        }
+        let auditor = app.user("cao", "auditor").await;
+        auditor.get("/api/v1/contacts?limit=2").await.expect(200);
+        let refused = auditor.get("/api/v1/contacts?limit=1").await;
+        assert_eq!(refused.error_code(), "guard_tripped", "{}", refused.body);
+        assert!(
+            refused.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("limit of 2"),
+            "{}",
+            refused.body
+        );
+        // The general limit (5) for an administrator's token.
+        admin.get("/api/v1/contacts?limit=3").await.expect(200);
+        admin.get("/api/v1/contacts?limit=2").await.expect(200);
+        assert_eq!(
+            admin.get("/api/v1/contacts?limit=1").await.error_code(),
+            "guard_tripped"
+        );
     }
 );
