@@ -580,6 +580,8 @@ fn page_table() -> Vec<(&'static str, &'static str, Need)> {
         ("POST", "/admin/security/lockdown", ADMIN_EDIT),
         ("GET", "/admin/timeline", ADMIN_VIEW),
         ("POST", "/admin/guards/{missing}/release", ADMIN_EDIT),
+        ("GET", "/admin/revert", ADMIN_EDIT),
+        ("POST", "/admin/revert", ADMIN_EDIT),
         (
             "POST",
             "/admin/users/{other}/sessions/{missing}/revoke",

@@ -7,6 +7,7 @@ mod auth;
 mod backup;
 mod backup_server;
 mod browser;
+mod browser_incident;
 mod browser_signin;
 mod cli;
 mod containment;

@@ -11,6 +11,16 @@ use holdfast_app::timeline;
 use maud::html;
 use std::collections::HashMap;
 
+/// The timeline of what led to a tripped guard: the user's window before it.
+fn guard_timeline(state: &WebState, trip: &holdfast_app::TripRow) -> String {
+    let from = trip
+        .at
+        .plus_seconds(-state.app.config.guards.window_minutes * 60)
+        .to_rfc3339();
+    let from: String = form_urlencoded::byte_serialize(from.as_bytes()).collect();
+    format!("/admin/timeline?user_id={}&from={from}", trip.user_id)
+}
+
 fn pairs(query: &HashMap<String, String>) -> QueryPairs {
     QueryPairs(query.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
 }
@@ -63,7 +73,7 @@ pub async fn timeline_page(
                     tbody {
                         @for trip in &open {
                             tr {
-                                td { a href=(format!("/admin/timeline?user_id={}", trip.user_id)) { (name_of(trip.user_id)) } }
+                                td { a href=(guard_timeline(&state, trip)) { (name_of(trip.user_id)) } }
                                 td { (tr.f("incident.guard_line", &[("amount", &trip.amount), ("kind", &tr.or(&format!("incident.guard_{}", trip.kind), &trip.kind).to_owned()), ("threshold", &trip.threshold)])) }
                                 td { (tr.datetime(trip.at)) }
                                 td {
@@ -103,6 +113,15 @@ pub async fn timeline_page(
                 p {
                     (tr.f("incident.events", &[("count", &events.len())])) " "
                     a href=(format!("/api/v1/audit/timeline?{export}&format=csv")) { (tr.t("incident.download")) }
+                }
+                @if let (Some(user), Some(first)) = (query.get("user_id").filter(|u| !u.is_empty()), events.first()) {
+                    @if page.actor.is_admin() {
+                        p {
+                            a.button href=(format!("/admin/revert?user_id={user}&to={}", form_urlencoded::byte_serialize(query.get("from").cloned().unwrap_or_else(|| holdfast_domain::Timestamp(first.at.micros() - 1).to_rfc3339()).as_bytes()).collect::<String>())) {
+                                (tr.t("incident.undo_user"))
+                            }
+                        }
+                    }
                 }
                 @if events.is_empty() { (empty(tr, "incident.nothing")) } @else {
                     table {
@@ -147,4 +166,133 @@ pub async fn guard_release_post(
         .await
         .or_page(&page.tr)?;
     Ok(super::redirect("/admin/timeline", "guard_released"))
+}
+
+// ---- revert: undo one user's changes since a time ---------------------------------------------
+
+fn revert_request(
+    query: &HashMap<String, String>,
+) -> Result<holdfast_app::revert::Request, holdfast_app::AppError> {
+    use holdfast_app::AppError;
+    let to = query
+        .get("to")
+        .and_then(|t| holdfast_domain::Timestamp::parse_rfc3339(t.trim()))
+        .ok_or_else(|| {
+            AppError::invalid("to", "invalid_date", "A time like 2026-12-01T09:00:00Z")
+        })?;
+    let by = match query
+        .get("user_id")
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+    {
+        Some(id) => Some(
+            id.parse::<i64>()
+                .map_err(|_| AppError::invalid("user_id", "invalid_id", "Choose a user"))?,
+        ),
+        None => None,
+    };
+    let conflicts = match query.get("conflicts").map(String::as_str) {
+        Some("revert") => holdfast_app::revert::Choice::Revert,
+        _ => holdfast_app::revert::Choice::Keep,
+    };
+    Ok(holdfast_app::revert::Request {
+        to,
+        by,
+        conflicts,
+        choices: Default::default(),
+        note: Some("from the revert page".into()),
+    })
+}
+
+/// The preview of undoing a user's (or everyone's) changes since a time, with the button that
+/// does it.
+pub async fn revert_page(
+    State(state): State<WebState>,
+    page: Page,
+    Query(query): Query<HashMap<String, String>>,
+) -> PageResult {
+    super::require(&page, holdfast_domain::Action::Administer)?;
+    let tr = &page.tr;
+    let request = revert_request(&query).or_page(tr)?;
+    let preview = holdfast_app::revert::preview(&state.app, &page.actor, &request)
+        .await
+        .or_page(tr)?;
+    let counts = preview.counts();
+    let whose = match request.by {
+        Some(id) => {
+            holdfast_app::users::get(&state.app, &page.actor, id)
+                .await
+                .or_page(tr)?
+                .display_name
+        }
+        None => tr.t("incident.everyone").to_owned(),
+    };
+    let body = html! {
+        section.card id="revert-preview" {
+            p { (tr.f("incident.revert_intro", &[("whose", &whose), ("since", &tr.datetime(request.to))])) }
+            p { strong { (tr.f("incident.revert_counts", &[("changing", &counts.changing), ("restored", &counts.restored), ("deleted", &counts.deleted), ("fields", &counts.fields), ("conflicts", &counts.conflicts)])) } }
+            @if preview.items.is_empty() { (empty(tr, "incident.revert_nothing")) } @else {
+                table {
+                    thead { tr { th { (tr.t("incident.record")) } th { (tr.t("incident.what")) } th { (tr.t("incident.conflicts")) } } }
+                    tbody {
+                        @for item in &preview.items {
+                            tr {
+                                td { a href=(format!("/{}/{}", item.entity.plural(), item.id)) { (item.title) } }
+                                td { (tr.t(&format!("incident.revert_{}", item.action()))) }
+                                td { (item.plan.conflicts.len()) }
+                            }
+                        }
+                    }
+                }
+            }
+            @if counts.changing > 0 {
+                form.stack method="post" action="/admin/revert" {
+                    (super::layout::csrf_field(&page.csrf))
+                    input type="hidden" name="to" value=(request.to.to_rfc3339());
+                    input type="hidden" name="user_id" value=(request.by.map(|id| id.to_string()).unwrap_or_default());
+                    @if counts.conflicts > 0 {
+                        label.check { input type="radio" name="conflicts" value="keep" checked; " " (tr.t("incident.keep_conflicts")) }
+                        label.check { input type="radio" name="conflicts" value="revert"; " " (tr.t("incident.revert_conflicts")) }
+                    }
+                    p { (tr.t("incident.revert_undoable")) }
+                    button.danger type="submit" { (tr.t("incident.revert_apply")) }
+                }
+            }
+        }
+    };
+    Ok(html(
+        frame(&page, tr.t("incident.revert_title"), "timeline", body),
+        &page.csrf,
+        page.new_csrf,
+    ))
+}
+
+pub async fn revert_post(
+    State(state): State<WebState>,
+    page: Page,
+    form: super::Form,
+) -> PageResult {
+    super::require(&page, holdfast_domain::Action::Administer)?;
+    let request = revert_request(&form.0).or_page(&page.tr)?;
+    let done = holdfast_app::revert::apply(
+        &state.app,
+        &page.actor,
+        &crate::error::current_op_id(),
+        &request,
+    )
+    .await
+    .or_page(&page.tr)?;
+    let counts = done.counts();
+    let tr = &page.tr;
+    let body = html! {
+        section.card id="revert-done" {
+            p { strong { (tr.f("incident.revert_done", &[("changing", &counts.changing), ("restored", &counts.restored), ("deleted", &counts.deleted)])) } }
+            p { a href="/admin/timeline" { (tr.t("nav.timeline")) } }
+        }
+    };
+    Ok(html(
+        frame(&page, tr.t("incident.revert_title"), "timeline", body),
+        &page.csrf,
+        page.new_csrf,
+    ))
 }

@@ -386,6 +386,13 @@ pub fn pages() -> (Router<WebState>, Vec<PageDoc>) {
         true,
     );
     add(
+        "/admin/revert",
+        get(incident::revert_page).post(incident::revert_post),
+        GP,
+        false,
+        true,
+    );
+    add(
         "/admin/guards/{id}/release",
         post(incident::guard_release_post),
         P,
