@@ -12,6 +12,35 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// A journey `journey(&app, &driver, lang)` in English and in Chinese, each on a fresh server
+/// from `spawn`, as one test per backend; skipped (or failing under CI) without Chromium.
+macro_rules! journey_in_both_languages {
+    ($sqlite:ident, $postgres:ident, $spawn:path, $journey:path) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $sqlite() {
+            $crate::browser::journey_in_both_languages!(@run holdfast_test_support::Backend::Sqlite, $spawn, $journey);
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $postgres() {
+            $crate::browser::journey_in_both_languages!(@run holdfast_test_support::Backend::Postgres, $spawn, $journey);
+        }
+    };
+    (@run $backend:expr, $spawn:path, $journey:path) => {
+        if !$crate::browser::browser_available() {
+            return;
+        }
+        let driver = $crate::browser::start_driver().await;
+        for lang in ["en", "zh-CN"] {
+            let Some(app) = $spawn($backend).await else {
+                return;
+            };
+            $journey(&app, &driver, lang).await;
+        }
+    };
+}
+pub(crate) use journey_in_both_languages;
+
 pub(crate) struct Driver {
     process: Child,
     port: u16,
@@ -663,28 +692,12 @@ async fn restore_from_backup(app: &TestApp, driver: &Driver, lang: &'static str)
     j.browser.close().await.unwrap();
 }
 
-async fn run_backups(backend: Backend) {
-    if !browser_available() {
-        return;
-    }
-    let driver = start_driver().await;
-    for lang in ["en", "zh-CN"] {
-        let Some(app) = holdfast_test_support::spawn_app_with_backups(backend).await else {
-            return;
-        };
-        restore_from_backup(&app, &driver, lang).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restoring_a_deleted_customer_from_a_backup_on_sqlite() {
-    run_backups(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restoring_a_deleted_customer_from_a_backup_on_postgres() {
-    run_backups(Backend::Postgres).await;
-}
+journey_in_both_languages!(
+    restoring_a_deleted_customer_from_a_backup_on_sqlite,
+    restoring_a_deleted_customer_from_a_backup_on_postgres,
+    holdfast_test_support::spawn_app_with_backups,
+    restore_from_backup
+);
 
 /// A sales rep opens a colleague's customer, reads why they may not, asks for access; an
 /// administrator approves it on their page; the rep then sees the customer — in `lang`.
@@ -845,25 +858,9 @@ async fn login(j: &Journey<'_>, username: &str) {
     assert_eq!(j.path().await, "/", "{username} is logged in");
 }
 
-async fn run_access(backend: Backend) {
-    if !browser_available() {
-        return;
-    }
-    let driver = start_driver().await;
-    for lang in ["en", "zh-CN"] {
-        let Some(app) = spawn_app(backend).await else {
-            return;
-        };
-        denied_then_granted(&app, &driver, lang).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn denied_asks_and_is_granted_on_sqlite() {
-    run_access(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn denied_asks_and_is_granted_on_postgres() {
-    run_access(Backend::Postgres).await;
-}
+journey_in_both_languages!(
+    denied_asks_and_is_granted_on_sqlite,
+    denied_asks_and_is_granted_on_postgres,
+    spawn_app,
+    denied_then_granted
+);

@@ -3,7 +3,7 @@
 //! opens the rep's timeline from the guard card, previews undoing the rep's changes, applies it,
 //! and releases the guard. Screenshots land in `target/screenshots/<lang>-incident-*.png`.
 
-use crate::browser::{Journey, browser_available, open_browser, start_driver};
+use crate::browser::{Journey, open_browser};
 use fantoccini::Locator;
 use holdfast_test_support::{Backend, TestApp};
 use serde_json::json;
@@ -126,25 +126,9 @@ async fn journey(app: &TestApp, driver: &crate::browser::Driver, lang: &'static 
     a.browser.close().await.unwrap();
 }
 
-async fn run(backend: Backend) {
-    if !browser_available() {
-        return;
-    }
-    let driver = start_driver().await;
-    for lang in ["en", "zh-CN"] {
-        let Some(app) = spawn_with_a_small_delete_guard(backend).await else {
-            return;
-        };
-        journey(&app, &driver, lang).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_mass_delete_is_stopped_seen_and_undone_in_the_browser_on_sqlite() {
-    run(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_mass_delete_is_stopped_seen_and_undone_in_the_browser_on_postgres() {
-    run(Backend::Postgres).await;
-}
+crate::browser::journey_in_both_languages!(
+    a_mass_delete_is_stopped_seen_and_undone_in_the_browser_on_sqlite,
+    a_mass_delete_is_stopped_seen_and_undone_in_the_browser_on_postgres,
+    spawn_with_a_small_delete_guard,
+    journey
+);

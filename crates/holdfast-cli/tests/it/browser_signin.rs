@@ -7,10 +7,10 @@
 //! The browser reaches the server as `localhost`: browsers refuse passkeys on a bare IP
 //! address.
 
-use crate::browser::{Journey, browser_available, open_browser, start_driver};
+use crate::browser::{Journey, open_browser};
 use fantoccini::Locator;
 use holdfast_app::two_factor::code_at;
-use holdfast_test_support::{Backend, TestApp, spawn_app};
+use holdfast_test_support::{TestApp, spawn_app};
 use serde_json::json;
 use std::time::Duration;
 
@@ -267,25 +267,9 @@ async fn journey(app: &TestApp, driver: &crate::browser::Driver, lang: &'static 
     j.browser.close().await.unwrap();
 }
 
-async fn run(backend: Backend) {
-    if !browser_available() {
-        return;
-    }
-    let driver = start_driver().await;
-    for lang in ["en", "zh-CN"] {
-        let Some(app) = spawn_app(backend).await else {
-            return;
-        };
-        journey(&app, &driver, lang).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_step_sign_in_and_passkeys_in_the_browser_on_sqlite() {
-    run(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_step_sign_in_and_passkeys_in_the_browser_on_postgres() {
-    run(Backend::Postgres).await;
-}
+crate::browser::journey_in_both_languages!(
+    two_step_sign_in_and_passkeys_in_the_browser_on_sqlite,
+    two_step_sign_in_and_passkeys_in_the_browser_on_postgres,
+    spawn_app,
+    journey
+);
