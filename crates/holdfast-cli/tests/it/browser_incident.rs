@@ -75,7 +75,7 @@ async fn journey(app: &TestApp, driver: &crate::browser::Driver, lang: &'static 
     }
     delete_in_page(&r, customers[3]).await;
     let page = r.body().await;
-    assert!(page.contains(paused), "{page}");
+    assert!(page.contains(paused) && page.contains("boss"), "{page}");
     r.shot("incident-guard").await;
     r.browser.close().await.unwrap();
 

@@ -108,7 +108,16 @@ pub fn chain(tr: &Tr, steps: &[Step]) -> Markup {
 pub fn denial_page(tr: &Tr, denial: &Denial) -> Response {
     let title = error_message(tr, denial.code, &denial.message);
     let Some(explanation) = &denial.explanation else {
-        let body = error_body(tr, &title, "", Some(("/", tr.t("nav.home"))));
+        // A refusal outside the chain of checks (a guard, a token rule) still says who can help.
+        let who = if denial.grantable_by.is_empty() {
+            String::new()
+        } else {
+            tr.f(
+                "access.can_change",
+                &[("names", &denial.grantable_by.join(", "))],
+            )
+        };
+        let body = error_body(tr, &title, &who, Some(("/", tr.t("nav.home"))));
         return html_status(StatusCode::FORBIDDEN, body, "", false);
     };
     // What to ask for: the right that failed, on the record if there was one.
