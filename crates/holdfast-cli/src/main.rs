@@ -57,6 +57,11 @@ enum Command {
     },
     /// Put records back as they were at a time (for example after a mistaken mass change).
     Revert(revert_cmd::RevertArgs),
+    /// Check the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Lock the whole CRM down during an incident (read-only for everyone but administrators,
     /// who confirm each change; every API token suspended), or lift it. Works from the server's
     /// console even when every administrator account is compromised.
@@ -133,6 +138,16 @@ enum AdminCommand {
         db: DbArgs,
         #[arg(long)]
         username: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute the audit log's hash chain and name the first entry that was edited, deleted,
+    /// inserted, reordered or cut off. Exits 1 when the log was tampered with.
+    Verify {
+        #[command(flatten)]
+        db: DbArgs,
     },
 }
 
@@ -232,6 +247,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let config = Config::load(db.config.as_deref(), std::env::vars(), &overrides(&db))?;
             admin_create(&config, &username, &display_name, &role).await
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { db },
+        } => {
+            let config = Config::load(db.config.as_deref(), std::env::vars(), &overrides(&db))?;
+            let app = open_app(&config).await?;
+            let result = app.db.verify_audit_chain().await;
+            app.db.close().await;
+            match result {
+                Ok(entries) => {
+                    println!(
+                        "The audit log is intact: {entries} entries, each following the one before, ending at the recorded head."
+                    );
+                    Ok(())
+                }
+                Err(error) => anyhow::bail!(
+                    "the audit log was tampered with: {error:#}. Compare with the newest verified backup (holdfast backup verify) and treat this as an incident"
+                ),
+            }
         }
         Command::Lockdown { command } => {
             let (db, reason) = match command {

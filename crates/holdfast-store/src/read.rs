@@ -998,10 +998,17 @@ impl Db {
         let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
             .fetch_one(self.read_pool())
             .await?;
+        let head_seq = head.try_get::<i64, _>("seq")?;
         anyhow::ensure!(
-            head.try_get::<i64, _>("seq")? == expected_seq - 1
-                && head.try_get::<String, _>("hash")? == prev_hash,
-            "the audit log ends before its recorded head: entries were removed from the end"
+            head_seq < expected_seq,
+            "the audit log ends at entry {} before its recorded head (entry {head_seq}): entries were removed from the end",
+            expected_seq - 1
+        );
+        anyhow::ensure!(
+            head_seq == expected_seq - 1 && head.try_get::<String, _>("hash")? == prev_hash,
+            "the audit log goes on after its recorded head (entry {head_seq}): entries {} to {} were added afterwards",
+            head_seq + 1,
+            expected_seq - 1
         );
         Ok(expected_seq - 1)
     }
