@@ -19,6 +19,8 @@ use holdfast_domain::{Actor, ActorKind, Timestamp};
 use holdfast_store::{AuditDraft, LoginEventRow, NewSessionRow, UserRow};
 use serde_json::json;
 
+pub use holdfast_store::signin::LOGIN_HISTORY_DAYS;
+
 /// A half-done sign-in (password right, second factor to come) lasts this long.
 const SECOND_FACTOR_MINUTES: i64 = 5;
 /// Wrong codes one half-done sign-in takes before the password must be typed again.

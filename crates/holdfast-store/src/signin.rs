@@ -118,6 +118,9 @@ fn event_from_row(row: &AnyRow) -> anyhow::Result<LoginEventRow> {
     })
 }
 
+/// Sign-in history older than this is forgotten as new sign-ins come.
+pub const LOGIN_HISTORY_DAYS: i64 = 400;
+
 /// The meta key holding the roles that must use a second factor (a JSON list of role keys).
 pub const SECOND_FACTOR_ROLES: &str = "second_factor_roles";
 
@@ -293,8 +296,13 @@ impl Db {
             .rows_affected())
     }
 
-    /// Adds a line to the sign-in history.
+    /// Adds a line to the sign-in history, and forgets lines older than
+    /// [`LOGIN_HISTORY_DAYS`] (the audit log keeps every successful sign-in for good).
     pub async fn record_login_event(&self, event: &LoginEventRow) -> anyhow::Result<()> {
+        sqlx::query("DELETE FROM login_events WHERE at < $1")
+            .bind(event.at.plus_days(-LOGIN_HISTORY_DAYS).micros())
+            .execute(&self.write)
+            .await?;
         sqlx::query(
             "INSERT INTO login_events (user_id, at, address, user_agent, method, outcome, new_device)
              VALUES ($1, $2, $3, $4, $5, $6, $7)",

@@ -388,3 +388,26 @@ on_both_backends!(
         assert_eq!(log["items"][0]["detail"]["username"], "he", "{log}");
     }
 );
+
+// The sign-in history keeps a little over a year; older lines go as new sign-ins come (the
+// audit log keeps every successful sign-in).
+on_both_backends!(the_sign_in_history_keeps_a_year, |app| {
+    app.user("old", "rep").await;
+    let mut browser = Browser::new(&app, "Desk");
+    assert_eq!(
+        browser.login("old", "correct horse battery").await.status,
+        200
+    );
+    app.clock
+        .advance_days(holdfast_app::login::LOGIN_HISTORY_DAYS + 1);
+    assert_eq!(
+        browser.login("old", "correct horse battery").await.status,
+        200
+    );
+    let history = browser
+        .client(&app)
+        .get("/api/v1/me/sign-ins")
+        .await
+        .expect(200);
+    assert_eq!(history["items"].as_array().unwrap().len(), 1, "{history}");
+});
