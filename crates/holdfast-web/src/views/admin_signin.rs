@@ -278,23 +278,7 @@ pub async fn session_revoke_post(
     Path((id, session)): Path<(String, String)>,
     _form: Form,
 ) -> PageResult {
-    administrators_only(&page)?;
-    let id = id_param(&id, "user").or_page(&page.tr)?;
-    let session = id_param(&session, "session").or_page(&page.tr)?;
-    users::revoke_one(
-        &state.app,
-        &page.actor,
-        &current_op_id(),
-        id,
-        users::Credentials::Sessions,
-        session,
-    )
-    .await
-    .or_page(&page.tr)?;
-    Ok(redirect(
-        &format!("/admin/users/{id}/sign-in"),
-        "session_revoked",
-    ))
+    revoke_one(&state, &page, &id, &session, users::Credentials::Sessions).await
 }
 
 pub async fn token_revoke_post(
@@ -303,23 +287,35 @@ pub async fn token_revoke_post(
     Path((id, token)): Path<(String, String)>,
     _form: Form,
 ) -> PageResult {
-    administrators_only(&page)?;
-    let id = id_param(&id, "user").or_page(&page.tr)?;
-    let token = id_param(&token, "token").or_page(&page.tr)?;
+    revoke_one(&state, &page, &id, &token, users::Credentials::Tokens).await
+}
+
+/// Ends one session or revokes one API token of a user, back to their page.
+async fn revoke_one(
+    state: &WebState,
+    page: &Page,
+    id: &str,
+    credential: &str,
+    what: users::Credentials,
+) -> PageResult {
+    administrators_only(page)?;
+    let id = id_param(id, "user").or_page(&page.tr)?;
+    let credential = id_param(credential, "credential").or_page(&page.tr)?;
     users::revoke_one(
         &state.app,
         &page.actor,
         &current_op_id(),
         id,
-        users::Credentials::Tokens,
-        token,
+        what,
+        credential,
     )
     .await
     .or_page(&page.tr)?;
-    Ok(redirect(
-        &format!("/admin/users/{id}/sign-in"),
-        "token_revoked",
-    ))
+    let notice = match what {
+        users::Credentials::Sessions => "session_revoked",
+        users::Credentials::Tokens => "token_revoked",
+    };
+    Ok(redirect(&format!("/admin/users/{id}/sign-in"), notice))
 }
 
 pub async fn freeze_post(
