@@ -849,7 +849,7 @@ async fn denied_then_granted(app: &TestApp, driver: &Driver, lang: &'static str)
     admin.browser.close().await.unwrap();
 }
 
-async fn login(j: &Journey<'_>, username: &str) {
+pub(crate) async fn login(j: &Journey<'_>, username: &str) {
     j.go("/login").await;
     j.fill("input[name=username]", username).await;
     j.fill("input[name=password]", "correct horse battery")

@@ -3,7 +3,7 @@
 //! opens the rep's timeline from the guard card, previews undoing the rep's changes, applies it,
 //! and releases the guard. Screenshots land in `target/screenshots/<lang>-incident-*.png`.
 
-use crate::browser::{Journey, open_browser};
+use crate::browser::{Journey, login, open_browser};
 use fantoccini::Locator;
 use holdfast_test_support::{Backend, TestApp};
 use serde_json::json;
@@ -29,15 +29,6 @@ async fn delete_in_page(j: &Journey<'_>, id: i64) {
         .await
         .unwrap();
     j.click("details.delete button[type=submit]").await;
-}
-
-async fn sign_in(j: &Journey<'_>, username: &str) {
-    j.go("/login").await;
-    j.fill("input[name=username]", username).await;
-    j.fill("input[name=password]", "correct horse battery")
-        .await;
-    j.click("form.stack button[type=submit]").await;
-    assert_eq!(j.path().await, "/", "{username} signed in");
 }
 
 async fn journey(app: &TestApp, driver: &crate::browser::Driver, lang: &'static str) {
@@ -68,7 +59,7 @@ async fn journey(app: &TestApp, driver: &crate::browser::Driver, lang: &'static 
         lang,
         shots: shots.clone(),
     };
-    sign_in(&r, "li").await;
+    login(&r, "li").await;
     for id in &customers[..3] {
         delete_in_page(&r, *id).await;
         assert_eq!(r.path().await, "/contacts");
@@ -87,7 +78,7 @@ async fn journey(app: &TestApp, driver: &crate::browser::Driver, lang: &'static 
         lang,
         shots,
     };
-    sign_in(&a, "boss").await;
+    login(&a, "boss").await;
     let notices = a.text("#security-notices").await;
     assert!(notices.contains("li"), "{notices}");
     a.shot("incident-notice").await;

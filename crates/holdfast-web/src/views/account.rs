@@ -127,17 +127,10 @@ pub async fn login_post(
                 AppError::Unauthenticated { code, message } => {
                     (StatusCode::UNAUTHORIZED, error_message(tr, code, message))
                 }
-                AppError::Throttled {
-                    retry_after_seconds,
-                } => (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    format!(
-                        "{} {}",
-                        tr.t("error.too_many_attempts"),
-                        tr.f("error.retry_after", &[("seconds", retry_after_seconds)])
-                    ),
-                ),
-                _ => return error_page(tr, error),
+                _ => match super::signin::form_problem(tr, &error) {
+                    Some(problem) => problem,
+                    None => return error_page(tr, error),
+                },
             };
             let body = login_form(
                 tr,

@@ -143,7 +143,7 @@ pub async fn second_factor_post(
 
 /// What a refused sign-in form says above itself: its problems, or how long to wait; `None`
 /// for errors that get the error page.
-fn form_problem(tr: &Tr, error: &AppError) -> Option<(StatusCode, String)> {
+pub(crate) fn form_problem(tr: &Tr, error: &AppError) -> Option<(StatusCode, String)> {
     match error {
         AppError::Invalid(errors) => Some((
             StatusCode::UNPROCESSABLE_ENTITY,
