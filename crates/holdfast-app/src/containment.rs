@@ -163,5 +163,19 @@ async fn write_lockdown(
     )
     .await?;
     tx.commit().await?;
+    let by = match &lockdown {
+        Some(lockdown) => lockdown.by.clone(),
+        None if actor.user_id == 0 => "holdfast lockdown (server console)".into(),
+        None => actor.username.clone(),
+    };
+    let event = crate::alerts::Event::Lockdown {
+        on: lockdown.is_some(),
+        by,
+        reason: lockdown
+            .as_ref()
+            .map(|l| l.reason.clone())
+            .unwrap_or_default(),
+    };
+    crate::alerts::raise(app, event).await;
     Ok(lockdown)
 }

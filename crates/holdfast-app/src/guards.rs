@@ -232,6 +232,16 @@ async fn trip(
     }
     tx.commit().await?;
     tracing::warn!(user = %actor.username, kind = kind.key(), amount, threshold, "mass-action guard tripped");
+    crate::alerts::raise(
+        app,
+        crate::alerts::Event::GuardTripped {
+            username: actor.username.clone(),
+            kind: kind.key().to_owned(),
+            amount,
+            threshold,
+        },
+    )
+    .await;
     app.db
         .open_guard_trip(actor.user_id, kind.key())
         .await?

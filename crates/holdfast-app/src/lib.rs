@@ -8,8 +8,10 @@
 //! is the injectable time source that lets tests move through a 90-day retention in one step.
 
 pub mod access;
+pub mod alerts;
 pub mod auth;
 pub mod backup;
+pub mod checklist;
 pub mod clock;
 pub mod containment;
 pub mod db_health;
@@ -32,6 +34,7 @@ pub mod visible;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::AppError;
+pub use holdfast_store::alerts::DeliveryRow;
 pub use holdfast_store::{
     AccessRequestRow, AuditFilter, AuditRow, Backend, BinEntry, Db, DbKey, LoginEventRow,
     NotificationRow, RoleRow, SchemaState, SecondFactorRow, SessionRow, StageTotal, TokenRow,
@@ -99,6 +102,13 @@ pub struct AppConfig {
     /// Password hashes (19 MiB each) computed at once; a login that cannot get a turn within
     /// `busy_wait_ms` is answered 503 with `Retry-After`.
     pub max_concurrent_hashes: usize,
+    /// Where alerts go (e-mail, webhooks).
+    pub alerts: alerts::Config,
+    /// Files and folders holding customers or keys (the data folder, the database, key
+    /// files): the checklist turns red when other accounts on the machine can read them.
+    pub private_files: Vec<std::path::PathBuf>,
+    /// More administrators than this is amber on the checklist: every one is a way in.
+    pub max_admins: usize,
 }
 
 /// Two password checks per core: enough to keep every core busy, bounded in memory.
@@ -138,6 +148,9 @@ impl Default for AppConfig {
             max_concurrent_requests: 128,
             busy_wait_ms: 5_000,
             max_concurrent_hashes: default_concurrent_hashes(),
+            alerts: alerts::Config::default(),
+            private_files: Vec::new(),
+            max_admins: 3,
         }
     }
 }

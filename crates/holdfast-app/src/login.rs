@@ -395,6 +395,17 @@ async fn has_second_factor(app: &App, user_id: i64) -> Result<bool, AppError> {
     Ok(!two_factor::factors_of(app, user_id).await?.is_empty())
 }
 
+/// A client, or one account from anywhere, used up its free failures: administrators hear of
+/// it (once an hour per client or account; see [`crate::alerts::Event::SigninBurst`]).
+async fn burst_alert(app: &App, key: &str, failures: i64) {
+    let client = match key.split_once(':') {
+        Some(("addr", client)) => client.to_owned(),
+        Some(("user", username)) => format!("(account {username})"),
+        _ => return,
+    };
+    crate::alerts::raise(app, crate::alerts::Event::SigninBurst { client, failures }).await;
+}
+
 /// Waits, doubling from one second, once `free` failures are used up; at most `cap`.
 fn back_off_seconds(failures_before: i64, free: i64, cap: i64) -> i64 {
     if failures_before < free {
@@ -459,6 +470,9 @@ impl Guard {
                 continue;
             }
             let (failures, newest) = app.db.login_failures_before(key, *row, since).await?;
+            if failures >= *free {
+                burst_alert(app, key, failures + 1).await;
+            }
             if let Some(newest) = newest {
                 let until = newest.plus_seconds(back_off_seconds(failures, *free, *cap));
                 let micros = until.micros() - now.micros();

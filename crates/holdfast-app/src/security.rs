@@ -46,6 +46,10 @@ pub enum Level {
 /// level, and the facts that go with it (file names, fingerprints) untranslated.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
+    /// What is checked (`transport`, `database`, `backup_key`), as the checklist names it.
+    pub area: &'static str,
+    /// How much it counts towards the checklist's score.
+    pub weight: u32,
     pub code: &'static str,
     pub level: Level,
     pub detail: String,
@@ -103,27 +107,30 @@ pub async fn status_unchecked(app: &App) -> anyhow::Result<Status> {
     let mut checks = vec![transport_check(&app.config.transport)];
     checks.push(database_check(app).await);
     let backup_key = backup_key_state(app).await?;
-    checks.push(match (&app.backups, &backup_key) {
-        (None, _) => Check {
-            code: "backups_off",
-            level: Level::Warn,
-            detail: String::new(),
-        },
-        (Some(_), None) => Check {
+    // Without backups there is no key to keep (the checklist's backups item is red instead).
+    checks.extend(match (&app.backups, &backup_key) {
+        (None, _) => None,
+        (Some(_), None) => Some(Check {
+            area: "backup_key",
+            weight: 5,
             code: "backup_key_missing",
             level: Level::Bad,
             detail: String::new(),
-        },
-        (Some(_), Some(key)) if key.confirmed_at.is_none() => Check {
+        }),
+        (Some(_), Some(key)) if key.confirmed_at.is_none() => Some(Check {
+            area: "backup_key",
+            weight: 5,
             code: "backup_key_unconfirmed",
             level: Level::Warn,
             detail: key.fingerprint.clone(),
-        },
-        (Some(_), Some(key)) => Check {
+        }),
+        (Some(_), Some(key)) => Some(Check {
+            area: "backup_key",
+            weight: 5,
             code: "backups_encrypted",
             level: Level::Good,
             detail: key.fingerprint.clone(),
-        },
+        }),
     });
     Ok(Status { checks, backup_key })
 }
@@ -131,21 +138,29 @@ pub async fn status_unchecked(app: &App) -> anyhow::Result<Status> {
 fn transport_check(transport: &Transport) -> Check {
     match transport {
         Transport::Loopback => Check {
+            area: "transport",
+            weight: 15,
             code: "transport_loopback",
             level: Level::Good,
             detail: String::new(),
         },
         Transport::Tls { cert_file, .. } => Check {
+            area: "transport",
+            weight: 15,
             code: "transport_tls",
             level: Level::Good,
             detail: cert_file.display().to_string(),
         },
         Transport::Proxy { public_url } => Check {
+            area: "transport",
+            weight: 15,
             code: "transport_proxy",
             level: Level::Good,
             detail: public_url.clone(),
         },
         Transport::InsecureHttp { listen } => Check {
+            area: "transport",
+            weight: 15,
             code: "transport_insecure",
             level: Level::Bad,
             detail: listen.clone(),
@@ -157,11 +172,15 @@ async fn database_check(app: &App) -> Check {
     match app.db.backend() {
         holdfast_store::Backend::Sqlite => match app.db.key() {
             Some(key) => Check {
+                area: "database",
+                weight: 10,
                 code: "database_encrypted",
                 level: Level::Good,
                 detail: key.fingerprint(),
             },
             None => Check {
+                area: "database",
+                weight: 10,
                 code: "database_plain",
                 level: Level::Warn,
                 detail: String::new(),
@@ -169,16 +188,22 @@ async fn database_check(app: &App) -> Check {
         },
         holdfast_store::Backend::Postgres => match app.db.postgres_connection_encrypted().await {
             Ok(true) => Check {
+                area: "database",
+                weight: 10,
                 code: "postgres_tls",
                 level: Level::Good,
                 detail: String::new(),
             },
             Ok(false) => Check {
+                area: "database",
+                weight: 10,
                 code: "postgres_plain",
                 level: Level::Warn,
                 detail: String::new(),
             },
             Err(error) => Check {
+                area: "database",
+                weight: 10,
                 code: "postgres_unknown",
                 level: Level::Warn,
                 detail: format!("{error:#}"),

@@ -369,7 +369,23 @@ pub async fn remove_factor(
     )
     .await?;
     tx.commit().await?;
+    if factors.len() == 1 && user.role == holdfast_domain::access::ADMIN {
+        admin_two_step_off(app, &user, actor).await;
+    }
     Ok(())
+}
+
+/// Alerts that an administrator's account has no second factor any more.
+async fn admin_two_step_off(app: &App, user: &UserRow, actor: &Actor) {
+    let event = crate::alerts::Event::AdminTwoStepOff {
+        username: user.username.clone(),
+        by: if actor.user_id == 0 {
+            "holdfast admin reset-second-factor (server console)".into()
+        } else {
+            actor.username.clone()
+        },
+    };
+    crate::alerts::raise(app, event).await;
 }
 
 /// Checks a TOTP code or spends a recovery code inside `tx`; a TOTP code's step is used up.
@@ -586,5 +602,8 @@ async fn reset(app: &App, actor: &Actor, op_id: &str, user: &UserRow) -> Result<
     )
     .await?;
     tx.commit().await?;
+    if removed > 0 && user.role == holdfast_domain::access::ADMIN {
+        admin_two_step_off(app, user, actor).await;
+    }
     Ok(removed)
 }

@@ -45,6 +45,23 @@ pub struct Config {
     pub limits: LimitsSection,
     pub tls: TlsSection,
     pub server: ServerSection,
+    pub alerts: crate::alerts_config::AlertsSection,
+    pub security: SecuritySection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecuritySection {
+    /// More administrators than this is amber on the security checklist.
+    pub max_admins: usize,
+}
+
+impl Default for SecuritySection {
+    fn default() -> Self {
+        SecuritySection {
+            max_admins: AppConfig::default().max_admins,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -219,6 +236,8 @@ impl Default for Config {
             limits: LimitsSection::default(),
             tls: TlsSection::default(),
             server: ServerSection::default(),
+            alerts: Default::default(),
+            security: SecuritySection::default(),
         }
     }
 }
@@ -371,6 +390,11 @@ impl Config {
                 )
             })?;
         self.trusted_proxies()?;
+        self.alerts.to_app()?;
+        anyhow::ensure!(
+            self.security.max_admins >= 1,
+            "security.max_admins must be at least 1"
+        );
         parse_utc_offset(&self.utc_offset).with_context(|| {
             format!(
                 "utc_offset = {:?} is not an offset such as +08:00 or -05:00",
@@ -632,7 +656,37 @@ impl Config {
                 0 => holdfast_app::default_concurrent_hashes(),
                 n => n,
             },
+            alerts: self.alerts.to_app()?,
+            private_files: self.private_files()?,
+            max_admins: self.security.max_admins,
         })
+    }
+
+    /// Files and folders only Holdfast's account should read: the data folder and the embedded
+    /// database, the key files, the TLS key and the backup folders.
+    fn private_files(&self) -> anyhow::Result<Vec<PathBuf>> {
+        let data = self.absolute_data_dir()?;
+        let mut files = vec![data.clone()];
+        if self.database_url.is_empty() {
+            files.push(data.join("holdfast.db"));
+        }
+        files.push(self.default_backup_key_file()?);
+        for path in [
+            &self.database_key_file,
+            &self.backup.key_file,
+            &self.backup.passphrase_file,
+            &self.tls.key_file,
+            &self.backup.copy_to,
+        ] {
+            if !path.as_os_str().is_empty() {
+                files.push(path.clone());
+            }
+        }
+        files.push(data.join("tls").join("key.pem"));
+        files.push(self.backup_dir()?);
+        files.retain(|path| path.exists());
+        files.dedup();
+        Ok(files)
     }
 }
 

@@ -1,132 +1,121 @@
-//! `holdfast doctor`: checks an installation from the server's console — the database opens,
-//! its schema is the one this Holdfast serves, its structure is sound (SQLite
-//! `integrity_check`, PostgreSQL `amcheck`), the audit log's hash chain is unbroken, and the
-//! newest backups are healthy, and how the customers are protected in transit and at rest
-//! (the security page's checks). One line per check, each failure with what to do; exits 1 when
-//! anything failed, for scripts.
+//! `holdfast doctor`: the security checklist from the server's console — the one the security
+//! page shows ([`holdfast_app::checklist`]), with SQLite's full `integrity_check` (PostgreSQL
+//! `amcheck`). One line per item (✓ fine, ! to look at, ✗ unsafe), each with what to do, and a
+//! score out of 100; `--json` for scripts. Exits 0 when nothing is unsafe, 1 when something is,
+//! 2 when the database could not be opened.
 
 use crate::DbArgs;
 use crate::backup_cmd::load;
 use clap::Args;
-use holdfast_app::health::Thoroughness;
-use holdfast_app::{App, SchemaState, SystemClock};
+use holdfast_app::checklist::{self, Depth};
+use holdfast_app::security::Level;
+use holdfast_app::{App, SystemClock};
+use holdfast_web::i18n::{Locale, Tr};
+use serde_json::{Value, json};
 use std::sync::Arc;
 
 #[derive(Args)]
 pub struct DoctorArgs {
     #[command(flatten)]
     target: DbArgs,
+    /// Print the checklist as JSON (score, level, and each item's area, code, level, weight,
+    /// text and detail) instead of lines.
+    #[arg(long)]
+    json: bool,
 }
 
-/// One check's outcome: `Ok(what was found)` or `Err(what is wrong and what to do)`.
-type Check = Result<String, String>;
+/// Exit codes for scripts: nothing red; something red; the doctor could not look at all.
+pub const EXIT_RED: u8 = 1;
+pub const EXIT_CANNOT_CHECK: u8 = 2;
 
-fn report(name: &str, check: &Check) {
-    match check {
-        Ok(found) => println!("✓ {name}: {found}"),
-        Err(problem) => println!("✗ {name}: {problem}"),
-    }
-}
-
-pub async fn run(args: DoctorArgs) -> anyhow::Result<()> {
+/// Runs the checklist; `Ok(exit code)`.
+pub async fn run(args: DoctorArgs) -> anyhow::Result<u8> {
     let config = load(&args.target)?;
     let url = config.database_url()?;
     // Opened without the start check and without migrating: the doctor looks, it does not act.
     let db = match holdfast_app::Db::connect_with_key(&url, config.database_key()?).await {
         Ok(db) => db,
         Err(error) => {
-            report("database", &Err(format!("{error:#}")));
-            anyhow::bail!("the database could not be opened");
+            let problem = format!("{error:#}");
+            match args.json {
+                true => println!(
+                    "{}",
+                    json!({"level": "bad", "score": 0, "database": problem, "items": []})
+                ),
+                false => println!("✗ database: {problem}"),
+            }
+            eprintln!("error: the database could not be opened");
+            return Ok(EXIT_CANNOT_CHECK);
         }
     };
     let app = App::new(db, config.app_config()?, Arc::new(SystemClock))
         .with_backups(config.backup_config()?);
-    let mut failed = 0;
-    let mut check = |name: &str, outcome: Check| {
-        report(name, &outcome);
-        failed += usize::from(outcome.is_err());
+    let checklist = checklist::run(&app, Depth::Full).await;
+    app.db.close().await;
+    let tr = Tr::new(Locale::En, 0);
+    let text_of = |item: &checklist::Item| {
+        let (text, detail) = holdfast_web::views::security::item_text(&tr, item);
+        match detail.is_empty() {
+            true => text,
+            false if text.ends_with(':') => format!("{text} {detail}"),
+            false => format!("{text} ({detail})"),
+        }
     };
-    check(
-        "database",
-        Ok(format!(
+    if args.json {
+        let items: Vec<Value> = checklist
+            .items
+            .iter()
+            .map(|item| {
+                json!({
+                    "area": item.area,
+                    "code": item.code,
+                    "level": item.level,
+                    "weight": item.weight,
+                    "text": text_of(item),
+                    "detail": item.detail,
+                })
+            })
+            .collect();
+        let database = format!(
             "{} at {}",
             app.db.backend().name(),
             holdfast_app::redact(&url)
-        )),
-    );
-    let schema = match app.db.schema_state().await {
-        Ok(SchemaState::Current) => Ok("current".to_owned()),
-        Ok(SchemaState::Empty) => {
-            Err("empty: no Holdfast tables yet; `holdfast serve` creates them".to_owned())
+        );
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "score": checklist.score,
+                "level": checklist.level,
+                "database": database,
+                "items": items,
+            }))?
+        );
+    } else {
+        println!(
+            "✓ database: {} at {}",
+            app.db.backend().name(),
+            holdfast_app::redact(&url)
+        );
+        for item in &checklist.items {
+            let mark = match item.level {
+                Level::Good => '✓',
+                Level::Warn => '!',
+                Level::Bad => '✗',
+            };
+            println!("{mark} {}: {}", item.area, text_of(item));
         }
-        Ok(SchemaState::Behind { found, wanted }) => Err(format!(
-            "at version {found}, this Holdfast needs {wanted}: run `holdfast upgrade`"
-        )),
-        Ok(SchemaState::Ahead { found, wanted }) => Err(format!(
-            "at version {found}, newer than this Holdfast ({wanted}): run the newer Holdfast"
-        )),
-        Err(error) => Err(format!("{error:#}")),
-    };
-    let schema_ok = schema.is_ok();
-    check("schema", schema);
-    let started = std::time::Instant::now();
-    let integrity = match app.db.check_integrity(Thoroughness::Full, "doctor").await {
-        Ok(None) => Ok(format!(
-            "sound (full check, {:.1} s)",
-            started.elapsed().as_secs_f64()
-        )),
-        Ok(Some(problem)) => Err(format!(
-            "DAMAGED: {problem}. Restore the newest verified backup into a new data folder: `holdfast backup restore FILE --data-dir NEW_FOLDER`"
-        )),
-        Err(error) => Err(format!("the check could not run: {error:#}")),
-    };
-    check("integrity", integrity);
-    if schema_ok {
-        let chain = match app.db.verify_audit_chain().await {
-            Ok(entries) => Ok(format!("{entries} entries, hash chain unbroken")),
-            Err(error) => Err(format!("{error:#}")),
-        };
-        check("audit log", chain);
-        let backups = match holdfast_app::backup::schedule::status(&app).await {
-            Ok(status) if status.state == "off" => Err(
-                "this configuration takes no backups: set up the [backup] section (holdfast config example)".to_owned(),
-            ),
-            Ok(status) if status.state == "ok" => Ok(format!(
-                "healthy; newest verified {}",
-                status
-                    .last_good
-                    .and_then(|run| run.file)
-                    .unwrap_or_default()
-            )),
-            Ok(status) => Err(format!("need attention: {}", status.problems.join(", "))),
-            Err(error) => Err(format!("{error:#}")),
-        };
-        check("backups", backups);
-    }
-    // Transport, encryption at rest, the backup key: red fails the doctor, amber is printed.
-    match holdfast_app::security::status_unchecked(&app).await {
-        Ok(status) => {
-            let tr = holdfast_web::i18n::Tr::new(holdfast_web::i18n::Locale::En, 0);
-            for item in &status.checks {
-                let text = tr.t(&format!("security.{}", item.code)).to_owned();
-                let text = if item.detail.is_empty() {
-                    text
-                } else {
-                    format!("{text} ({})", item.detail)
-                };
-                match item.level {
-                    holdfast_app::security::Level::Good => println!("✓ security: {text}"),
-                    holdfast_app::security::Level::Warn => println!("! security: {text}"),
-                    holdfast_app::security::Level::Bad => check("security", Err(text)),
-                }
-            }
+        let (red, amber) = (checklist.count(Level::Bad), checklist.count(Level::Warn));
+        println!(
+            "Score: {}/100 — {red} unsafe (✗), {amber} to look at (!), {} fine (✓)",
+            checklist.score,
+            checklist.items.len() - red - amber
+        );
+        if red == 0 {
+            println!("Nothing unsafe found");
         }
-        Err(error) => check("security", Err(format!("{error:#}"))),
     }
-    app.db.close().await;
-    if failed > 0 {
-        anyhow::bail!("{failed} checks failed");
-    }
-    println!("All checks passed");
-    Ok(())
+    Ok(match checklist.level {
+        Level::Bad => EXIT_RED,
+        _ => 0,
+    })
 }

@@ -5,6 +5,7 @@
 //! `holdfast-app`; they hold no rules of their own.
 
 mod access_cmd;
+mod alerts_config;
 mod backup_cmd;
 mod bench;
 mod config;
@@ -69,7 +70,9 @@ enum Command {
         #[command(subcommand)]
         command: LockdownCommand,
     },
-    /// Check the installation: database, schema, integrity, audit chain, backups, security.
+    /// The security checklist, scored: transport, encryption, backups and drills, file
+    /// permissions, administrators, audit chain, integrity, schema, advisories, alerts. Exit
+    /// code 0: nothing unsafe; 1: something unsafe; 2: the database could not be opened.
     Doctor(doctor_cmd::DoctorArgs),
     /// HTTPS certificates: a self-signed one for a LAN install, fingerprints.
     Tls {
@@ -204,6 +207,18 @@ enum ConfigCommand {
     Example,
 }
 
+/// An exit code other than 1 for scripts, from a command that printed its own report.
+#[derive(Debug, Clone, Copy)]
+struct Exit(u8);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit code {}", self.0)
+    }
+}
+
+impl std::error::Error for Exit {}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -218,6 +233,11 @@ fn main() -> std::process::ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // The command said what was wrong already; only the code is left to give.
+        Err(error) if error.downcast_ref::<Exit>().is_some() => {
+            let Exit(code) = error.downcast_ref::<Exit>().copied().unwrap_or(Exit(1));
+            std::process::ExitCode::from(code)
+        }
         Err(error) => {
             eprintln!("error: {error:#}");
             std::process::ExitCode::FAILURE
@@ -317,7 +337,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backup { command } => backup_cmd::run(command).await,
         Command::Revert(args) => revert_cmd::revert(args).await,
         Command::Access { command } => access_cmd::run(command).await,
-        Command::Doctor(args) => doctor_cmd::run(args).await,
+        Command::Doctor(args) => match doctor_cmd::run(args).await? {
+            0 => Ok(()),
+            code => Err(Exit(code).into()),
+        },
         Command::Tls { command } => tls_cmd::run(command),
         Command::Db { command } => db_cmd::run(command).await,
         Command::Bench(args) => {
@@ -519,6 +542,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             }
         }
     });
+    // Alerts: retries that are due, and conditions nobody acted on (stale backups, damage).
+    let alerts_app = app.clone();
+    let alerts_job = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            if let Err(error) = holdfast_app::alerts::tick(&alerts_app).await {
+                tracing::error!(error = %format!("{error:#}"), "the alerts check failed");
+            }
+        }
+    });
     // The start did a quick check; a full one (indexes against their tables too) runs daily.
     let integrity_app = app.clone();
     let integrity_job = tokio::spawn(async move {
@@ -550,6 +584,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     purge_job.abort();
     backup_job.abort();
+    alerts_job.abort();
     integrity_job.abort();
     if backups.on_shutdown {
         tracing::info!("taking the shutdown backup");

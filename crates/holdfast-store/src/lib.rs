@@ -10,6 +10,7 @@
 //! transaction (the one write path), [`rows`] the mapping between rows and domain types.
 
 pub mod access;
+pub mod alerts;
 pub mod backup_runs;
 pub mod cipher;
 pub mod files;

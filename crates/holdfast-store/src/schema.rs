@@ -515,6 +515,27 @@ CREATE TABLE guard_trips (
 CREATE INDEX guard_trips_open ON guard_trips (released_at, user_id);
 "#,
     },
+    Migration {
+        version: 14,
+        name: "alerts: every alert sent out of the building, per channel, with its attempts",
+        sql: r#"
+CREATE TABLE alert_deliveries (
+    id {pk},
+    event TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    alert TEXT NOT NULL,
+    dedupe TEXT,
+    created_at BIGINT NOT NULL,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    next_at BIGINT,
+    claimed_until BIGINT,
+    delivered_at BIGINT,
+    last_error TEXT
+);
+CREATE INDEX alert_deliveries_due ON alert_deliveries (next_at);
+CREATE INDEX alert_deliveries_dedupe ON alert_deliveries (dedupe, created_at);
+"#,
+    },
 ];
 
 #[cfg(test)]

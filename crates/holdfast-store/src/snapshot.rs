@@ -49,8 +49,9 @@ pub const EPHEMERAL_TABLES: &[&str] = &[
     "known_devices",
     "guard_counts",
 ];
-/// Tables that describe this installation rather than its data; a restore leaves them alone.
-pub const LOCAL_TABLES: &[&str] = &["schema_migrations", "backup_runs"];
+/// Tables that describe this installation rather than its data (its migrations, backups and the
+/// alerts it sent); a restore leaves them alone.
+pub const LOCAL_TABLES: &[&str] = &["schema_migrations", "backup_runs", "alert_deliveries"];
 
 /// A table as a backup stores it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -1268,34 +1268,6 @@ pub async fn backup_restore_post(
     ok(json!({"items": outcomes.iter().map(|o| o.record.to_json()).collect::<Vec<_>>()}))
 }
 
-// ---- security ----------------------------------------------------------------------------------
-
-/// How customers are protected in transit and at rest (auditors and administrators).
-pub async fn security_get(
-    State(state): State<WebState>,
-    Auth(actor): Auth,
-    query: QueryPairs,
-) -> ApiResult {
-    query.only(&[])?;
-    let status = holdfast_app::security::status(&state.app, &actor).await?;
-    ok(json!({
-        "level": status.level(),
-        "checks": status.checks,
-        "backup_key": status.backup_key,
-    }))
-}
-
-/// An administrator confirms the backup key's recovery sheet is stored off the machine.
-pub async fn security_backup_key_stored(
-    State(state): State<WebState>,
-    Auth(actor): Auth,
-    query: QueryPairs,
-) -> ApiResult {
-    query.only(&[])?;
-    holdfast_app::security::confirm_backup_key(&state.app, &actor, &current_op_id()).await?;
-    ok(json!({"confirmed": true}))
-}
-
 // ---- login throttles ---------------------------------------------------------------------------
 
 /// Accounts and client addresses with recent failed logins, and which are refused now.

@@ -16,6 +16,7 @@ pub mod error;
 pub mod extract;
 pub mod i18n;
 pub mod openapi;
+pub mod security_api;
 pub mod signin_api;
 pub mod transport;
 pub mod views;
@@ -148,8 +149,10 @@ pub fn routes() -> Routes {
         .add("/api/v1/backups/{id}/drill", post(api::backup_drill_post), D::new("POST", "Restore-drill a backup again, in the background (administrators)", Body::None, "Object"))
         .add("/api/v1/backups/{id}/records", get(api::backup_records_get), D::new("GET", "Customer records in a backup that a selective restore would bring back, with where each stands now (administrators)", Body::None, "List").params(&["deleted_since", "entity", "matching"]))
         .add("/api/v1/backups/{id}/restore", post(api::backup_restore_post), D::new("POST", "Bring chosen records back from a backup as new versions (administrators)", Body::Named("RestoreRecords"), "List"))
-        .add("/api/v1/security", get(api::security_get), D::new("GET", "How customers are protected: HTTPS or not, the database and backups encrypted or not, whether the backup key is confirmed as stored off the machine (auditors and administrators)", Body::None, "Object"))
-        .add("/api/v1/security/backup-key-stored", post(api::security_backup_key_stored), D::new("POST", "Confirm that the backup key's recovery sheet is stored away from this machine; the reminders stop until the key changes (administrators)", Body::None, "Object"))
+        .add("/api/v1/security", get(security_api::security_get), D::new("GET", "The security checklist holdfast doctor prints, scored 0-100: transport, encryption at rest, backups and drills, file permissions, administrators, sign-in policy, audit chain, integrity, advisories, alerts; and the backup key (auditors and administrators)", Body::None, "Object"))
+        .add("/api/v1/admin/alerts", get(security_api::alerts_get), D::new("GET", "Where alerts go (channels from the server's configuration, without secrets) and the delivery log, newest first (auditors and administrators)", Body::None, "Object"))
+        .add("/api/v1/admin/alerts/test", post(security_api::alerts_test), D::new("POST", "Send a test alert to every channel; the delivery log shows whether it arrived (administrators)", Body::None, "Object"))
+        .add("/api/v1/security/backup-key-stored", post(security_api::security_backup_key_stored), D::new("POST", "Confirm that the backup key's recovery sheet is stored away from this machine; the reminders stop until the key changes (administrators)", Body::None, "Object"))
         .add("/api/v1/revert", post(api::revert), D::new("POST", "Undo everything changed since a time, or one user's changes only: fields that user changed go back, later changes by others are kept and listed as conflicts, records they created go to the recycle bin and ones they deleted come back; dry_run previews record by record (administrators)", Body::Named("Revert"), "Object"))
         .add("/api/v1/recycle-bin", get(api::bin_list), D::new("GET", "Deletions in the recycle bin, newest first", Body::None, "List").params(&["entity", "limit"]))
         .add("/api/v1/recycle-bin/{collection}/{id}", delete(api::bin_purge), D::per_entity("DELETE", "Purge a deletion for good before its retention ends (administrators; reason required)", Body::None, "Object").params(&["reason"]))

@@ -272,11 +272,13 @@ pub async fn run(app: &App, reason: &str) -> anyhow::Result<BackupRunRow> {
                     id,
                     app.now().micros(),
                     &BackupRunResult {
-                        error: Some(message),
+                        error: Some(message.clone()),
                         ..BackupRunResult::default()
                     },
                 )
                 .await?;
+            let event = crate::alerts::Event::BackupFailed { error: message };
+            crate::alerts::raise(app, event).await;
             return Err(error);
         }
     };
@@ -298,6 +300,12 @@ pub async fn run(app: &App, reason: &str) -> anyhow::Result<BackupRunRow> {
     app.db
         .backup_run_finish(id, app.now().micros(), &result)
         .await?;
+    if let Some(error) = &result.error {
+        let event = crate::alerts::Event::BackupFailed {
+            error: error.clone(),
+        };
+        crate::alerts::raise(app, event).await;
+    }
     audit(
         app,
         "backup.created",
@@ -375,6 +383,10 @@ async fn drill_file(
     let error = result.as_ref().err().map(|e| format!("{e:#}"));
     if let Some(error) = &error {
         tracing::error!(error = %error, file = %path.display(), "restore drill failed");
+        let event = crate::alerts::Event::DrillFailed {
+            error: error.clone(),
+        };
+        crate::alerts::raise(app, event).await;
     }
     app.db
         .backup_run_drilled(run_id, app.now().micros(), millis, error.as_deref())

@@ -153,6 +153,13 @@ fn api_table() -> Vec<(&'static str, &'static str, Need, Value)> {
         ("GET", "/api/v1/admin/two-factor", ADMIN_EDIT, none.clone()),
         ("GET", "/api/v1/admin/lockdown", ADMIN_VIEW, none.clone()),
         ("GET", "/api/v1/admin/guards", ADMIN_VIEW, none.clone()),
+        ("GET", "/api/v1/admin/alerts", ADMIN_VIEW, none.clone()),
+        (
+            "POST",
+            "/api/v1/admin/alerts/test",
+            ADMIN_EDIT,
+            none.clone(),
+        ),
         (
             "POST",
             "/api/v1/admin/guards/{missing}/release",
@@ -625,6 +632,7 @@ fn page_table() -> Vec<(&'static str, &'static str, Need)> {
         ("GET", "/admin/security", ADMIN_VIEW),
         ("GET", "/admin/security/recovery-sheet", ADMIN_EDIT),
         ("POST", "/admin/security/backup-key-stored", ADMIN_EDIT),
+        ("POST", "/admin/security/test-alert", ADMIN_EDIT),
         ("POST", "/admin/backups/run", ADMIN_EDIT),
         ("GET", "/admin/backups/{missing}", ADMIN_EDIT),
         ("POST", "/admin/backups/{missing}/drill", ADMIN_EDIT),

@@ -212,7 +212,7 @@ async fn a_damaged_sqlite_file_is_found_refused_for_backup_and_restored_from_the
         "{healthy}"
     );
     assert!(healthy.contains("✓ schema: current"), "{healthy}");
-    assert!(healthy.contains("hash chain unbroken"), "{healthy}");
+    assert!(healthy.contains("hash chain is unbroken"), "{healthy}");
 
     // Damage the start check did not see (here: no start check at all) is found by the first
     // request that meets it: a search through the damaged search index answers 503, not 500,

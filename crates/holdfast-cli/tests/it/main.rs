@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod access;
+mod alerts;
 mod audit;
 mod auth;
 mod backup;
@@ -14,6 +15,7 @@ mod cli;
 mod containment;
 mod corruption;
 mod disk;
+mod doctor;
 mod dry_run;
 mod encryption;
 mod guards;

@@ -110,7 +110,10 @@ on_both_backends!(
             holdfast_app::Backend::Sqlite => "warn",
             holdfast_app::Backend::Postgres => "good",
         };
-        assert_eq!(status["level"], expected, "{status}");
+        let item = |area| crate::alerts::check_item(&status, area);
+        assert_eq!(item("database")["level"], expected, "{status}");
+        assert_eq!(item("backup_key")["code"], "backups_encrypted", "{status}");
+        assert_eq!(item("backup_key")["level"], "good", "{status}");
         let (_, home) = page(&app, &cookie, "/").await;
         assert!(!home.contains("security-alert"));
         let (_, sheet_zh) = page(&app, &zh, "/admin/security").await;
@@ -118,6 +121,21 @@ on_both_backends!(
             sheet_zh.contains("备份密钥") && sheet_zh.contains("确认此密钥已保存在本机以外"),
             "{sheet_zh}"
         );
+        // The checklist with its score drawn, each item's fix, and the alerts card.
+        let score = status["score"].as_i64().unwrap();
+        assert!(
+            sheet_zh.contains(&format!("得分：{score}/100")),
+            "{sheet_zh}"
+        );
+        assert!(sheet_zh.contains(&format!("<meter min=\"0\" max=\"100\" low=\"60\" high=\"90\" optimum=\"100\" value=\"{score}\"")), "{sheet_zh}");
+        assert!(sheet_zh.contains("以下管理员仅凭密码登录"), "{sheet_zh}");
+        assert!(sheet_zh.contains("还没有设置告警渠道"), "{sheet_zh}");
+        let (_, sheet_en) = page(&app, &cookie, "/admin/security").await;
+        assert!(
+            sheet_en.contains(&format!("Score: {score}/100")),
+            "{sheet_en}"
+        );
+        assert!(sheet_en.contains("no verified backup yet"), "{sheet_en}");
     }
 );
 

@@ -54,6 +54,7 @@ pub const LANG_COOKIE: &str = "holdfast_lang";
 /// missing here still shows the use case's English message, never nothing.
 pub const ERROR_CODES: &[&str] = &[
     "required",
+    "alerts_off",
     "too_long",
     "too_short",
     "too_small",
@@ -488,6 +489,13 @@ pub fn pages() -> (Router<WebState>, Vec<PageDoc>) {
         "/admin/security/recovery-sheet",
         get(security::recovery_sheet),
         G,
+        false,
+        true,
+    );
+    add(
+        "/admin/security/test-alert",
+        post(security::test_alert_post),
+        P,
         false,
         true,
     );

@@ -1,13 +1,18 @@
-//! The security page: how users reach Holdfast (HTTPS, a proxy, or plain HTTP), whether the
-//! database and the backups are encrypted, and the backup key's recovery sheet, which
-//! administrators print and keep away from the machine. Auditors see the status; only
+//! The security page: the scored checklist `holdfast doctor` prints (how users reach Holdfast,
+//! encryption at rest, backups, file permissions, administrators, the audit chain, …), the
+//! backup key's recovery sheet, which administrators print and keep away from the machine,
+//! alerts (channels, a test, the delivery log) and the lockdown switch. Auditors see the status; only
 //! administrators see the sheet (each showing is audited) and confirm it is stored.
 
 use super::layout::{csrf_field, frame};
 use super::{Form, OrPage, Page, PageResult, html, redirect};
 use crate::WebState;
 use crate::error::current_op_id;
+use crate::i18n::Tr;
 use axum::extract::State;
+use holdfast_app::DeliveryRow;
+use holdfast_app::alerts::{self, Overview};
+use holdfast_app::checklist::{self, Checklist};
 use holdfast_app::security::{self, Level, Status};
 use maud::{Markup, html};
 
@@ -24,20 +29,15 @@ pub async fn security_page(State(state): State<WebState>, page: Page) -> PageRes
     let status = security::status(&state.app, &page.actor)
         .await
         .or_page(tr)?;
+    let checklist = checklist::for_actor(&state.app, &page.actor)
+        .await
+        .or_page(tr)?;
+    let alerts = alerts::overview(&state.app, &page.actor)
+        .await
+        .or_page(tr)?;
     let admin = page.actor.is_admin();
     let body = html! {
-        section.card {
-            h2 { (tr.t("security.status")) }
-            ul.checks {
-                @for check in &status.checks {
-                    li class=(level_class(check.level)) data-code=(check.code) {
-                        strong { (tr.t(&format!("security.level.{}", level_class(check.level)))) } " "
-                        (tr.t(&format!("security.{}", check.code)))
-                        @if !check.detail.is_empty() { " " code { (check.detail) } }
-                    }
-                }
-            }
-        }
+        (checklist_card(tr, &checklist))
         @if let Some(key) = &status.backup_key {
             section.card id="backup-key" {
                 h2 { (tr.t("security.backup_key")) }
@@ -59,6 +59,7 @@ pub async fn security_page(State(state): State<WebState>, page: Page) -> PageRes
                 }
             }
         }
+        (alerts_card(&page, &alerts))
         @if admin {
             section.card id="lockdown-switch" {
                 h2 { (tr.t("incident.lockdown")) }
@@ -88,6 +89,124 @@ pub async fn security_page(State(state): State<WebState>, page: Page) -> PageRes
         &page.csrf,
         page.new_csrf,
     ))
+}
+
+/// The scored checklist `holdfast doctor` prints: the score drawn as a bar, then every item
+/// with its level, what it checks, what was found and how to fix it.
+fn checklist_card(tr: &Tr, checklist: &Checklist) -> Markup {
+    let level = level_class(checklist.level);
+    html! {
+        section.card id="checklist" {
+            h2 { (tr.t("security.status")) }
+            div.score class=(level) {
+                strong { (tr.f("security.score", &[("score", &checklist.score)])) }
+                meter min="0" max="100" low="60" high="90" optimum="100" value=(checklist.score) {
+                    (checklist.score) "/100"
+                }
+                span { (tr.f("security.score_counts", &[
+                    ("bad", &checklist.count(Level::Bad)),
+                    ("warn", &checklist.count(Level::Warn)),
+                ])) }
+            }
+            ul.checks {
+                @for item in &checklist.items {
+                    li class=(level_class(item.level)) data-code=(item.code) data-area=(item.area) {
+                        strong { (tr.t(&format!("security.level.{}", level_class(item.level)))) }
+                        " " em { (tr.t(&format!("security.area.{}", item.area))) } " "
+                        @let (text, detail) = item_text(tr, item);
+                        (text)
+                        @if !detail.is_empty() { " " code { (detail) } }
+                    }
+                }
+            }
+            p.muted { (tr.t("security.doctor_hint")) }
+        }
+    }
+}
+
+/// What a checklist item found, in words: its text, then its detail (backup problems
+/// translated; after a colon, or in brackets).
+pub fn item_text(tr: &Tr, item: &checklist::Item) -> (String, String) {
+    let text = tr.t(&format!("security.{}", item.code)).to_owned();
+    let detail = match item.code {
+        "backups_unhealthy" => item
+            .detail
+            .split(", ")
+            .map(|code| tr.t(&format!("security.problem.{code}")).to_owned())
+            .collect::<Vec<_>>()
+            .join("; "),
+        _ => item.detail.clone(),
+    };
+    (text, detail)
+}
+
+/// Where alerts go, a test button and the delivery log.
+fn alerts_card(page: &Page, alerts: &Overview) -> Markup {
+    let tr = &page.tr;
+    html! {
+        section.card id="alerts" {
+            h2 { (tr.t("security.alerts")) }
+            p { (tr.t("security.alerts_intro")) }
+            @if alerts.channels.is_empty() {
+                p.warn { (tr.t("security.alerts_off")) }
+            } @else {
+                table {
+                    thead { tr { th { (tr.t("security.channel")) } th { (tr.t("security.channel_kind")) } th { (tr.t("security.channel_target")) } } }
+                    tbody {
+                        @for channel in &alerts.channels {
+                            tr { td { (channel.name) } td { (tr.t(&format!("security.kind.{}", channel.kind))) } td { code { (channel.target) } } }
+                        }
+                    }
+                }
+                @if page.actor.is_admin() {
+                    form method="post" action="/admin/security/test-alert" {
+                        (csrf_field(&page.csrf))
+                        button type="submit" { (tr.t("security.send_test")) }
+                    }
+                }
+            }
+            @if !alerts.deliveries.is_empty() {
+                h3 { (tr.t("security.delivery_log")) }
+                table.deliveries {
+                    thead { tr {
+                        th { (tr.t("security.delivery_at")) } th { (tr.t("security.delivery_event")) }
+                        th { (tr.t("security.channel")) } th { (tr.t("security.delivery_state")) }
+                    } }
+                    tbody {
+                        @for delivery in &alerts.deliveries {
+                            tr data-event=(delivery.event) {
+                                td { (tr.datetime(delivery.created_at)) }
+                                td { (tr.t(&format!("security.event.{}", delivery.event))) }
+                                td { (delivery.channel) }
+                                td { (delivery_state(tr, delivery)) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn delivery_state(tr: &Tr, delivery: &DeliveryRow) -> Markup {
+    let error = delivery.last_error.as_deref().unwrap_or_default();
+    html! {
+        @match (delivery.delivered_at, delivery.next_at) {
+            (Some(at), _) => span.ok { (tr.f("security.delivered", &[("at", &tr.datetime(at))])) },
+            (None, Some(_)) if delivery.attempts == 0 => span { (tr.t("security.sending")) },
+            (None, Some(next)) => span.warn { (tr.f("security.retrying", &[("attempts", &delivery.attempts), ("at", &tr.datetime(next))])) " " code { (error) } },
+            (None, None) => span.bad { (tr.f("security.gave_up", &[("attempts", &delivery.attempts)])) " " code { (error) } },
+        }
+    }
+}
+
+/// Sends a test alert to every channel (administrators).
+pub async fn test_alert_post(State(state): State<WebState>, page: Page) -> PageResult {
+    super::require(&page, holdfast_domain::Action::Administer)?;
+    alerts::send_test(&state.app, &page.actor, &current_op_id())
+        .await
+        .or_page(&page.tr)?;
+    Ok(redirect("/admin/security#alerts", "test_alert_sent"))
 }
 
 /// The printable sheet: the key itself, its fingerprint, and how to restore on a new machine.
