@@ -43,6 +43,9 @@ pub struct Request {
     pub to: Timestamp,
     /// Whose changes: one user's, or everyone's.
     pub by: Option<i64>,
+    /// Only what was done through this API token (a stolen one, say): its record changes, and
+    /// the API tokens and users it made, which are revoked and deactivated.
+    pub token: Option<i64>,
     /// For every conflict not named in `choices`.
     pub conflicts: Choice,
     /// Per conflict: record and field (`record` for the record's presence).
@@ -85,7 +88,22 @@ impl Item {
 pub struct Preview {
     pub to: Timestamp,
     pub by: Option<i64>,
+    pub token: Option<i64>,
     pub items: Vec<Item>,
+    /// API tokens and users the user or token made in the time, still working: undone too.
+    pub made: Vec<Made>,
+}
+
+/// Something a user or token made that a revert of their changes takes back.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Made {
+    /// `token` (revoked) or `user` (deactivated, which also ends their sessions and tokens).
+    pub kind: &'static str,
+    pub id: i64,
+    /// The token's name or the user's username.
+    pub name: String,
+    /// For a token: whose it is.
+    pub user_id: i64,
 }
 
 /// Figures of a [`Preview`], as the preview and the result both state them.
@@ -135,11 +153,21 @@ fn check(actor: &Actor) -> Result<(), AppError> {
 /// What [`apply`] would do with `request`, changing nothing.
 pub async fn preview(app: &App, actor: &Actor, request: &Request) -> Result<Preview, AppError> {
     check(actor)?;
-    let whose = request.by.map_or(Whose::Everyone, Whose::User);
-    let changed = app
-        .db
-        .changed_since(request.to, request.by, MAX_RECORDS)
-        .await?;
+    let (whose, changed, ops) = match request.token {
+        Some(token) => {
+            let ops = app.db.ops_of_token(token, request.to).await?;
+            let changed = app.db.changed_in_ops(request.to, &ops).await?;
+            (Whose::Marked, changed, ops)
+        }
+        None => {
+            let whose = request.by.map_or(Whose::Everyone, Whose::User);
+            let changed = app
+                .db
+                .changed_since(request.to, request.by, MAX_RECORDS)
+                .await?;
+            (whose, changed, BTreeSet::new())
+        }
+    };
     let mut by_entity: BTreeMap<Entity, Vec<i64>> = BTreeMap::new();
     for (entity, id) in changed {
         by_entity.entry(entity).or_default().push(id);
@@ -150,7 +178,7 @@ pub async fn preview(app: &App, actor: &Actor, request: &Request) -> Result<Prev
             continue;
         };
         for history in app.db.history_since(entity, ids, request.to).await? {
-            if let Some(item) = plan_item(app, request, whose, &history).await? {
+            if let Some(item) = plan_item(app, request, whose, &ops, &history).await? {
                 items.push(item);
             }
         }
@@ -159,7 +187,9 @@ pub async fn preview(app: &App, actor: &Actor, request: &Request) -> Result<Prev
     Ok(Preview {
         to: request.to,
         by: request.by,
+        token: request.token,
         items,
+        made: made_by(app, request).await?,
     })
 }
 
@@ -168,6 +198,7 @@ async fn plan_item(
     app: &App,
     request: &Request,
     whose: Whose,
+    ops: &BTreeSet<String>,
     history: &RecordHistory,
 ) -> Result<Option<Item>, AppError> {
     let entity = history.entity;
@@ -181,6 +212,7 @@ async fn plan_item(
         .map(|v| Step {
             actor_id: v.actor_id,
             snapshot: &v.snapshot,
+            marked: ops.contains(&v.op_id),
         })
         .collect();
     let Some(mut plan) = revert::plan(then, &steps, whose) else {
@@ -319,12 +351,16 @@ pub async fn apply(
         i64::try_from(touched).unwrap_or(i64::MAX),
     )
     .await?;
-    let mut reason = match request.by {
-        Some(user) => format!(
+    let mut reason = match (request.token, request.by) {
+        (Some(token), _) => format!(
+            "reverted the changes made through API token {token} since {}",
+            request.to.to_rfc3339()
+        ),
+        (None, Some(user)) => format!(
             "reverted the changes of user {user} since {}",
             request.to.to_rfc3339()
         ),
-        None => format!("restored to how it was at {}", request.to.to_rfc3339()),
+        (None, None) => format!("restored to how it was at {}", request.to.to_rfc3339()),
     };
     if let Some(note) = &request.note {
         reason = format!("{reason} ({note})");
@@ -415,5 +451,88 @@ pub async fn apply(
         }
         done += batch.len();
     }
+    undo_made(app, actor, op_id, &preview.made).await?;
     Ok(preview)
+}
+
+/// The API tokens and users that the user or token of `request` made since its time and that
+/// still work. (A revert of everyone's changes takes back no accounts: that is a restore.)
+async fn made_by(app: &App, request: &Request) -> Result<Vec<Made>, AppError> {
+    if request.token.is_none() && request.by.is_none() {
+        return Ok(Vec::new());
+    }
+    let filter = |action: &str| holdfast_store::AuditFilter {
+        token_id: request.token,
+        actor_id: if request.token.is_some() { None } else { request.by },
+        action: Some(action.to_owned()),
+        from: Some(request.to),
+        ..Default::default()
+    };
+    let mut made = Vec::new();
+    let now = app.now();
+    for entry in app.db.audit_filtered(&filter("token.create"), 1000).await? {
+        let Some(id) = entry.detail["token_id"].as_i64() else {
+            continue;
+        };
+        if let Some(token) = app.db.token_by_id(id).await?
+            && token.revoked_at.is_none()
+            && token.expires_at.is_none_or(|at| at > now)
+        {
+            made.push(Made {
+                kind: "token",
+                id,
+                name: token.name,
+                user_id: token.user_id,
+            });
+        }
+    }
+    for entry in app.db.audit_filtered(&filter("user.create"), 1000).await? {
+        let Some(id) = entry.detail["user_id"].as_i64() else {
+            continue;
+        };
+        if let Some(user) = app.db.user(id).await?
+            && user.active
+        {
+            made.push(Made {
+                kind: "user",
+                id,
+                name: user.username,
+                user_id: id,
+            });
+        }
+    }
+    Ok(made)
+}
+
+/// Revokes the tokens and deactivates the users a revert takes back; each audited.
+async fn undo_made(app: &App, actor: &Actor, op_id: &str, made: &[Made]) -> Result<(), AppError> {
+    for item in made {
+        match item.kind {
+            "token" => {
+                let revoked = crate::users::revoke_one(
+                    app,
+                    actor,
+                    op_id,
+                    item.user_id,
+                    crate::users::Credentials::Tokens,
+                    item.id,
+                )
+                .await;
+                // Revoked meanwhile (or by deactivating its user above): nothing left to do.
+                if let Err(error) = revoked
+                    && !matches!(error, AppError::NotFound { .. })
+                {
+                    return Err(error);
+                }
+            }
+            _ => {
+                let change = crate::users::UserChange {
+                    active: Some(false),
+                    ..Default::default()
+                };
+                crate::users::update(app, actor, op_id, item.id, change).await?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -18,6 +18,10 @@ pub struct RevertArgs {
     /// Only changes made by this user (a rogue or mistaken mass change).
     #[arg(long)]
     by: Option<String>,
+    /// Only changes made through this API token (its number, as the timeline shows it); the
+    /// tokens and users it made are revoked and deactivated too.
+    #[arg(long, conflicts_with = "by")]
+    token: Option<i64>,
     /// The administrator on whose authority this runs; the revert is recorded as theirs, with
     /// the operating-system user who ran the command.
     #[arg(long = "as", value_name = "USERNAME")]
@@ -78,6 +82,7 @@ async fn revert_with(app: &App, args: &RevertArgs, to: Timestamp) -> anyhow::Res
     let request = holdfast_app::revert::Request {
         to,
         by,
+        token: args.token,
         conflicts: holdfast_app::revert::Choice::parse(&args.conflicts)
             .context("--conflicts takes keep or revert")?,
         choices: Default::default(),

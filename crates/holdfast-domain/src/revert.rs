@@ -24,6 +24,8 @@ use serde_json::{Value, json};
 pub struct Step<'a> {
     pub actor_id: i64,
     pub snapshot: &'a Value,
+    /// Written by what [`Whose::Marked`] reverts (an API token's requests, say).
+    pub marked: bool,
 }
 
 /// Whose changes a revert undoes.
@@ -32,13 +34,16 @@ pub enum Whose {
     /// Every change after T: the record goes back to how it was then.
     Everyone,
     User(i64),
+    /// The steps the caller marked: those made through one API token, for instance.
+    Marked,
 }
 
 impl Whose {
-    fn matches(self, actor_id: i64) -> bool {
+    fn matches(self, actor_id: i64, marked: bool) -> bool {
         match self {
             Whose::Everyone => true,
             Whose::User(id) => id == actor_id,
+            Whose::Marked => marked,
         }
     }
 }
@@ -195,6 +200,7 @@ struct Touch {
     /// Index of the step in `steps`.
     step: usize,
     actor_id: i64,
+    marked: bool,
     before: Value,
     after: Value,
 }
@@ -221,7 +227,7 @@ fn presence_name(snapshot: Option<&Value>) -> Value {
 /// version in force at T (`None` if it did not exist yet); `steps` are its versions after T,
 /// oldest first. Returns `None` when `whose` changed nothing in them.
 pub fn plan(then: Option<&Value>, steps: &[Step<'_>], whose: Whose) -> Option<RecordPlan> {
-    if !steps.iter().any(|s| whose.matches(s.actor_id)) {
+    if !steps.iter().any(|s| whose.matches(s.actor_id, s.marked)) {
         return None;
     }
     // Every field's changes after T, in order; presence as its own list.
@@ -235,6 +241,7 @@ pub fn plan(then: Option<&Value>, steps: &[Step<'_>], whose: Whose) -> Option<Re
             presence.push(Touch {
                 step: index,
                 actor_id: step.actor_id,
+                marked: step.marked,
                 before: was,
                 after: now,
             });
@@ -247,6 +254,7 @@ pub fn plan(then: Option<&Value>, steps: &[Step<'_>], whose: Whose) -> Option<Re
             let touch = Touch {
                 step: index,
                 actor_id: step.actor_id,
+                marked: step.marked,
                 before: change.before,
                 after: change.after,
             };
@@ -294,7 +302,7 @@ pub fn plan(then: Option<&Value>, steps: &[Step<'_>], whose: Whose) -> Option<Re
         match steps[brought_in..]
             .iter()
             .rev()
-            .find(|s| !whose.matches(s.actor_id))
+            .find(|s| !whose.matches(s.actor_id, s.marked))
         {
             Some(other) => out.conflicts.push(Conflict {
                 kind: ConflictKind::ChangedByOthers,
@@ -358,7 +366,10 @@ enum Decision {
 
 /// One field's (or the presence's) changes after T → what the revert does with it.
 fn decide(touches: &[Touch], whose: Whose) -> Decision {
-    let Some(last_user) = touches.iter().rposition(|t| whose.matches(t.actor_id)) else {
+    let Some(last_user) = touches
+        .iter()
+        .rposition(|t| whose.matches(t.actor_id, t.marked))
+    else {
         return Decision::Untouched;
     };
     let (Some(first), Some(last)) = (touches.first(), touches.last()) else {
@@ -368,7 +379,7 @@ fn decide(touches: &[Touch], whose: Whose) -> Decision {
         // The user wrote last: back to the value before their last run of changes.
         let run_start = touches
             .iter()
-            .rposition(|t| !whose.matches(t.actor_id))
+            .rposition(|t| !whose.matches(t.actor_id, t.marked))
             .map_or(0, |other| other + 1);
         let to = touches[run_start].before.clone();
         return if same(&to, &last.after) {

@@ -8,6 +8,7 @@ use holdfast_domain::search::{TermMatch, also_found_via};
 use holdfast_domain::{CustomFieldDef, CustomFieldKind, Entity, Record, Timestamp};
 use serde_json::Value;
 use sqlx::Row as _;
+use std::collections::BTreeSet;
 use sqlx::any::AnyRow;
 use std::collections::HashSet;
 
@@ -663,6 +664,51 @@ impl Db {
             .collect()
     }
 
+    /// The operations (`op_id`s) made through one API token since a time, from the audit log:
+    /// what a revert by token undoes.
+    pub async fn ops_of_token(
+        &self,
+        token_id: i64,
+        since: Timestamp,
+    ) -> anyhow::Result<BTreeSet<String>> {
+        let found = sqlx::query("SELECT DISTINCT op_id FROM audit_log WHERE token_id = $1 AND at > $2")
+            .bind(token_id)
+            .bind(since.micros())
+            .fetch_all(self.read_pool())
+            .await?;
+        found
+            .iter()
+            .map(|row| Ok(row.try_get::<String, _>(0)?))
+            .collect()
+    }
+
+    /// Records with a version written since `since` by one of `ops`.
+    pub async fn changed_in_ops(
+        &self,
+        since: Timestamp,
+        ops: &BTreeSet<String>,
+    ) -> anyhow::Result<Vec<(Entity, i64)>> {
+        let mut out = BTreeSet::new();
+        let ops: Vec<&String> = ops.iter().collect();
+        for chunk in ops.chunks(200) {
+            let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!(
+                "SELECT DISTINCT entity, record_id FROM record_versions WHERE at > $1 AND op_id IN ({})",
+                marks.join(", ")
+            );
+            let mut query = sqlx::query(&sql).bind(since.micros());
+            for op in chunk {
+                query = query.bind((*op).clone());
+            }
+            for row in query.fetch_all(self.read_pool()).await? {
+                let name: String = row.try_get(0)?;
+                let entity = Entity::from_name(&name).context("unknown entity in history")?;
+                out.insert((entity, row.try_get::<i64, _>(1)?));
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
     /// The history a revert reads for `records` (of one kind): for each, the version in force at
     /// `since` (if it existed then) and every version after it, oldest first.
     pub async fn history_since(
@@ -1093,6 +1139,15 @@ impl Db {
         row.as_ref()
             .map(|row| Ok((token_from_row(row)?, user_from_row_at(row, offset)?)))
             .transpose()
+    }
+
+    pub async fn token_by_id(&self, id: i64) -> anyhow::Result<Option<TokenRow>> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = $1");
+        let found = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(self.read_pool())
+            .await?;
+        found.as_ref().map(token_from_row).transpose()
     }
 
     pub async fn tokens_of(&self, user_id: i64) -> anyhow::Result<Vec<TokenRow>> {

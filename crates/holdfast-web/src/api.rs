@@ -1016,6 +1016,8 @@ pub async fn record_restore_to_time(
 pub struct RevertBody {
     to: String,
     by_user_id: Option<i64>,
+    /// Only what was done through this API token; the tokens and users it made are undone too.
+    by_token_id: Option<i64>,
     #[serde(default)]
     dry_run: bool,
     /// `keep` (default) or `revert`: what to do with every conflict not named in `choices`.
@@ -1064,6 +1066,7 @@ fn revert_request(body: RevertBody) -> Result<(revert::Request, bool), ApiError>
     let request = revert::Request {
         to,
         by: body.by_user_id,
+        token: body.by_token_id,
         conflicts,
         choices,
         note: None,
@@ -1093,7 +1096,9 @@ fn revert_json(preview: &revert::Preview, dry_run: bool) -> Value {
         "dry_run": dry_run,
         "to": preview.to.to_rfc3339(),
         "by_user_id": preview.by,
+        "by_token_id": preview.token,
         "records": records,
+        "made": preview.made,
         "summary": {
             "records": counts.records,
             "changing": counts.changing,

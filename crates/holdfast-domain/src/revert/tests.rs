@@ -35,6 +35,7 @@ fn steps(history: &[(i64, Value)]) -> Vec<Step<'_>> {
         .map(|(actor_id, snapshot)| Step {
             actor_id: *actor_id,
             snapshot,
+            marked: false,
         })
         .collect()
 }
@@ -224,4 +225,36 @@ fn property_reverting_one_user_keeps_everyone_elses_later_work() {
         let restored = undo.map_or(reverted.clone(), |undo| apply(&reverted, &undo));
         assert_eq!(restored, current, "seed {seed}: reverting the revert");
     }
+}
+
+#[test]
+fn reverting_marked_steps_leaves_the_same_users_other_changes() {
+    // A changed the phone through a stolen token (marked), then the title in their browser.
+    let then = record(&[("phone", "1"), ("title", "boss")]);
+    let v1 = with(&then, "phone", "999");
+    let v2 = with(&v1, "title", "CEO");
+    let marked = [true, false];
+    let history = [(A, v1), (A, v2)];
+    let steps: Vec<Step<'_>> = history
+        .iter()
+        .zip(marked)
+        .map(|((actor_id, snapshot), marked)| Step {
+            actor_id: *actor_id,
+            snapshot,
+            marked,
+        })
+        .collect();
+    let plan = plan(Some(&then), &steps, Whose::Marked).unwrap();
+    assert_eq!(
+        plan.fields,
+        [FieldRevert {
+            field: "phone".into(),
+            from: json!("999"),
+            to: json!("1")
+        }]
+    );
+    assert!(plan.conflicts.is_empty());
+    // Nothing marked: nothing to revert.
+    let unmarked = super::tests::steps(&history);
+    assert_eq!(super::plan(Some(&then), &unmarked, Whose::Marked), None);
 }

@@ -114,13 +114,12 @@ pub async fn timeline_page(
                     (tr.f("incident.events", &[("count", &events.len())])) " "
                     a href=(format!("/api/v1/audit/timeline?{export}&format=csv")) { (tr.t("incident.download")) }
                 }
-                @if let (Some(user), Some(first)) = (query.get("user_id").filter(|u| !u.is_empty()), events.first()) {
-                    @if page.actor.is_admin() {
-                        p {
-                            a.button href=(format!("/admin/revert?user_id={user}&to={}", form_urlencoded::byte_serialize(query.get("from").cloned().unwrap_or_else(|| holdfast_domain::Timestamp(first.at.micros() - 1).to_rfc3339()).as_bytes()).collect::<String>())) {
-                                (tr.t("incident.undo_user"))
-                            }
-                        }
+                @if let (Some(first), true) = (events.first(), page.actor.is_admin()) {
+                    @let since = form_urlencoded::byte_serialize(query.get("from").cloned().unwrap_or_else(|| holdfast_domain::Timestamp(first.at.micros() - 1).to_rfc3339()).as_bytes()).collect::<String>();
+                    @if let Some(token) = query.get("token_id").filter(|t| !t.is_empty()) {
+                        p { a.button href=(format!("/admin/revert?token_id={token}&to={since}")) { (tr.t("incident.undo_token")) } }
+                    } @else if let Some(user) = query.get("user_id").filter(|u| !u.is_empty()) {
+                        p { a.button href=(format!("/admin/revert?user_id={user}&to={since}")) { (tr.t("incident.undo_user")) } }
                     }
                 }
                 @if events.is_empty() { (empty(tr, "incident.nothing")) } @else {
@@ -195,9 +194,21 @@ fn revert_request(
         Some("revert") => holdfast_app::revert::Choice::Revert,
         _ => holdfast_app::revert::Choice::Keep,
     };
+    let token = match query
+        .get("token_id")
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+    {
+        Some(id) => Some(
+            id.parse::<i64>()
+                .map_err(|_| AppError::invalid("token_id", "invalid_id", "An API token's number"))?,
+        ),
+        None => None,
+    };
     Ok(holdfast_app::revert::Request {
         to,
         by,
+        token,
         conflicts,
         choices: Default::default(),
         note: Some("from the revert page".into()),
@@ -218,14 +229,15 @@ pub async fn revert_page(
         .await
         .or_page(tr)?;
     let counts = preview.counts();
-    let whose = match request.by {
-        Some(id) => {
+    let whose = match (request.token, request.by) {
+        (Some(token), _) => tr.f("incident.through_token", &[("token", &token)]),
+        (None, Some(id)) => {
             holdfast_app::users::get(&state.app, &page.actor, id)
                 .await
                 .or_page(tr)?
                 .display_name
         }
-        None => tr.t("incident.everyone").to_owned(),
+        (None, None) => tr.t("incident.everyone").to_owned(),
     };
     let body = html! {
         section.card id="revert-preview" {
@@ -245,11 +257,20 @@ pub async fn revert_page(
                     }
                 }
             }
-            @if counts.changing > 0 {
+            @if !preview.made.is_empty() {
+                h3 { (tr.t("incident.made_title")) }
+                ul id="made" {
+                    @for made in &preview.made {
+                        li data-kind=(made.kind) { (tr.f(&format!("incident.made_{}", made.kind), &[("name", &made.name), ("id", &made.id)])) }
+                    }
+                }
+            }
+            @if counts.changing > 0 || !preview.made.is_empty() {
                 form.stack method="post" action="/admin/revert" {
                     (super::layout::csrf_field(&page.csrf))
                     input type="hidden" name="to" value=(request.to.to_rfc3339());
                     input type="hidden" name="user_id" value=(request.by.map(|id| id.to_string()).unwrap_or_default());
+                    input type="hidden" name="token_id" value=(request.token.map(|id| id.to_string()).unwrap_or_default());
                     @if counts.conflicts > 0 {
                         label.check { input type="radio" name="conflicts" value="keep" checked; " " (tr.t("incident.keep_conflicts")) }
                         label.check { input type="radio" name="conflicts" value="revert"; " " (tr.t("incident.revert_conflicts")) }
@@ -287,6 +308,7 @@ pub async fn revert_post(
     let body = html! {
         section.card id="revert-done" {
             p { strong { (tr.f("incident.revert_done", &[("changing", &counts.changing), ("restored", &counts.restored), ("deleted", &counts.deleted)])) } }
+            @if !done.made.is_empty() { p { (tr.f("incident.made_done", &[("count", &done.made.len())])) } }
             p { a href="/admin/timeline" { (tr.t("nav.timeline")) } }
         }
     };
