@@ -463,7 +463,11 @@ async fn made_by(app: &App, request: &Request) -> Result<Vec<Made>, AppError> {
     }
     let filter = |action: &str| holdfast_store::AuditFilter {
         token_id: request.token,
-        actor_id: if request.token.is_some() { None } else { request.by },
+        actor_id: if request.token.is_some() {
+            None
+        } else {
+            request.by
+        },
         action: Some(action.to_owned()),
         from: Some(request.to),
         ..Default::default()

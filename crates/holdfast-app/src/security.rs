@@ -237,6 +237,27 @@ async fn backup_key_state(app: &App) -> anyhow::Result<Option<BackupKeyState>> {
     }))
 }
 
+/// Writes a refusal into the audit log: what `actor` asked for and the check that failed.
+pub async fn record_refusal(
+    app: &App,
+    actor: &Actor,
+    op_id: &str,
+    method: &str,
+    path: &str,
+    check: &str,
+) -> anyhow::Result<()> {
+    let mut tx = app.db.begin_write(app.now()).await?;
+    tx.audit_event(AuditDraft::new(
+        actor,
+        op_id,
+        "access.refused",
+        json!({"method": method, "path": path, "check": check}),
+    ))
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// The backup key written out for printing and storing away (administrators; audited).
 pub struct RecoverySheet {
     pub secret: String,

@@ -8,8 +8,8 @@ use holdfast_domain::search::{TermMatch, also_found_via};
 use holdfast_domain::{CustomFieldDef, CustomFieldKind, Entity, Record, Timestamp};
 use serde_json::Value;
 use sqlx::Row as _;
-use std::collections::BTreeSet;
 use sqlx::any::AnyRow;
+use std::collections::BTreeSet;
 use std::collections::HashSet;
 
 /// A list request, already validated by the app.
@@ -671,11 +671,12 @@ impl Db {
         token_id: i64,
         since: Timestamp,
     ) -> anyhow::Result<BTreeSet<String>> {
-        let found = sqlx::query("SELECT DISTINCT op_id FROM audit_log WHERE token_id = $1 AND at > $2")
-            .bind(token_id)
-            .bind(since.micros())
-            .fetch_all(self.read_pool())
-            .await?;
+        let found =
+            sqlx::query("SELECT DISTINCT op_id FROM audit_log WHERE token_id = $1 AND at > $2")
+                .bind(token_id)
+                .bind(since.micros())
+                .fetch_all(self.read_pool())
+                .await?;
         found
             .iter()
             .map(|row| Ok(row.try_get::<String, _>(0)?))

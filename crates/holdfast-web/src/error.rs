@@ -73,12 +73,18 @@ impl IntoResponse for ApiError {
                 ),
                 json!({"entity": entity.name(), "id": id, "deleted_at": deleted_at.to_rfc3339(), "restorable_until": restorable_until.to_rfc3339()}),
             ),
-            AppError::Forbidden(denial) => body_response(
-                StatusCode::FORBIDDEN,
-                denial.code,
-                &denial.message,
-                denial_json(&denial),
-            ),
+            AppError::Forbidden(denial) => {
+                let mut response = body_response(
+                    StatusCode::FORBIDDEN,
+                    denial.code,
+                    &denial.message,
+                    denial_json(&denial),
+                );
+                response
+                    .extensions_mut()
+                    .insert(crate::extract::Refused(denial.code));
+                response
+            }
             AppError::StepUpRequired => body_response(
                 StatusCode::FORBIDDEN,
                 "step_up_required",

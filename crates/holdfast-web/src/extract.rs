@@ -148,8 +148,24 @@ pub fn with_client(
         .extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|info| client_address(app, info.0, &parts.headers));
+    let _ = ACTING.try_with(|acting| {
+        if let Ok(mut slot) = acting.lock() {
+            *slot = Some(actor.clone());
+        }
+    });
     actor
 }
+
+tokio::task_local! {
+    /// Who the request turned out to be (set by the extractors, read by the middleware that
+    /// writes refusals into the audit log).
+    pub static ACTING: std::sync::Arc<std::sync::Mutex<Option<holdfast_domain::Actor>>>;
+}
+
+/// Marks a response as a refusal by the chain of checks (or a guard), naming the check that
+/// failed, for the audit log.
+#[derive(Debug, Clone)]
+pub struct Refused(pub &'static str);
 
 /// The client's address: the connection's, or what a trusted proxy says it forwarded.
 pub fn client_address(

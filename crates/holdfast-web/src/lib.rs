@@ -184,6 +184,10 @@ pub fn router(app: App) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), record_faults))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_refusals,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), limits))
         .layer(middleware::from_fn(op_id_middleware))
         .layer(middleware::from_fn_with_state(
@@ -347,6 +351,34 @@ async fn record_faults(State(state): State<WebState>, request: Request, next: Ne
             .db
             .health()
             .record(fault.kind, &fault.detail, "serving");
+    }
+    response
+}
+
+/// Writes every refusal by the chain of checks into the audit log: who (their session or API
+/// token, their address), what they asked for, and the check that failed — an intruder
+/// probing for what a stolen account can reach shows on the timeline.
+async fn record_refusals(State(state): State<WebState>, request: Request, next: Next) -> Response {
+    let acting = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let method = request.method().to_string();
+    let path = request.uri().path().to_owned();
+    let response = extract::ACTING
+        .scope(acting.clone(), next.run(request))
+        .await;
+    let Some(extract::Refused(check)) = response.extensions().get::<extract::Refused>().cloned()
+    else {
+        return response;
+    };
+    let actor = acting.lock().ok().and_then(|mut slot| slot.take());
+    if let Some(actor) = actor {
+        let op_id = error::current_op_id();
+        if let Err(error) = holdfast_app::security::record_refusal(
+            &state.app, &actor, &op_id, &method, &path, check,
+        )
+        .await
+        {
+            tracing::warn!(op_id, error = %format!("{error:#}"), "a refusal could not be written to the audit log");
+        }
     }
     response
 }

@@ -397,6 +397,25 @@ on_both_backends!(the_timeline_of_a_stolen_token_lists_what_it_did, |app| {
     let created = theirs.iter().position(|a| *a == "contact.create");
     assert!(signed_in.is_some() && signed_in < created, "{theirs:?}");
     assert_eq!(rep.get(&url).await.status, 403);
+    // The refusal itself is in the audit log: who, through which token, from where, what for,
+    // and the check that failed.
+    let refused = auditor
+        .get(&format!(
+            "/api/v1/audit?action=access.refused&actor_id={}",
+            rep.user_id
+        ))
+        .await
+        .expect(200);
+    let entry = &refused["items"][0];
+    assert_eq!(entry["detail"]["check"], "no_right", "{refused}");
+    assert_eq!(
+        entry["detail"]["path"], "/api/v1/audit/timeline",
+        "{refused}"
+    );
+    assert!(
+        entry["token_id"].is_number() && entry["client"] == "127.0.0.1",
+        "{refused}"
+    );
     assert_eq!(
         auditor.get("/api/v1/audit/timeline").await.status,
         422,
@@ -404,33 +423,38 @@ on_both_backends!(the_timeline_of_a_stolen_token_lists_what_it_did, |app| {
     );
 });
 
-on_both_backends!(revert_by_token_undoes_only_that_tokens_changes_and_what_it_made, |app| {
-    // The boss works in a browser; their API token was stolen.
-    let stolen = app.admin().await;
-    let mut boss = Browser::new(&app, "Boss desk");
-    assert_eq!(boss.login("admin", "correct horse battery").await.status, 200);
-    let desk = boss.client(&app);
-    let rep = app.user("gu", "rep").await;
-    let customer = rep.create("contacts", json!({"name": "老客户"})).await;
-    let kept = desk.create("contacts", json!({"name": "合作伙伴"})).await;
-    app.clock.advance_seconds(60);
-    let from = app.app.now();
+on_both_backends!(
+    revert_by_token_undoes_only_that_tokens_changes_and_what_it_made,
+    |app| {
+        // The boss works in a browser; their API token was stolen.
+        let stolen = app.admin().await;
+        let mut boss = Browser::new(&app, "Boss desk");
+        assert_eq!(
+            boss.login("admin", "correct horse battery").await.status,
+            200
+        );
+        let desk = boss.client(&app);
+        let rep = app.user("gu", "rep").await;
+        let customer = rep.create("contacts", json!({"name": "老客户"})).await;
+        let kept = desk.create("contacts", json!({"name": "合作伙伴"})).await;
+        app.clock.advance_seconds(60);
+        let from = app.app.now();
 
-    // Through the token: a rename, a delete, a new record, a backdoor administrator (who signs
-    // in and makes a token of their own). A token cannot make tokens itself.
-    stolen
-        .patch(
-            &format!("/api/v1/contacts/{customer}"),
-            json!({"expected_version": 1, "name": "被改"}),
-        )
-        .await
-        .expect(200);
-    stolen
-        .delete(&format!("/api/v1/contacts/{kept}?expected_version=1"))
-        .await
-        .expect(200);
-    let planted = stolen.create("contacts", json!({"name": "假客户"})).await;
-    let backdoor = stolen
+        // Through the token: a rename, a delete, a new record, a backdoor administrator (who signs
+        // in and makes a token of their own). A token cannot make tokens itself.
+        stolen
+            .patch(
+                &format!("/api/v1/contacts/{customer}"),
+                json!({"expected_version": 1, "name": "被改"}),
+            )
+            .await
+            .expect(200);
+        stolen
+            .delete(&format!("/api/v1/contacts/{kept}?expected_version=1"))
+            .await
+            .expect(200);
+        let planted = stolen.create("contacts", json!({"name": "假客户"})).await;
+        let backdoor = stolen
         .post(
             "/api/v1/users",
             json!({"username": "backdoor", "password": "quiet river under stone", "role": "admin"}),
@@ -439,36 +463,42 @@ on_both_backends!(revert_by_token_undoes_only_that_tokens_changes_and_what_it_ma
         .expect(201)["id"]
         .as_i64()
         .unwrap();
-    assert_eq!(
-        stolen
+        assert_eq!(
+            stolen
+                .post(
+                    "/api/v1/me/tokens",
+                    json!({"name": "spare", "password": "correct horse battery"}),
+                )
+                .await
+                .error_code(),
+            "token_cannot_make_tokens"
+        );
+        let mut intruder = Browser::new(&app, "Intruder");
+        assert_eq!(
+            intruder
+                .login("backdoor", "quiet river under stone")
+                .await
+                .status,
+            200
+        );
+        let minted = intruder
+            .client(&app)
             .post(
                 "/api/v1/me/tokens",
-                json!({"name": "spare", "password": "correct horse battery"}),
+                json!({"name": "spare", "password": "quiet river under stone"}),
             )
             .await
-            .error_code(),
-        "token_cannot_make_tokens"
-    );
-    let mut intruder = Browser::new(&app, "Intruder");
-    assert_eq!(intruder.login("backdoor", "quiet river under stone").await.status, 200);
-    let minted = intruder
-        .client(&app)
-        .post(
-            "/api/v1/me/tokens",
-            json!({"name": "spare", "password": "quiet river under stone"}),
+            .expect(201);
+        // Meanwhile the boss, in the browser: a phone number on the same customer, a new contact.
+        desk.patch(
+            &format!("/api/v1/contacts/{customer}"),
+            json!({"expected_version": 2, "phone": "13800000000"}),
         )
         .await
-        .expect(201);
-    // Meanwhile the boss, in the browser: a phone number on the same customer, a new contact.
-    desk.patch(
-        &format!("/api/v1/contacts/{customer}"),
-        json!({"expected_version": 2, "phone": "13800000000"}),
-    )
-    .await
-    .expect(200);
-    let theirs = desk.create("contacts", json!({"name": "新朋友"})).await;
+        .expect(200);
+        let theirs = desk.create("contacts", json!({"name": "新朋友"})).await;
 
-    let token = app
+        let token = app
         .app
         .db
         .query_i64_for_tests(&format!(
@@ -477,61 +507,87 @@ on_both_backends!(revert_by_token_undoes_only_that_tokens_changes_and_what_it_ma
         ))
         .await
         .unwrap();
-    let other_admin = app.user("an", "admin").await;
-    let body = |dry_run: bool| {
-        json!({"to": from.to_rfc3339(), "by_token_id": token, "dry_run": dry_run})
-    };
-    let preview = other_admin.post("/api/v1/revert", body(true)).await.expect(200);
-    let actions: Vec<(i64, &str)> = preview["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| (r["id"].as_i64().unwrap(), r["action"].as_str().unwrap()))
-        .collect();
-    assert_eq!(
-        actions,
-        [(customer, "revert_fields"), (kept, "restore"), (planted, "delete")],
-        "{preview}"
-    );
-    let made: Vec<(&str, i64)> = preview["made"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| (m["kind"].as_str().unwrap(), m["id"].as_i64().unwrap()))
-        .collect();
-    assert_eq!(made, [("user", backdoor)]);
-    // The preview changed nothing.
-    assert_eq!(
-        stolen.get(&format!("/api/v1/contacts/{customer}")).await.expect(200)["name"],
-        "被改"
-    );
-
-    other_admin.post("/api/v1/revert", body(false)).await.expect(200);
-    let after = other_admin
-        .get(&format!("/api/v1/contacts/{customer}"))
-        .await
-        .expect(200);
-    assert_eq!(after["name"], "老客户", "the token's rename is undone");
-    assert_eq!(after["phone"], "13800000000", "the boss's own change stays");
-    other_admin.get(&format!("/api/v1/contacts/{kept}")).await.expect(200);
-    assert_eq!(
-        other_admin
-            .get(&format!("/api/v1/contacts/{planted}"))
+        let other_admin = app.user("an", "admin").await;
+        let body = |dry_run: bool| json!({"to": from.to_rfc3339(), "by_token_id": token, "dry_run": dry_run});
+        let preview = other_admin
+            .post("/api/v1/revert", body(true))
             .await
-            .error_code(),
-        "in_recycle_bin",
-        "the planted record is in the recycle bin"
-    );
-    other_admin.get(&format!("/api/v1/contacts/{theirs}")).await.expect(200);
-    let backdoor_user = other_admin
-        .get(&format!("/api/v1/users/{backdoor}"))
-        .await
-        .expect(200);
-    assert_eq!(backdoor_user["active"], false, "{backdoor_user}");
-    let spare = app.client_with_token(backdoor, minted["secret"].as_str().unwrap());
-    assert_eq!(spare.get("/api/v1/contacts").await.status, 401, "the backdoor's token is revoked");
-    assert_eq!(intruder.client(&app).get("/api/v1/contacts").await.status, 401, "and its session ended");
-    // The revert is itself a change by the administrator who ran it, undoable in turn.
-    let versions = app.versions_of("contact", customer).await;
-    assert_eq!(versions.last().unwrap().actor_id, other_admin.user_id);
-});
+            .expect(200);
+        let actions: Vec<(i64, &str)> = preview["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["id"].as_i64().unwrap(), r["action"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                (customer, "revert_fields"),
+                (kept, "restore"),
+                (planted, "delete")
+            ],
+            "{preview}"
+        );
+        let made: Vec<(&str, i64)> = preview["made"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["kind"].as_str().unwrap(), m["id"].as_i64().unwrap()))
+            .collect();
+        assert_eq!(made, [("user", backdoor)]);
+        // The preview changed nothing.
+        assert_eq!(
+            stolen
+                .get(&format!("/api/v1/contacts/{customer}"))
+                .await
+                .expect(200)["name"],
+            "被改"
+        );
+
+        other_admin
+            .post("/api/v1/revert", body(false))
+            .await
+            .expect(200);
+        let after = other_admin
+            .get(&format!("/api/v1/contacts/{customer}"))
+            .await
+            .expect(200);
+        assert_eq!(after["name"], "老客户", "the token's rename is undone");
+        assert_eq!(after["phone"], "13800000000", "the boss's own change stays");
+        other_admin
+            .get(&format!("/api/v1/contacts/{kept}"))
+            .await
+            .expect(200);
+        assert_eq!(
+            other_admin
+                .get(&format!("/api/v1/contacts/{planted}"))
+                .await
+                .error_code(),
+            "in_recycle_bin",
+            "the planted record is in the recycle bin"
+        );
+        other_admin
+            .get(&format!("/api/v1/contacts/{theirs}"))
+            .await
+            .expect(200);
+        let backdoor_user = other_admin
+            .get(&format!("/api/v1/users/{backdoor}"))
+            .await
+            .expect(200);
+        assert_eq!(backdoor_user["active"], false, "{backdoor_user}");
+        let spare = app.client_with_token(backdoor, minted["secret"].as_str().unwrap());
+        assert_eq!(
+            spare.get("/api/v1/contacts").await.status,
+            401,
+            "the backdoor's token is revoked"
+        );
+        assert_eq!(
+            intruder.client(&app).get("/api/v1/contacts").await.status,
+            401,
+            "and its session ended"
+        );
+        // The revert is itself a change by the administrator who ran it, undoable in turn.
+        let versions = app.versions_of("contact", customer).await;
+        assert_eq!(versions.last().unwrap().actor_id, other_admin.user_id);
+    }
+);

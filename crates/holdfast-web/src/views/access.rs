@@ -118,7 +118,7 @@ pub fn denial_page(tr: &Tr, denial: &Denial) -> Response {
             )
         };
         let body = error_body(tr, &title, &who, Some(("/", tr.t("nav.home"))));
-        return html_status(StatusCode::FORBIDDEN, body, "", false);
+        return refused(html_status(StatusCode::FORBIDDEN, body, "", false), denial);
     };
     // What to ask for: the right that failed, on the record if there was one.
     let ask = explanation.steps.iter().find_map(|s| {
@@ -158,7 +158,15 @@ pub fn denial_page(tr: &Tr, denial: &Denial) -> Response {
             }
         }
     };
-    html_status(StatusCode::FORBIDDEN, body, "", false)
+    refused(html_status(StatusCode::FORBIDDEN, body, "", false), denial)
+}
+
+/// Marks the page as a refusal for the audit log (see `record_refusals`).
+fn refused(mut response: Response, denial: &Denial) -> Response {
+    response
+        .extensions_mut()
+        .insert(crate::extract::Refused(denial.code));
+    response
 }
 
 /// The request form, reached from a denial: `permission` and, for one record, `record`.

@@ -194,17 +194,17 @@ fn revert_request(
         Some("revert") => holdfast_app::revert::Choice::Revert,
         _ => holdfast_app::revert::Choice::Keep,
     };
-    let token = match query
-        .get("token_id")
-        .map(|v| v.trim())
-        .filter(|v| !v.is_empty())
-    {
-        Some(id) => Some(
-            id.parse::<i64>()
-                .map_err(|_| AppError::invalid("token_id", "invalid_id", "An API token's number"))?,
-        ),
-        None => None,
-    };
+    let token =
+        match query
+            .get("token_id")
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+        {
+            Some(id) => Some(id.parse::<i64>().map_err(|_| {
+                AppError::invalid("token_id", "invalid_id", "An API token's number")
+            })?),
+            None => None,
+        };
     Ok(holdfast_app::revert::Request {
         to,
         by,
