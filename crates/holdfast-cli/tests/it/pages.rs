@@ -70,15 +70,19 @@ pub(crate) async fn post_form(
         .unwrap()
 }
 
-on_both_backends!(logged_out_visitors_reach_only_login_and_setup, |app| {
-    let admin = app.admin().await;
-    admin.create("contacts", json!({"name": "Hidden"})).await;
-    let audit = app
-        .app
+/// Audit entries other than refusals (which are written, but change nothing).
+async fn audit_entries(app: &holdfast_test_support::TestApp) -> i64 {
+    app.app
         .db
         .query_i64_for_tests("SELECT COUNT(*) FROM audit_log WHERE action <> 'access.refused'")
         .await
-        .unwrap();
+        .unwrap()
+}
+
+on_both_backends!(logged_out_visitors_reach_only_login_and_setup, |app| {
+    let admin = app.admin().await;
+    admin.create("contacts", json!({"name": "Hidden"})).await;
+    let audit = audit_entries(&app).await;
     let (_, pages) = holdfast_web::views::pages();
     assert!(pages.len() > 20, "the page table lists every page");
     for page in &pages {
@@ -128,12 +132,7 @@ on_both_backends!(logged_out_visitors_reach_only_login_and_setup, |app| {
         }
     }
     // Public posts that did something on their own (a failed login, a language) are not record changes.
-    let after = app
-        .app
-        .db
-        .query_i64_for_tests("SELECT COUNT(*) FROM audit_log WHERE action <> 'access.refused'")
-        .await
-        .unwrap();
+    let after = audit_entries(&app).await;
     assert_eq!(after, audit, "a logged-out visitor changed something");
 });
 
@@ -142,12 +141,7 @@ on_both_backends!(
     |app| {
         app.admin().await;
         let member = session(&app, "rep", "rep").await;
-        let audit = app
-            .app
-            .db
-            .query_i64_for_tests("SELECT COUNT(*) FROM audit_log WHERE action <> 'access.refused'")
-            .await
-            .unwrap();
+        let audit = audit_entries(&app).await;
         let cookies = format!("{member}; holdfast_csrf={CSRF}");
         let (_, pages) = holdfast_web::views::pages();
         for page in pages.iter().filter(|p| p.admin) {
@@ -186,16 +180,7 @@ on_both_backends!(
                 );
             }
         }
-        assert_eq!(
-            app.app
-                .db
-                .query_i64_for_tests(
-                    "SELECT COUNT(*) FROM audit_log WHERE action <> 'access.refused'"
-                )
-                .await
-                .unwrap(),
-            audit
-        );
+        assert_eq!(audit_entries(&app).await, audit);
         assert!(
             app.app
                 .db
@@ -210,12 +195,7 @@ on_both_backends!(
 on_both_backends!(forms_without_the_anti_forgery_token_change_nothing, |app| {
     let member = session(&app, "rep", "rep").await;
     let right = session_token(&member).unwrap();
-    let audit = app
-        .app
-        .db
-        .query_i64_for_tests("SELECT COUNT(*) FROM audit_log WHERE action <> 'access.refused'")
-        .await
-        .unwrap();
+    let audit = audit_entries(&app).await;
     let attempts = [
         // No token at all.
         (
@@ -269,14 +249,7 @@ on_both_backends!(forms_without_the_anti_forgery_token_change_nothing, |app| {
                 .contains("could not be accepted")
         );
     }
-    assert_eq!(
-        app.app
-            .db
-            .query_i64_for_tests("SELECT COUNT(*) FROM audit_log WHERE action <> 'access.refused'")
-            .await
-            .unwrap(),
-        audit
-    );
+    assert_eq!(audit_entries(&app).await, audit);
     // The same form with its token goes through, in one audited change.
     let ok = post_form(
         &app,
@@ -286,14 +259,7 @@ on_both_backends!(forms_without_the_anti_forgery_token_change_nothing, |app| {
     )
     .await;
     assert_eq!(ok.status(), 303);
-    assert_eq!(
-        app.app
-            .db
-            .query_i64_for_tests("SELECT COUNT(*) FROM audit_log WHERE action <> 'access.refused'")
-            .await
-            .unwrap(),
-        audit + 1
-    );
+    assert_eq!(audit_entries(&app).await, audit + 1);
 });
 
 on_both_backends!(
