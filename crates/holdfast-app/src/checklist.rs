@@ -124,6 +124,7 @@ pub async fn run(app: &App, depth: Depth) -> Checklist {
                 format!("{error:#}"),
             ),
         });
+        items.push(heads_item(app).await);
     }
     match security::status_unchecked(app).await {
         Ok(status) => items.extend(status.checks.into_iter().map(|check| Item {
@@ -188,6 +189,45 @@ pub async fn run(app: &App, depth: Depth) -> Checklist {
         items.push(crate::alerts::checklist_item(app).await);
     }
     Checklist::new(items)
+}
+
+/// The chain's heads kept outside the database, checked against the log.
+async fn heads_item(app: &App) -> Item {
+    let Some(file) = &app.config.audit_head_file else {
+        return item(
+            "audit_heads",
+            3,
+            "audit_heads_off",
+            Level::Warn,
+            String::new(),
+        );
+    };
+    if !file.exists() {
+        // Written within a minute of the first change once the server runs.
+        return item(
+            "audit_heads",
+            3,
+            "audit_heads_pending",
+            Level::Good,
+            file.display().to_string(),
+        );
+    }
+    match crate::audit_heads::check(app, file).await {
+        Ok(lines) => item(
+            "audit_heads",
+            3,
+            "audit_heads_ok",
+            Level::Good,
+            format!("{lines} · {}", file.display()),
+        ),
+        Err(error) => item(
+            "audit_heads",
+            3,
+            "audit_heads_broken",
+            Level::Bad,
+            format!("{error:#}"),
+        ),
+    }
 }
 
 fn schema_item(schema: &anyhow::Result<SchemaState>) -> Item {

@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod alerts;
+pub mod audit_heads;
 pub mod auth;
 pub mod backup;
 pub mod checklist;
@@ -109,6 +110,9 @@ pub struct AppConfig {
     pub private_files: Vec<std::path::PathBuf>,
     /// More administrators than this is amber on the checklist: every one is a way in.
     pub max_admins: usize,
+    /// Where the server appends the audit chain's head (`[audit] head_file`), outside the
+    /// database; `None`: nowhere.
+    pub audit_head_file: Option<std::path::PathBuf>,
 }
 
 /// Two password checks per core: enough to keep every core busy, bounded in memory.
@@ -151,6 +155,7 @@ impl Default for AppConfig {
             alerts: alerts::Config::default(),
             private_files: Vec::new(),
             max_admins: 3,
+            audit_head_file: None,
         }
     }
 }

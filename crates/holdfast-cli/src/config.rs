@@ -47,6 +47,15 @@ pub struct Config {
     pub server: ServerSection,
     pub alerts: crate::alerts_config::AlertsSection,
     pub security: SecuritySection,
+    pub audit: AuditSection,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSection {
+    /// A file outside the database (another disk, a log host's mount) that the server appends
+    /// the audit chain's head to; empty: none.
+    pub head_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -238,6 +247,7 @@ impl Default for Config {
             server: ServerSection::default(),
             alerts: Default::default(),
             security: SecuritySection::default(),
+            audit: AuditSection::default(),
         }
     }
 }
@@ -659,6 +669,8 @@ impl Config {
             alerts: self.alerts.to_app()?,
             private_files: self.private_files()?,
             max_admins: self.security.max_admins,
+            audit_head_file: Some(self.audit.head_file.clone())
+                .filter(|path| !path.as_os_str().is_empty()),
         })
     }
 

@@ -274,15 +274,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(db.config.as_deref(), std::env::vars(), &overrides(&db))?;
             let app = open_app(&config).await?;
             let result = app.db.verify_audit_chain().await;
+            let heads = match (&result, &app.config.audit_head_file) {
+                (Ok(_), Some(file)) => Some(holdfast_app::audit_heads::check(&app, file).await),
+                _ => None,
+            };
             app.db.close().await;
-            match result {
-                Ok(entries) => {
+            match (result, heads) {
+                (Ok(_), Some(Err(error))) => anyhow::bail!(
+                    "the audit log was tampered with: {error:#}. Compare with the newest verified backup (holdfast backup verify) and treat this as an incident"
+                ),
+                (Ok(entries), heads) => {
                     println!(
                         "The audit log is intact: {entries} entries, each following the one before, ending at the recorded head."
                     );
+                    if let (Some(Ok(lines)), Some(file)) = (heads, &app.config.audit_head_file) {
+                        println!(
+                            "It matches all {lines} heads written outside the database to {}.",
+                            file.display()
+                        );
+                    }
                     Ok(())
                 }
-                Err(error) => anyhow::bail!(
+                (Err(error), _) => anyhow::bail!(
                     "the audit log was tampered with: {error:#}. Compare with the newest verified backup (holdfast backup verify) and treat this as an incident"
                 ),
             }
@@ -553,6 +566,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             }
         }
     });
+    // The audit chain's head, appended outside the database whenever it moved.
+    let heads_app = app.clone();
+    let heads_job = tokio::spawn(async move {
+        let Some(file) = heads_app.config.audit_head_file.clone() else {
+            return;
+        };
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            if let Err(error) = holdfast_app::audit_heads::append(&heads_app, &file).await {
+                tracing::error!(error = %format!("{error:#}"), "the audit head could not be written out");
+            }
+        }
+    });
     // The start did a quick check; a full one (indexes against their tables too) runs daily.
     let integrity_app = app.clone();
     let integrity_job = tokio::spawn(async move {
@@ -585,6 +612,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     purge_job.abort();
     backup_job.abort();
     alerts_job.abort();
+    heads_job.abort();
+    if let Some(file) = &app.config.audit_head_file
+        && let Err(error) = holdfast_app::audit_heads::append(&app, file).await
+    {
+        tracing::error!(error = %format!("{error:#}"), "the audit head could not be written out");
+    }
     integrity_job.abort();
     if backups.on_shutdown {
         tracing::info!("taking the shutdown backup");

@@ -995,6 +995,31 @@ impl Db {
         found.iter().map(audit_from_row).collect()
     }
 
+    /// The newest audit entry's number and hash, as the chain's head records them; `None` for
+    /// an empty log.
+    pub async fn audit_head(&self) -> anyhow::Result<Option<(i64, String)>> {
+        let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_optional(self.read_pool())
+            .await?;
+        let Some(head) = head else {
+            return Ok(None);
+        };
+        let seq = head.try_get::<i64, _>("seq")?;
+        Ok((seq > 0)
+            .then(|| head.try_get::<String, _>("hash"))
+            .transpose()?
+            .map(|hash| (seq, hash)))
+    }
+
+    /// The hash of audit entry `seq`, if it exists.
+    pub async fn audit_hash_at(&self, seq: i64) -> anyhow::Result<Option<String>> {
+        let row = sqlx::query("SELECT hash FROM audit_log WHERE seq = $1")
+            .bind(seq)
+            .fetch_optional(self.read_pool())
+            .await?;
+        Ok(row.map(|row| row.try_get::<String, _>(0)).transpose()?)
+    }
+
     /// Recomputes the audit hash chain. `Ok(n)` with the number of entries when intact,
     /// otherwise an error naming the first entry that does not match.
     pub async fn verify_audit_chain(&self) -> anyhow::Result<i64> {

@@ -469,7 +469,7 @@ pub async fn verify(
     let db = scratch_db(scratch.path()).await?;
     let result = async {
         db.migrate_to(manifest.schema_version).await?;
-        load(
+        let restored = load(
             &db,
             path,
             key,
@@ -477,7 +477,20 @@ pub async fn verify(
             progress,
             None,
         )
-        .await
+        .await?;
+        // The restored audit log is whole, and ends at the head the backup recorded.
+        db.verify_audit_chain()
+            .await
+            .context("the audit log in this backup does not verify")?;
+        if manifest.audit_seq > 0 {
+            anyhow::ensure!(
+                db.audit_hash_at(manifest.audit_seq).await?.as_deref()
+                    == Some(manifest.audit_hash.as_str()),
+                "the audit log in this backup does not end at the head its manifest recorded (entry {})",
+                manifest.audit_seq
+            );
+        }
+        Ok(restored)
     }
     .await;
     db.close().await;

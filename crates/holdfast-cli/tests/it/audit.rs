@@ -111,3 +111,73 @@ fn entries_added_after_the_head_are_named() {
         "does not follow entry",
     );
 }
+
+#[test]
+fn a_rewritten_log_is_caught_by_the_heads_written_outside_the_database() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let heads = dir.path().join("heads.log");
+    let config = dir.path().join("holdfast.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\n[audit]\nhead_file = \"{}\"\n",
+            data.display(),
+            heads.display()
+        ),
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    crate::cli::admin_create_at(&["--config", cfg], "boss", dir.path());
+    let url = format!("sqlite://{}?mode=rw", data.join("holdfast.db").display());
+    // The server's minute writes the head out; an unchanged head is not written twice.
+    runtime.block_on(async {
+        let app = holdfast_test_support::open_with_system_clock(&url).await;
+        assert!(
+            holdfast_app::audit_heads::append(&app, &heads)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !holdfast_app::audit_heads::append(&app, &heads)
+                .await
+                .unwrap()
+        );
+        app.db.close().await;
+    });
+    let (out, _) = run_ok(&["audit", "verify", "--config", cfg], dir.path());
+    assert!(out.contains("matches all 1 heads"), "{out}");
+
+    // The whole log wiped and its head reset: a chain that verifies on its own (an empty one),
+    // caught by the head kept outside.
+    runtime.block_on(async {
+        let app = holdfast_test_support::open_with_system_clock(&url).await;
+        app.db
+            .execute_raw_for_tests("DELETE FROM audit_log")
+            .await
+            .unwrap();
+        app.db
+            .execute_raw_for_tests("UPDATE audit_head SET seq = 0, hash = ''")
+            .await
+            .unwrap();
+        app.db.close().await;
+    });
+    let err = run_err(&["audit", "verify", "--config", cfg], dir.path());
+    assert!(
+        err.contains("tampered")
+            && err.contains("is gone: the log was cut or replaced")
+            && err.contains("line 1"),
+        "{err}"
+    );
+    let output = crate::cli::holdfast(&["doctor", "--json", "--config", cfg], dir.path())
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let heads_item = crate::alerts::check_item(
+        &serde_json::json!({"checks": report["items"]}),
+        "audit_heads",
+    );
+    assert_eq!(heads_item["code"], "audit_heads_broken", "{report}");
+    assert_eq!(output.status.code(), Some(1));
+}

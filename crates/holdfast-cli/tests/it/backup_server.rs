@@ -500,3 +500,26 @@ async fn instances_sharing_postgresql_take_one_scheduled_backup() {
     assert_eq!(app.app.db.backup_runs(10).await.unwrap().len(), 1);
     other.db.close().await;
 }
+
+on_both_backends!(
+    a_backup_of_a_tampered_audit_log_fails_its_drill,
+    holdfast_test_support::spawn_app_with_backups,
+    |app| {
+        let admin = app.admin().await;
+        admin.create("contacts", json!({"name": "甲"})).await;
+        app.app
+            .db
+            .execute_raw_for_tests("UPDATE audit_log SET detail = '{}' WHERE seq = 1")
+            .await
+            .unwrap();
+        let run = holdfast_app::backup::schedule::run(&app.app, "manual")
+            .await
+            .unwrap();
+        let error = run.drill_error.unwrap_or_default();
+        assert!(
+            error.contains("the audit log in this backup does not verify")
+                && error.contains("audit entry 1 was altered"),
+            "{error}"
+        );
+    }
+);

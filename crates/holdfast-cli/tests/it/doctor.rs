@@ -140,6 +140,9 @@ database_key_file = "{key_file}"
 copy_to = "{root}/offsite"
 scratch_dir = "{root}"
 
+[audit]
+head_file = "{root}/heads.log"
+
 [alerts]
 allow_private_addresses = true
 
