@@ -19,6 +19,7 @@ pub mod db_health;
 pub mod error;
 pub mod guards;
 pub mod home;
+pub mod incident;
 pub mod login;
 pub mod notices;
 pub mod passkeys;

@@ -70,6 +70,12 @@ enum Command {
         #[command(subcommand)]
         command: LockdownCommand,
     },
+    /// Incident drills: stage a rogue user on a scratch copy of the data and time detection,
+    /// containment and recovery.
+    Incident {
+        #[command(subcommand)]
+        command: IncidentCommand,
+    },
     /// The security checklist, scored: transport, encryption, backups and drills, file
     /// permissions, administrators, audit chain, integrity, schema, advisories, alerts. Exit
     /// code 0: nothing unsafe; 1: something unsafe; 2: the database could not be opened.
@@ -151,6 +157,21 @@ enum AuditCommand {
     Verify {
         #[command(flatten)]
         db: DbArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum IncidentCommand {
+    /// Copy the data into a scratch database, let a rogue administrator's stolen token delete
+    /// customers until the mass-delete guard stops it, freeze the account, revert what it did,
+    /// and record how long each step took (the incident page shows it). The live data is only
+    /// read. Exits 1 when a step failed.
+    Drill {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Where the scratch copy goes (the system's temporary folder by default).
+        #[arg(long)]
+        scratch_dir: Option<std::path::PathBuf>,
     },
 }
 
@@ -298,6 +319,45 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 (Err(error), _) => anyhow::bail!(
                     "the audit log was tampered with: {error:#}. Compare with the newest verified backup (holdfast backup verify) and treat this as an incident"
                 ),
+            }
+        }
+        Command::Incident {
+            command: IncidentCommand::Drill { db, scratch_dir },
+        } => {
+            let config = Config::load(db.config.as_deref(), std::env::vars(), &overrides(&db))?;
+            let app = open_app(&config).await?;
+            println!("Incident drill on a scratch copy of the data (the live data is only read)…");
+            let drill = holdfast_app::incident::drill(&app, scratch_dir.as_deref()).await;
+            app.db.close().await;
+            let drill = drill?;
+            let seconds = |ms: Option<i64>| ms.unwrap_or(0) as f64 / 1000.0;
+            if let Some(ms) = drill.detect_ms {
+                println!(
+                    "✓ detected: the mass-delete guard stopped the rogue after {} deletes, {:.1} s after its first",
+                    drill.deleted,
+                    seconds(Some(ms))
+                );
+            }
+            if let Some(ms) = drill.contain_ms {
+                println!(
+                    "✓ contained: the account was frozen in {:.2} s",
+                    seconds(Some(ms))
+                );
+            }
+            if let (Some(ms), Some(restored)) = (drill.recover_ms, drill.restored) {
+                let mark = if drill.ok { '✓' } else { '✗' };
+                println!(
+                    "{mark} recovered: {restored} of {} records came back in {:.1} s",
+                    drill.deleted,
+                    seconds(Some(ms))
+                );
+            }
+            match &drill.error {
+                None => {
+                    println!("Recorded; Administration → Incident shows it.");
+                    Ok(())
+                }
+                Some(error) => anyhow::bail!("the incident drill failed: {error}"),
             }
         }
         Command::Lockdown { command } => {

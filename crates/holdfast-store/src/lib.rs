@@ -16,6 +16,7 @@ pub mod cipher;
 pub mod files;
 pub mod guards;
 pub mod health;
+pub mod incidents;
 pub mod limits;
 pub mod read;
 mod rows;

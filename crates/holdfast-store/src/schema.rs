@@ -536,6 +536,24 @@ CREATE INDEX alert_deliveries_due ON alert_deliveries (next_at);
 CREATE INDEX alert_deliveries_dedupe ON alert_deliveries (dedupe, created_at);
 "#,
     },
+    Migration {
+        version: 15,
+        name: "incident drills: a rogue user staged on a scratch copy, and how fast it was stopped",
+        sql: r#"
+CREATE TABLE incident_drills (
+    id {pk},
+    at BIGINT NOT NULL,
+    ok BIGINT NOT NULL,
+    deleted BIGINT NOT NULL,
+    detect_ms BIGINT,
+    contain_ms BIGINT,
+    recover_ms BIGINT,
+    restored BIGINT,
+    error TEXT
+);
+INSERT INTO meta (key, value) VALUES ('incident_responsible', '');
+"#,
+    },
 ];
 
 #[cfg(test)]

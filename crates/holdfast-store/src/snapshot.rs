@@ -51,7 +51,12 @@ pub const EPHEMERAL_TABLES: &[&str] = &[
 ];
 /// Tables that describe this installation rather than its data (its migrations, backups and the
 /// alerts it sent); a restore leaves them alone.
-pub const LOCAL_TABLES: &[&str] = &["schema_migrations", "backup_runs", "alert_deliveries"];
+pub const LOCAL_TABLES: &[&str] = &[
+    "schema_migrations",
+    "backup_runs",
+    "alert_deliveries",
+    "incident_drills",
+];
 
 /// A table as a backup stores it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -506,6 +506,39 @@ pub async fn verify(
     })
 }
 
+/// A copy of `db` in a scratch database under a new temporary folder (in `parent`, or the
+/// system's), made the way a backup and its restore are, both encrypted with keys nobody keeps.
+/// The incident drill stages its rogue user there; the folder goes when the guard is dropped.
+pub async fn scratch_copy(
+    db: &Db,
+    parent: Option<&Path>,
+    now: Timestamp,
+) -> anyhow::Result<(tempfile::TempDir, Db)> {
+    let scratch = match parent {
+        Some(parent) => tempfile::Builder::new()
+            .prefix("holdfast-drill-")
+            .tempdir_in(parent),
+        None => tempfile::Builder::new().prefix("holdfast-drill-").tempdir(),
+    }
+    .context("cannot create a scratch folder")?;
+    let (text, _) = Key::generate();
+    let key = Key::identity_from_text(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let progress = Progress::default();
+    let created = create(db, scratch.path(), Some(&key), now, &progress).await?;
+    let copy = scratch_db(scratch.path()).await?;
+    let loaded = async {
+        copy.migrate_to(created.manifest.schema_version).await?;
+        load(&copy, &created.path, Some(&key), now, &progress, None).await
+    }
+    .await;
+    let _ = std::fs::remove_file(&created.path);
+    if let Err(error) = loaded {
+        copy.close().await;
+        return Err(error.context("copying the data into a scratch database"));
+    }
+    Ok((scratch, copy))
+}
+
 /// The scratch database verifies and drills restore into, encrypted with a key nobody keeps:
 /// the customers in a backup never lie on the disk in clear, even for the minutes a drill takes.
 async fn scratch_db(dir: &Path) -> anyhow::Result<Db> {

@@ -633,6 +633,8 @@ fn page_table() -> Vec<(&'static str, &'static str, Need)> {
         ("GET", "/admin/security/recovery-sheet", ADMIN_EDIT),
         ("POST", "/admin/security/backup-key-stored", ADMIN_EDIT),
         ("POST", "/admin/security/test-alert", ADMIN_EDIT),
+        ("GET", "/admin/incident", ADMIN_VIEW),
+        ("POST", "/admin/incident/responsible", ADMIN_EDIT),
         ("POST", "/admin/backups/run", ADMIN_EDIT),
         ("GET", "/admin/backups/{missing}", ADMIN_EDIT),
         ("POST", "/admin/backups/{missing}/drill", ADMIN_EDIT),

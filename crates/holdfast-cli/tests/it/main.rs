@@ -20,6 +20,7 @@ mod dry_run;
 mod encryption;
 mod guards;
 mod hostile;
+mod incident;
 mod pages;
 mod records;
 mod revert;

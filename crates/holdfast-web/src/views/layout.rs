@@ -99,6 +99,7 @@ pub fn frame(page: &Page, title: &str, active: &str, body: Markup) -> Markup {
                                 li { a href="/admin/sign-in" aria-current=[("admin_signin" == active).then_some("page")] { (tr.t("nav.sign_in")) } }
                             }
                             @if holdfast_domain::access::authorize(&page.actor, holdfast_domain::Action::Audit).is_ok() {
+                                li { a href="/admin/incident" aria-current=[("incident" == active).then_some("page")] { (tr.t("nav.incident")) } }
                                 li { a href="/admin/timeline" aria-current=[("timeline" == active).then_some("page")] { (tr.t("nav.timeline")) } }
                                 li { a href="/admin/security" aria-current=[("security" == active).then_some("page")] { (tr.t("nav.security")) } }
                             }

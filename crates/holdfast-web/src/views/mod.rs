@@ -26,6 +26,7 @@ pub mod bin;
 pub mod board;
 pub mod home;
 pub mod incident;
+pub mod incident_plan;
 pub mod layout;
 pub mod records;
 pub mod security;
@@ -489,6 +490,20 @@ pub fn pages() -> (Router<WebState>, Vec<PageDoc>) {
         "/admin/security/recovery-sheet",
         get(security::recovery_sheet),
         G,
+        false,
+        true,
+    );
+    add(
+        "/admin/incident",
+        get(incident_plan::incident_page),
+        G,
+        false,
+        true,
+    );
+    add(
+        "/admin/incident/responsible",
+        post(incident_plan::responsible_post),
+        P,
         false,
         true,
     );
