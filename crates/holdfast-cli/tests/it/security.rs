@@ -7,7 +7,8 @@ use holdfast_test_support::{TestApp, on_both_backends, spawn_app_with_backups};
 use std::io::{Read as _, Write as _};
 use std::time::Duration;
 
-async fn page(app: &TestApp, cookie: &str, path: &str) -> (u16, String) {
+/// A page as the holder of `cookie` gets it: status and HTML.
+pub(crate) async fn page(app: &TestApp, cookie: &str, path: &str) -> (u16, String) {
     let response = http()
         .get(format!("{}{path}", app.base_url))
         .header("cookie", cookie)
