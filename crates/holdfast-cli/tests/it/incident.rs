@@ -3,7 +3,7 @@
 //! both languages.
 
 use crate::cli::{admin_create, run_ok};
-use crate::pages::{CSRF, http, post_form};
+use crate::pages::{CSRF, post_form};
 use holdfast_test_support::{Backend, TestApp, TestDb, on_both_backends};
 
 async fn drill_on(backend: Backend) {
@@ -67,13 +67,7 @@ async fn an_incident_drill_stops_freezes_and_undoes_a_rogue_on_a_copy_postgres()
 }
 
 async fn page(app: &TestApp, cookie: &str) -> (u16, String) {
-    let response = http()
-        .get(format!("{}/admin/incident", app.base_url))
-        .header("cookie", cookie)
-        .send()
-        .await
-        .unwrap();
-    (response.status().as_u16(), response.text().await.unwrap())
+    crate::security::page(app, cookie, "/admin/incident").await
 }
 
 on_both_backends!(
