@@ -54,6 +54,143 @@ pub async fn set_responsible(
     Ok(())
 }
 
+const POLICY: &str = "security_policy";
+
+/// The security policy users acknowledge at their next sign-in (optional; administrators write
+/// it). Each change makes a new version, which everyone acknowledges again.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Policy {
+    pub text: String,
+    pub version: i64,
+    pub set_by: String,
+    pub set_at: holdfast_domain::Timestamp,
+}
+
+/// The policy in force, if administrators wrote one.
+pub async fn policy(app: &App) -> Result<Option<Policy>, AppError> {
+    Ok(app
+        .db
+        .meta(POLICY)
+        .await?
+        .and_then(|text| serde_json::from_str::<Policy>(&text).ok())
+        .filter(|policy| !policy.text.trim().is_empty()))
+}
+
+/// Writes (or, with empty text, withdraws) the policy (administrators); audited.
+pub async fn set_policy(
+    app: &App,
+    actor: &Actor,
+    op_id: &str,
+    text: &str,
+) -> Result<Option<Policy>, AppError> {
+    authorize(actor, Action::Administer)?;
+    let text = text.trim();
+    if text.chars().count() > 5000 {
+        return Err(AppError::invalid(
+            "policy",
+            "too_long",
+            "At most 5,000 characters: a policy people read in a minute",
+        ));
+    }
+    let before = app
+        .db
+        .meta(POLICY)
+        .await?
+        .and_then(|t| serde_json::from_str::<Policy>(&t).ok());
+    let policy = Policy {
+        text: text.to_owned(),
+        version: before.map_or(1, |p| p.version + 1),
+        set_by: actor.username.clone(),
+        set_at: app.now(),
+    };
+    let mut tx = app.db.begin_write(app.now()).await?;
+    tx.set_meta(
+        POLICY,
+        &serde_json::to_string(&policy).map_err(anyhow::Error::from)?,
+    )
+    .await?;
+    tx.audit_event(AuditDraft::new(
+        actor,
+        op_id,
+        "security.policy",
+        json!({"version": policy.version, "withdrawn": text.is_empty()}),
+    ))
+    .await?;
+    tx.commit().await?;
+    Ok((!text.is_empty()).then_some(policy))
+}
+
+/// The policy `user_id` still has to acknowledge, if any.
+pub async fn unacknowledged(app: &App, user_id: i64) -> Result<Option<Policy>, AppError> {
+    let Some(policy) = policy(app).await? else {
+        return Ok(None);
+    };
+    Ok((!app.db.policy_acked(user_id, policy.version).await?).then_some(policy))
+}
+
+/// The acting user acknowledges `version` of the policy; audited.
+pub async fn acknowledge(
+    app: &App,
+    actor: &Actor,
+    op_id: &str,
+    version: i64,
+) -> Result<(), AppError> {
+    let current = policy(app).await?;
+    if current.as_ref().is_none_or(|p| p.version != version) {
+        return Err(AppError::Conflict {
+            code: "policy_changed",
+            message: "The policy changed while you were reading it: read the new version".into(),
+            current: None,
+        });
+    }
+    if app.db.policy_acked(actor.user_id, version).await? {
+        return Ok(());
+    }
+    let mut tx = app.db.begin_write(app.now()).await?;
+    tx.ack_policy(
+        actor.user_id,
+        version,
+        AuditDraft::new(
+            actor,
+            op_id,
+            "security.policy_ack",
+            json!({"version": version}),
+        ),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Every active user and when they acknowledged the policy in force (administrators and
+/// auditors); `None` for those who have not.
+pub async fn acknowledgements(
+    app: &App,
+    actor: &Actor,
+) -> Result<Vec<(crate::UserRow, Option<holdfast_domain::Timestamp>)>, AppError> {
+    authorize(actor, Action::Audit)?;
+    let Some(policy) = policy(app).await? else {
+        return Ok(Vec::new());
+    };
+    let acks: std::collections::HashMap<i64, holdfast_domain::Timestamp> = app
+        .db
+        .policy_acks(policy.version)
+        .await?
+        .into_iter()
+        .collect();
+    Ok(app
+        .db
+        .users()
+        .await?
+        .into_iter()
+        .filter(|u| u.active && !u.pending)
+        .map(|u| {
+            let at = acks.get(&u.id).copied();
+            (u, at)
+        })
+        .collect())
+}
+
 /// The newest drills (administrators and auditors).
 pub async fn drills(app: &App, actor: &Actor) -> Result<Vec<DrillRow>, AppError> {
     authorize(actor, Action::Audit)?;

@@ -1,7 +1,9 @@
-//! Incident drills as they are recorded: when, whether the staged rogue was detected,
-//! contained and undone, and how long each took.
+//! Incident drills as they are recorded (when, whether the staged rogue was detected,
+//! contained and undone, and how long each took), and who acknowledged which version of the
+//! security policy.
 
-use crate::Db;
+use crate::write::AuditDraft;
+use crate::{Db, StoreError, WriteTx};
 use holdfast_domain::Timestamp;
 use sqlx::Row as _;
 
@@ -63,5 +65,51 @@ impl Db {
                 })
             })
             .collect()
+    }
+}
+
+impl Db {
+    /// Whether `user_id` acknowledged this version of the security policy.
+    pub async fn policy_acked(&self, user_id: i64, version: i64) -> anyhow::Result<bool> {
+        let found =
+            sqlx::query("SELECT id FROM policy_acks WHERE user_id = $1 AND version = $2 LIMIT 1")
+                .bind(user_id)
+                .bind(version)
+                .fetch_optional(self.read_pool())
+                .await?;
+        Ok(found.is_some())
+    }
+
+    /// Who acknowledged this version, and when.
+    pub async fn policy_acks(&self, version: i64) -> anyhow::Result<Vec<(i64, Timestamp)>> {
+        let found = sqlx::query(
+            "SELECT user_id, MIN(at) FROM policy_acks WHERE version = $1 GROUP BY user_id",
+        )
+        .bind(version)
+        .fetch_all(self.read_pool())
+        .await?;
+        found
+            .iter()
+            .map(|row| Ok((row.try_get(0)?, Timestamp(row.try_get(1)?))))
+            .collect()
+    }
+}
+
+impl WriteTx {
+    /// Records that a user acknowledged a version of the security policy, with its audit entry.
+    pub async fn ack_policy(
+        &mut self,
+        user_id: i64,
+        version: i64,
+        audit: AuditDraft,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO policy_acks (user_id, version, at) VALUES ($1, $2, $3)")
+            .bind(user_id)
+            .bind(version)
+            .bind(self.now.micros())
+            .execute(&mut *self.tx)
+            .await?;
+        self.append_audit(audit).await?;
+        Ok(())
     }
 }

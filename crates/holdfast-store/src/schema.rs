@@ -538,7 +538,7 @@ CREATE INDEX alert_deliveries_dedupe ON alert_deliveries (dedupe, created_at);
     },
     Migration {
         version: 15,
-        name: "incident drills: a rogue user staged on a scratch copy, and how fast it was stopped",
+        name: "incident drills (a rogue staged on a scratch copy, and how fast it was stopped); who acknowledged the security policy",
         sql: r#"
 CREATE TABLE incident_drills (
     id {pk},
@@ -552,6 +552,13 @@ CREATE TABLE incident_drills (
     error TEXT
 );
 INSERT INTO meta (key, value) VALUES ('incident_responsible', '');
+CREATE TABLE policy_acks (
+    id {pk},
+    user_id BIGINT NOT NULL,
+    version BIGINT NOT NULL,
+    at BIGINT NOT NULL
+);
+CREATE INDEX policy_acks_user ON policy_acks (user_id, version);
 "#,
     },
 ];

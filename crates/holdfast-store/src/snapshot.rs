@@ -36,6 +36,7 @@ pub const BACKUP_TABLES: &[(&str, &str)] = &[
     ("recovery_codes", "id"),
     ("login_events", "id"),
     ("guard_trips", "id"),
+    ("policy_acks", "id"),
 ];
 
 /// Tables a restore rebuilds from the records (the search and tag indexes) or empties because

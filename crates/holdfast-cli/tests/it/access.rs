@@ -601,6 +601,9 @@ fn page_table() -> Vec<(&'static str, &'static str, Need)> {
         ),
         ("GET", "/", LoggedIn),
         ("GET", "/settings", LoggedIn),
+        ("GET", "/security-basics", LoggedIn),
+        ("GET", "/policy", LoggedIn),
+        ("POST", "/policy", LoggedIn),
         ("POST", "/settings/password", LoggedIn),
         ("POST", "/settings/tokens", LoggedIn),
         ("POST", "/settings/tokens/{missing}/revoke", LoggedIn),
@@ -635,6 +638,7 @@ fn page_table() -> Vec<(&'static str, &'static str, Need)> {
         ("POST", "/admin/security/test-alert", ADMIN_EDIT),
         ("GET", "/admin/incident", ADMIN_VIEW),
         ("POST", "/admin/incident/responsible", ADMIN_EDIT),
+        ("POST", "/admin/incident/policy", ADMIN_EDIT),
         ("POST", "/admin/backups/run", ADMIN_EDIT),
         ("GET", "/admin/backups/{missing}", ADMIN_EDIT),
         ("POST", "/admin/backups/{missing}/drill", ADMIN_EDIT),
@@ -2423,6 +2427,11 @@ on_both_backends!(
         assert_eq!(preview.status(), 200);
         let text = preview.text().await.unwrap();
         assert!(text.contains("id=\"apply-change\""), "{text}");
+        // One sentence says what applying does and how to undo it.
+        assert!(
+            text.contains("to undo it, make the opposite change here"),
+            "{text}"
+        );
         assert_eq!(
             admin.get("/api/v1/access/teams").await.expect(200)["items"],
             json!([]),

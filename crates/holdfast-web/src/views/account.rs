@@ -300,6 +300,7 @@ async fn settings_body(
                 button type="submit" { (tr.t("action.save")) }
             }
         }
+        p.hint { a href="/security-basics" { (tr.t("awareness.basics_link")) } }
         section.card id="password" {
             h2 { (tr.t("settings.password")) }
             p { (tr.t("settings.password_note")) }

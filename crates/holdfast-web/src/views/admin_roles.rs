@@ -51,6 +51,7 @@ pub fn preview_page(
                     } } }
                 } }
             }
+            p.hint id="risk-note" { (tr.t("awareness.access_change")) }
             form.inline method="post" action=(action) {
                 (csrf_field(&page.csrf))
                 @for (key, value) in &fields { input type="hidden" name=(key) value=(value); }

@@ -56,6 +56,7 @@ pub const LANG_COOKIE: &str = "holdfast_lang";
 pub const ERROR_CODES: &[&str] = &[
     "required",
     "alerts_off",
+    "policy_changed",
     "too_long",
     "too_short",
     "too_small",
@@ -249,6 +250,22 @@ pub fn pages() -> (Router<WebState>, Vec<PageDoc>) {
     add("/logout", post(account::logout_post), P, false, false);
     add("/", get(home::home), G, false, false);
     add("/settings", get(account::settings_page), G, false, false);
+    add("/policy", get(incident_plan::policy_page), G, false, false);
+    add("/policy", post(incident_plan::policy_post), P, false, false);
+    add(
+        "/admin/incident/policy",
+        post(incident_plan::policy_set_post),
+        P,
+        false,
+        true,
+    );
+    add(
+        "/security-basics",
+        get(incident_plan::basics_page),
+        G,
+        false,
+        false,
+    );
     add(
         "/settings/password",
         post(account::password_post),
@@ -753,6 +770,18 @@ impl FromRequestParts<WebState> for Page {
                 .await
         {
             return Err(error_page(&tr, error));
+        }
+        // The security policy, when administrators wrote one, is acknowledged before anything
+        // else (reading the basics and signing out stay open).
+        let open = ["/policy", "/logout", "/security-basics"]
+            .iter()
+            .any(|p| parts.uri.path() == *p);
+        if !open
+            && let Ok(Some(_)) =
+                holdfast_app::incident::unacknowledged(&state.app, actor.user_id).await
+        {
+            let next: String = form_urlencoded::byte_serialize(path.as_bytes()).collect();
+            return Err(Redirect::to(&format!("/policy?next={next}")).into_response());
         }
         let (csrf, new_csrf) = (session_csrf(&token), false);
         let notice = notice_of(parts, &tr);

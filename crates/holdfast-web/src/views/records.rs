@@ -343,6 +343,7 @@ async fn list_body(
             }
             a.button.primary href=(format!("/{}/new", entity.plural())) { (tr.t(&format!("list.new.{}", entity.name()))) }
         }
+        @if can_export { p.hint id="export-note" { (tr.t("awareness.export")) } }
         @if !problems.is_empty() {
             div.problems role="alert" {
                 ul { @for e in &problems.0 { li { (error_message(tr, e.code, &e.message)) } } }
