@@ -145,8 +145,9 @@ pub async fn run(app: &App, depth: Depth) -> Checklist {
     if schema_ok {
         items.push(backups_item(app).await);
     }
-    items.push(match &app.backups {
-        Some(config) => match &config.copy_to {
+    // Without backups at all the backups item is red already; a second copy of nothing is moot.
+    if let Some(config) = &app.backups {
+        items.push(match &config.copy_to {
             Some(dir) => item(
                 "backup_copy",
                 5,
@@ -161,15 +162,8 @@ pub async fn run(app: &App, depth: Depth) -> Checklist {
                 Level::Warn,
                 String::new(),
             ),
-        },
-        None => item(
-            "backup_copy",
-            5,
-            "backup_no_copy",
-            Level::Bad,
-            String::new(),
-        ),
-    });
+        });
+    }
     items.push(files_item(&app.config.private_files));
     if schema_ok {
         match admin_items(app).await {

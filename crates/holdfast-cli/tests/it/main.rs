@@ -10,6 +10,7 @@ mod backup;
 mod backup_server;
 mod browser;
 mod browser_incident;
+mod browser_security;
 mod browser_signin;
 mod cli;
 mod containment;
