@@ -891,6 +891,26 @@ pub async fn change(
         }
     }
     tx.commit().await?;
+    // Someone made an administrator here (a role change, an approval): that is told outside.
+    if let AccessChange::SetUser { user_id, .. } = &change {
+        let was = before
+            .user(*user_id)
+            .is_some_and(|u| u.role == ADMIN && !u.pending);
+        let now = after
+            .user(*user_id)
+            .is_some_and(|u| u.role == ADMIN && !u.pending);
+        if now && !was {
+            let username = after
+                .user(*user_id)
+                .map(|u| u.username.clone())
+                .unwrap_or_default();
+            let event = crate::alerts::Event::NewAdmin {
+                username,
+                by: actor.username.clone(),
+            };
+            crate::alerts::raise(app, event).await;
+        }
+    }
     Ok(ChangeOutcome {
         applied: true,
         preview,

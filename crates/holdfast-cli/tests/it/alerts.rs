@@ -393,6 +393,21 @@ async fn alerts_reach_every_channel(app: TestApp, webhooks: Inbox<Received>, mai
     let security = admin.get("/api/v1/security").await.expect(200);
     let item = check_item(&security, "alerts");
     assert_eq!(item["code"], "alerts_ok", "{item}");
+
+    // Promoting someone to administrator is told too.
+    admin
+        .patch(
+            &format!("/api/v1/users/{}", rep.user_id),
+            json!({"role": "admin"}),
+        )
+        .await
+        .expect(200);
+    let received = wait_for(&webhooks, 20).await;
+    let new_admins = generic_events(&received, "new_admin");
+    assert!(
+        new_admins.iter().any(|a| a["title"] == "新增管理员：lu"),
+        "{new_admins:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
