@@ -5,6 +5,17 @@ use crate::signin::Browser;
 use holdfast_test_support::{TestApp, on_both_backends};
 use serde_json::json;
 
+/// The API token through which `user_id` made a user (the stolen token of these tests).
+async fn token_that_made_a_user(app: &TestApp, user_id: i64) -> i64 {
+    app.app
+        .db
+        .query_i64_for_tests(&format!(
+            "SELECT MAX(token_id) FROM audit_log WHERE action = 'user.create' AND actor_id = {user_id}"
+        ))
+        .await
+        .unwrap()
+}
+
 /// A second API token of the user behind `browser`, made from their session.
 async fn second_token(app: &TestApp, browser: &Browser) -> (i64, String) {
     let made = browser
@@ -330,15 +341,7 @@ on_both_backends!(the_timeline_of_a_stolen_token_lists_what_it_did, |app| {
         )
         .await
         .expect(201);
-    let token = app
-        .app
-        .db
-        .query_i64_for_tests(&format!(
-            "SELECT MAX(token_id) FROM audit_log WHERE action = 'user.create' AND actor_id = {}",
-            stolen.user_id
-        ))
-        .await
-        .unwrap();
+    let token = token_that_made_a_user(&app, stolen.user_id).await;
     let url = format!(
         "/api/v1/audit/timeline?token_id={token}&from={}",
         from.to_rfc3339()
@@ -498,15 +501,7 @@ on_both_backends!(
         .expect(200);
         let theirs = desk.create("contacts", json!({"name": "新朋友"})).await;
 
-        let token = app
-        .app
-        .db
-        .query_i64_for_tests(&format!(
-            "SELECT MAX(token_id) FROM audit_log WHERE action = 'user.create' AND actor_id = {}",
-            stolen.user_id
-        ))
-        .await
-        .unwrap();
+        let token = token_that_made_a_user(&app, stolen.user_id).await;
         let other_admin = app.user("an", "admin").await;
         let body = |dry_run: bool| json!({"to": from.to_rfc3339(), "by_token_id": token, "dry_run": dry_run});
         let preview = other_admin
