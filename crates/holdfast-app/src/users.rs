@@ -294,7 +294,6 @@ pub async fn update(
 ) -> Result<UserRow, AppError> {
     let (user, _) = preview_update(app, actor, id, &change).await?;
     let deactivating = change.active == Some(false) && user.active;
-    let becomes_admin = user.role != ADMIN && change.role.as_deref() == Some(ADMIN);
     // Taking someone's access away, or giving more, is a permission change.
     if deactivating
         || change.role.as_ref().is_some_and(|r| *r != user.role)
@@ -344,16 +343,6 @@ pub async fn update(
         .await?;
     }
     tx.commit().await?;
-    if becomes_admin {
-        crate::alerts::raise(
-            app,
-            crate::alerts::Event::NewAdmin {
-                username: user.username.clone(),
-                by: actor.username.clone(),
-            },
-        )
-        .await;
-    }
     app.db
         .user(id)
         .await?
