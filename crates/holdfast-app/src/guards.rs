@@ -202,12 +202,7 @@ async fn trip(
     threshold: i64,
 ) -> Result<TripRow, AppError> {
     let config = app.access_config().await?;
-    let admins: Vec<i64> = config
-        .users
-        .values()
-        .filter(|u| u.active && config.role(&u.role).is_some_and(|r| r.is_admin()))
-        .map(|u| u.id)
-        .collect();
+    let admins = config.admin_ids();
     let detail = json!({
         "user_id": actor.user_id,
         "username": actor.username,

@@ -79,12 +79,7 @@ pub async fn disown(
         _ => None,
     };
     let config = app.access_config().await?;
-    let admins: Vec<i64> = config
-        .users
-        .values()
-        .filter(|u| u.active && config.role(&u.role).is_some_and(|r| r.is_admin()))
-        .map(|u| u.id)
-        .collect();
+    let admins = config.admin_ids();
     let detail = json!({
         "user_id": actor.user_id,
         "username": actor.username,

@@ -448,6 +448,15 @@ impl AccessConfig {
     }
 
     /// Display names of the active, approved administrators: who can change any setting.
+    /// Ids of active users whose role administers: who is told of security events.
+    pub fn admin_ids(&self) -> Vec<i64> {
+        self.users
+            .values()
+            .filter(|u| u.active && self.role(&u.role).is_some_and(RoleDef::is_admin))
+            .map(|u| u.id)
+            .collect()
+    }
+
     pub fn admin_names(&self) -> Vec<String> {
         self.users
             .values()
