@@ -96,7 +96,8 @@ async fn revert_with(app: &App, args: &RevertArgs, to: Timestamp) -> anyhow::Res
         .map_err(describe)?;
     print_revert(&preview);
     let counts = preview.counts();
-    if args.dry_run || counts.changing == 0 {
+    let undoes = preview.made.iter().any(holdfast_app::revert::Made::undoes);
+    if args.dry_run || (counts.changing == 0 && !undoes) {
         return Ok(());
     }
     if !args.yes && !confirm("Carry out this revert?")? {
@@ -107,6 +108,10 @@ async fn revert_with(app: &App, args: &RevertArgs, to: Timestamp) -> anyhow::Res
         .await
         .map_err(describe)?;
     let counts = done.counts();
+    let taken_back = done.made.iter().filter(|m| m.undoes()).count();
+    if taken_back > 0 {
+        println!("Took back {taken_back} tokens, users, roles, access changes and grants.");
+    }
     println!(
         "Reverted {} records as new versions by {} (op {op_id}): {} fields put back, {} restored from the recycle bin, {} moved to it; {} conflicts kept, {} records unchanged",
         counts.changing,
@@ -145,6 +150,9 @@ fn print_revert(preview: &holdfast_app::revert::Preview) {
             );
         }
     }
+    for made in &preview.made {
+        println!("  also: {}", made_text(made));
+    }
     let counts = preview.counts();
     println!(
         "{} records changed since {}: {} will change ({} fields, {} restored, {} to the recycle bin), {} conflicts kept, {} unchanged",
@@ -157,4 +165,24 @@ fn print_revert(preview: &holdfast_app::revert::Preview) {
         counts.conflicts,
         counts.unchanged
     );
+}
+
+/// One thing a revert takes back besides records (or leaves, and why), in words.
+fn made_text(made: &holdfast_app::revert::Made) -> String {
+    let (name, id, detail) = (&made.name, made.id, &made.detail);
+    match made.kind {
+        "token" => format!("API token \"{name}\" (#{id}) made in this time: revoked"),
+        "user" => format!("user {name} (#{id}) made in this time: deactivated"),
+        "access" => format!("user {name} (#{id}): role and team put back ({detail})"),
+        "access_kept" => {
+            format!("user {name} (#{id}): access changed again since, left as it is ({detail})")
+        }
+        "grant" => format!("access granted to {name} (request #{id}, {detail}): revoked"),
+        "role" => format!("role {name} made in this time: deleted"),
+        "role_edit" => format!("role {name} changed in this time: put back as it was"),
+        "role_changed" => {
+            format!("role {name}: changed again since by someone else, left as it is")
+        }
+        _ => format!("role {name} made in this time: still given to {detail}, left as it is"),
+    }
 }

@@ -275,7 +275,8 @@ fn holdfast_lockdown_on_and_off_from_the_console() {
     );
     assert!(out.contains("locked down"), "{out}");
     runtime.block_on(async {
-        let app = holdfast_test_support::open_with_system_clock(&db.url).await;
+        let app =
+            holdfast_test_support::open_with_system_clock(&db.url, &db.audit_key_file()).await;
         let lockdown = holdfast_app::containment::lockdown(&app)
             .await
             .unwrap()
@@ -287,7 +288,8 @@ fn holdfast_lockdown_on_and_off_from_the_console() {
     let (out, _) = run_ok(&["lockdown", "off", "--database-url", &db.url], dir);
     assert!(out.contains("lifted"), "{out}");
     runtime.block_on(async {
-        let app = holdfast_test_support::open_with_system_clock(&db.url).await;
+        let app =
+            holdfast_test_support::open_with_system_clock(&db.url, &db.audit_key_file()).await;
         assert!(
             holdfast_app::containment::lockdown(&app)
                 .await
@@ -440,6 +442,20 @@ on_both_backends!(
         let rep = app.user("gu", "rep").await;
         let customer = rep.create("contacts", json!({"name": "老客户"})).await;
         let kept = desk.create("contacts", json!({"name": "合作伙伴"})).await;
+        let helper = json!({"name": "Helper", "rights": ["contacts.view"], "scope": "own"});
+        desk.put("/api/v1/access/roles/helper", helper.clone())
+            .await
+            .expect(200);
+        let asked = rep
+            .post(
+                "/api/v1/access/requests",
+                json!({"permission": "exports.export", "reason": "quarterly list"}),
+            )
+            .await
+            .expect(201)["id"]
+            .as_i64()
+            .unwrap();
+        let clerk = app.user("clerk", "rep").await;
         app.clock.advance_seconds(60);
         let from = app.app.now();
 
@@ -476,6 +492,41 @@ on_both_backends!(
                 .error_code(),
             "token_cannot_make_tokens"
         );
+        // And in the settings: a role of its own given to the rep, a role widened, a request
+        // approved; one more role of its own, which the boss then gives to the clerk.
+        let wide = json!({"name": "Insider", "rights": ["contacts.view", "contacts.edit", "exports.export"], "scope": "all"});
+        stolen
+            .put("/api/v1/access/roles/insider", wide)
+            .await
+            .expect(200);
+        stolen
+            .patch(
+                &format!("/api/v1/users/{}", rep.user_id),
+                json!({"role": "insider"}),
+            )
+            .await
+            .expect(200);
+        stolen
+            .put(
+                "/api/v1/access/roles/helper",
+                json!({"name": "Helper", "rights": ["contacts.view", "contacts.delete"], "scope": "all"}),
+            )
+            .await
+            .expect(200);
+        stolen
+            .post(
+                &format!("/api/v1/access/requests/{asked}/approve"),
+                json!({}),
+            )
+            .await
+            .expect(200);
+        stolen
+            .put(
+                "/api/v1/access/roles/lookout",
+                json!({"name": "Lookout", "rights": ["contacts.view"], "scope": "own"}),
+            )
+            .await
+            .expect(200);
         let mut intruder = Browser::new(&app, "Intruder");
         assert_eq!(
             intruder
@@ -500,6 +551,12 @@ on_both_backends!(
         .await
         .expect(200);
         let theirs = desk.create("contacts", json!({"name": "新朋友"})).await;
+        desk.patch(
+            &format!("/api/v1/users/{}", clerk.user_id),
+            json!({"role": "lookout"}),
+        )
+        .await
+        .expect(200);
 
         let token = token_that_made_a_user(&app, stolen.user_id).await;
         let other_admin = app.user("an", "admin").await;
@@ -523,13 +580,25 @@ on_both_backends!(
             ],
             "{preview}"
         );
-        let made: Vec<(&str, i64)> = preview["made"]
+        let made: Vec<(&str, &str)> = preview["made"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|m| (m["kind"].as_str().unwrap(), m["id"].as_i64().unwrap()))
+            .map(|m| (m["kind"].as_str().unwrap(), m["name"].as_str().unwrap()))
             .collect();
-        assert_eq!(made, [("user", backdoor)]);
+        assert_eq!(
+            made,
+            [
+                ("user", "backdoor"),
+                ("access", "gu"),
+                ("role_edit", "helper"),
+                ("role", "insider"),
+                ("role_kept", "lookout"),
+                ("grant", "gu"),
+            ],
+            "{preview}"
+        );
+        assert_eq!(preview["made"][4]["detail"], "clerk", "{preview}");
         // The preview changed nothing.
         assert_eq!(
             stolen
@@ -581,6 +650,33 @@ on_both_backends!(
             401,
             "and its session ended"
         );
+        // The settings it changed are as they were; what the boss built on is left.
+        let roles = other_admin.get("/api/v1/access/roles").await.expect(200);
+        let role = |key: &str| {
+            roles["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["key"] == key)
+                .cloned()
+        };
+        assert!(role("insider").is_none(), "{roles}");
+        assert!(role("lookout").is_some(), "{roles}");
+        assert_eq!(
+            role("helper").unwrap()["rights"],
+            json!(["contacts.view"]),
+            "{roles}"
+        );
+        let gu = other_admin
+            .get(&format!("/api/v1/users/{}", rep.user_id))
+            .await
+            .expect(200);
+        assert_eq!(gu["role"], "rep", "{gu}");
+        let grant = other_admin
+            .get(&format!("/api/v1/access/requests/{asked}"))
+            .await
+            .expect(200);
+        assert_eq!(grant["status"], "revoked", "{grant}");
         // The revert is itself a change by the administrator who ran it, undoable in turn.
         let versions = app.versions_of("contact", customer).await;
         assert_eq!(versions.last().unwrap().actor_id, other_admin.user_id);

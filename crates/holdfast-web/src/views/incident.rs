@@ -7,7 +7,7 @@ use crate::WebState;
 use crate::extract::QueryPairs;
 use crate::signin_api::timeline_query;
 use axum::extract::{Query, State};
-use holdfast_app::timeline;
+use holdfast_app::{revert, timeline};
 use maud::html;
 use std::collections::HashMap;
 
@@ -261,11 +261,11 @@ pub async fn revert_page(
                 h3 { (tr.t("incident.made_title")) }
                 ul id="made" {
                     @for made in &preview.made {
-                        li data-kind=(made.kind) { (tr.f(&format!("incident.made_{}", made.kind), &[("name", &made.name), ("id", &made.id)])) }
+                        li data-kind=(made.kind) { (tr.f(&format!("incident.made_{}", made.kind), &[("name", &made.name), ("id", &made.id), ("detail", &made.detail)])) }
                     }
                 }
             }
-            @if counts.changing > 0 || !preview.made.is_empty() {
+            @if counts.changing > 0 || preview.made.iter().any(revert::Made::undoes) {
                 form.stack method="post" action="/admin/revert" {
                     (super::layout::csrf_field(&page.csrf))
                     input type="hidden" name="to" value=(request.to.to_rfc3339());
@@ -308,7 +308,7 @@ pub async fn revert_post(
     let body = html! {
         section.card id="revert-done" {
             p { strong { (tr.f("incident.revert_done", &[("changing", &counts.changing), ("restored", &counts.restored), ("deleted", &counts.deleted)])) } }
-            @if !done.made.is_empty() { p { (tr.f("incident.made_done", &[("count", &done.made.len())])) } }
+            @if done.made.iter().any(revert::Made::undoes) { p { (tr.f("incident.made_done", &[("count", &done.made.iter().filter(|m| m.undoes()).count())])) } }
             p { a href="/admin/timeline" { (tr.t("nav.timeline")) } }
         }
     };

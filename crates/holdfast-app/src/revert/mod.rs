@@ -9,6 +9,9 @@
 //! revert is a change like any other: its versions are by the administrator, so it can be
 //! reverted in turn.
 
+mod made;
+pub use made::Made;
+
 use crate::records::{self, Change, MAX_BATCH};
 use crate::{App, AppError};
 use holdfast_domain::revert::{self, PresenceChange, RecordPlan, Step, Unchanged, Whose, is_live};
@@ -90,20 +93,9 @@ pub struct Preview {
     pub by: Option<i64>,
     pub token: Option<i64>,
     pub items: Vec<Item>,
-    /// API tokens and users the user or token made in the time, still working: undone too.
+    /// What the user or token made or changed besides records in the time (API tokens, users,
+    /// users' access, roles, access grants), still in force: undone too.
     pub made: Vec<Made>,
-}
-
-/// Something a user or token made that a revert of their changes takes back.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Made {
-    /// `token` (revoked) or `user` (deactivated, which also ends their sessions and tokens).
-    pub kind: &'static str,
-    pub id: i64,
-    /// The token's name or the user's username.
-    pub name: String,
-    /// For a token: whose it is.
-    pub user_id: i64,
 }
 
 /// Figures of a [`Preview`], as the preview and the result both state them.
@@ -189,7 +181,7 @@ pub async fn preview(app: &App, actor: &Actor, request: &Request) -> Result<Prev
         by: request.by,
         token: request.token,
         items,
-        made: made_by(app, request).await?,
+        made: made::made_by(app, request).await?,
     })
 }
 
@@ -451,92 +443,6 @@ pub async fn apply(
         }
         done += batch.len();
     }
-    undo_made(app, actor, op_id, &preview.made).await?;
+    made::undo(app, actor, op_id, &preview.made, preview.to).await?;
     Ok(preview)
-}
-
-/// The API tokens and users that the user or token of `request` made since its time and that
-/// still work. (A revert of everyone's changes takes back no accounts: that is a restore.)
-async fn made_by(app: &App, request: &Request) -> Result<Vec<Made>, AppError> {
-    if request.token.is_none() && request.by.is_none() {
-        return Ok(Vec::new());
-    }
-    let filter = |action: &str| holdfast_store::AuditFilter {
-        token_id: request.token,
-        actor_id: if request.token.is_some() {
-            None
-        } else {
-            request.by
-        },
-        action: Some(action.to_owned()),
-        from: Some(request.to),
-        ..Default::default()
-    };
-    let mut made = Vec::new();
-    let now = app.now();
-    for entry in app.db.audit_filtered(&filter("token.create"), 1000).await? {
-        let Some(id) = entry.detail["token_id"].as_i64() else {
-            continue;
-        };
-        if let Some(token) = app.db.token_by_id(id).await?
-            && token.revoked_at.is_none()
-            && token.expires_at.is_none_or(|at| at > now)
-        {
-            made.push(Made {
-                kind: "token",
-                id,
-                name: token.name,
-                user_id: token.user_id,
-            });
-        }
-    }
-    for entry in app.db.audit_filtered(&filter("user.create"), 1000).await? {
-        let Some(id) = entry.detail["user_id"].as_i64() else {
-            continue;
-        };
-        if let Some(user) = app.db.user(id).await?
-            && user.active
-        {
-            made.push(Made {
-                kind: "user",
-                id,
-                name: user.username,
-                user_id: id,
-            });
-        }
-    }
-    Ok(made)
-}
-
-/// Revokes the tokens and deactivates the users a revert takes back; each audited.
-async fn undo_made(app: &App, actor: &Actor, op_id: &str, made: &[Made]) -> Result<(), AppError> {
-    for item in made {
-        match item.kind {
-            "token" => {
-                let revoked = crate::users::revoke_one(
-                    app,
-                    actor,
-                    op_id,
-                    item.user_id,
-                    crate::users::Credentials::Tokens,
-                    item.id,
-                )
-                .await;
-                // Revoked meanwhile (or by deactivating its user above): nothing left to do.
-                if let Err(error) = revoked
-                    && !matches!(error, AppError::NotFound { .. })
-                {
-                    return Err(error);
-                }
-            }
-            _ => {
-                let change = crate::users::UserChange {
-                    active: Some(false),
-                    ..Default::default()
-                };
-                crate::users::update(app, actor, op_id, item.id, change).await?;
-            }
-        }
-    }
-    Ok(())
 }
