@@ -90,6 +90,48 @@ fn item(area: &'static str, weight: u32, code: &'static str, level: Level, detai
     }
 }
 
+/// Whether the audit log is sealed with a key kept outside the database, and whether this
+/// Holdfast has that key (without it the chain cannot be checked).
+async fn seal_item(app: &App) -> (Item, bool) {
+    let seal = match app.db.audit_seal().await {
+        Ok(seal) => seal,
+        Err(error) => {
+            let detail = format!("{error:#}");
+            return (
+                item("audit_seal", 5, "audit_seal_unknown", Level::Warn, detail),
+                false,
+            );
+        }
+    };
+    let key = app.db.audit_key();
+    match key.filter(|key| key.id() == seal.key_id) {
+        Some(key) => (
+            item(
+                "audit_seal",
+                5,
+                "audit_sealed",
+                Level::Good,
+                format!("{} · {}", key.id(), seal.keyed_from),
+            ),
+            true,
+        ),
+        None if seal.sealed() => (
+            item(
+                "audit_seal",
+                5,
+                "audit_key_missing",
+                Level::Bad,
+                seal.key_id,
+            ),
+            false,
+        ),
+        None => (
+            item("audit_seal", 5, "audit_unsealed", Level::Bad, String::new()),
+            true,
+        ),
+    }
+}
+
 /// The checklist for the security page (administrators and auditors).
 pub async fn for_actor(
     app: &App,
@@ -108,21 +150,33 @@ pub async fn run(app: &App, depth: Depth) -> Checklist {
     let schema_ok = matches!(schema, Ok(SchemaState::Current));
     items.push(integrity_item(app, depth).await);
     if schema_ok {
-        items.push(match app.db.verify_audit_chain().await {
-            Ok(entries) => item(
+        let (seal, key_given) = seal_item(app).await;
+        items.push(seal);
+        items.push(match key_given {
+            // Without the key a sealed chain cannot be checked: that is not a broken chain.
+            false => item(
                 "audit_chain",
                 10,
-                "audit_chain_ok",
-                Level::Good,
-                entries.to_string(),
+                "audit_chain_unchecked",
+                Level::Warn,
+                String::new(),
             ),
-            Err(error) => item(
-                "audit_chain",
-                10,
-                "audit_chain_broken",
-                Level::Bad,
-                format!("{error:#}"),
-            ),
+            true => match app.db.verify_audit_chain().await {
+                Ok(entries) => item(
+                    "audit_chain",
+                    10,
+                    "audit_chain_ok",
+                    Level::Good,
+                    entries.to_string(),
+                ),
+                Err(error) => item(
+                    "audit_chain",
+                    10,
+                    "audit_chain_broken",
+                    Level::Bad,
+                    format!("{error:#}"),
+                ),
+            },
         });
         items.push(heads_item(app).await);
     }

@@ -10,6 +10,7 @@
 pub mod access;
 pub mod alerts;
 pub mod audit_heads;
+pub mod audit_key;
 pub mod auth;
 pub mod backup;
 pub mod checklist;
@@ -38,9 +39,9 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::AppError;
 pub use holdfast_store::alerts::DeliveryRow;
 pub use holdfast_store::{
-    AccessRequestRow, AuditFilter, AuditRow, Backend, BinEntry, Db, DbKey, LoginEventRow,
-    NotificationRow, RoleRow, SchemaState, SecondFactorRow, SessionRow, StageTotal, TokenRow,
-    TripRow, UserRow, VersionRow,
+    AccessRequestRow, AuditDraft, AuditFilter, AuditKey, AuditRow, AuditSeal, Backend, BinEntry,
+    Db, DbKey, LoginEventRow, NotificationRow, RoleRow, SchemaState, SecondFactorRow, SessionRow,
+    StageTotal, TokenRow, TripRow, UserRow, VersionRow,
 };
 
 use holdfast_domain::{AccessConfig, Timestamp};
@@ -114,6 +115,9 @@ pub struct AppConfig {
     /// Where the server appends the audit chain's head (`[audit] head_file`), outside the
     /// database; `None`: nowhere.
     pub audit_head_file: Option<std::path::PathBuf>,
+    /// The file holding the key that seals the audit log (created, and the log sealed, at
+    /// the first start). `None`: the log is not sealed here, and a sealed one is refused.
+    pub audit_key_file: Option<std::path::PathBuf>,
 }
 
 /// Two password checks per core: enough to keep every core busy, bounded in memory.
@@ -157,6 +161,7 @@ impl Default for AppConfig {
             private_files: Vec::new(),
             max_admins: 3,
             audit_head_file: None,
+            audit_key_file: None,
         }
     }
 }
@@ -266,6 +271,9 @@ impl App {
             Err(error) => {
                 tracing::warn!(error = %format!("{error:#}"), "the integrity check could not run")
             }
+        }
+        if let Some(path) = &config.audit_key_file {
+            audit_key::open(&db, path, clock.now()).await?;
         }
         Ok(App::new(db, config, clock))
     }

@@ -213,7 +213,13 @@ fn human_bytes(bytes: u64) -> String {
 async fn open_db(config: &Config) -> anyhow::Result<Db> {
     // The same private data folder `serve` makes: a restore into a new folder holds customers.
     crate::prepare_data_dir(config)?;
-    Db::connect_with_key(&config.database_url()?, config.database_key()?).await
+    let db = Db::connect_with_key(&config.database_url()?, config.database_key()?).await?;
+    // A backup carries the audit log's key, and a restore writes after the restored log: both
+    // need it. A database not yet made, or waiting for `holdfast upgrade`, has no seal yet.
+    if db.schema_state().await? == holdfast_app::SchemaState::Current {
+        holdfast_app::audit_key::open(&db, &config.audit_key_file()?, SystemClock.now()).await?;
+    }
+    Ok(db)
 }
 
 async fn create(args: CreateArgs) -> anyhow::Result<()> {
@@ -364,6 +370,7 @@ async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
             by: &Actor::system(),
             op_id: &op_id,
             now: SystemClock.now(),
+            audit_key_file: Some(&config.audit_key_file()?),
         },
         &progress,
     )

@@ -837,6 +837,7 @@ async fn measure_backups(
             by: &holdfast_domain::Actor::system(),
             op_id: "bench",
             now,
+            audit_key_file: None,
         },
         &progress,
     )

@@ -56,6 +56,9 @@ pub struct AuditSection {
     /// A file outside the database (another disk, a log host's mount) that the server appends
     /// the audit chain's head to; empty: none.
     pub head_file: PathBuf,
+    /// The key that seals the audit log; empty: `audit.key` in the data folder. Keep it where
+    /// someone who can write to the database cannot read it, and a copy with the backup key.
+    pub key_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -671,7 +674,16 @@ impl Config {
             max_admins: self.security.max_admins,
             audit_head_file: Some(self.audit.head_file.clone())
                 .filter(|path| !path.as_os_str().is_empty()),
+            audit_key_file: Some(self.audit_key_file()?),
         })
+    }
+
+    /// Where the audit key lives: `[audit] key_file`, or `audit.key` in the data folder.
+    pub fn audit_key_file(&self) -> anyhow::Result<PathBuf> {
+        if self.audit.key_file.as_os_str().is_empty() {
+            return Ok(self.absolute_data_dir()?.join("audit.key"));
+        }
+        Ok(self.audit.key_file.clone())
     }
 
     /// Files and folders only Holdfast's account should read: the data folder and the embedded
@@ -683,6 +695,7 @@ impl Config {
             files.push(data.join("holdfast.db"));
         }
         files.push(self.default_backup_key_file()?);
+        files.push(self.audit_key_file()?);
         for path in [
             &self.database_key_file,
             &self.backup.key_file,

@@ -48,6 +48,11 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<u8> {
             return Ok(EXIT_CANNOT_CHECK);
         }
     };
+    // The audit key only read, never used to seal: the doctor changes nothing.
+    match holdfast_app::audit_key::read(&config.audit_key_file()?) {
+        Ok(key) => db.set_audit_key(key),
+        Err(error) => eprintln!("warning: {error:#}"),
+    }
     let app = App::new(db, config.app_config()?, Arc::new(SystemClock))
         .with_backups(config.backup_config()?);
     let checklist = checklist::run(&app, Depth::Full).await;

@@ -295,6 +295,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(db.config.as_deref(), std::env::vars(), &overrides(&db))?;
             let app = open_app(&config).await?;
             let result = app.db.verify_audit_chain().await;
+            let seal = app.db.audit_seal().await?;
             let heads = match (&result, &app.config.audit_head_file) {
                 (Ok(_), Some(file)) => Some(holdfast_app::audit_heads::check(&app, file).await),
                 _ => None,
@@ -308,6 +309,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     println!(
                         "The audit log is intact: {entries} entries, each following the one before, ending at the recorded head."
                     );
+                    if seal.sealed() {
+                        println!(
+                            "It is sealed with audit key {} from entry {} on ({}).",
+                            seal.key_id,
+                            seal.keyed_from,
+                            config.audit_key_file()?.display()
+                        );
+                    }
                     if let (Some(Ok(lines)), Some(file)) = (heads, &app.config.audit_head_file) {
                         println!(
                             "It matches all {lines} heads written outside the database to {}.",

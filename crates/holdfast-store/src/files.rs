@@ -30,6 +30,21 @@ pub fn make_private(path: &Path) -> io::Result<()> {
 /// Writes a secret (a key) to a new file only its owner can read, all or nothing: written and
 /// synced under a temporary name, then linked into place, which fails if `path` exists.
 pub fn write_secret_new(path: &Path, contents: &[u8]) -> io::Result<()> {
+    write_secret(path, contents, |temp, path| std::fs::hard_link(temp, path))
+}
+
+/// Writes a secret to `path` only its owner can read, all or nothing, replacing what is there:
+/// written and synced under a temporary name, then renamed into place.
+pub fn replace_secret(path: &Path, contents: &[u8]) -> io::Result<()> {
+    write_secret(path, contents, |temp, path| std::fs::rename(temp, path))
+}
+
+/// Writes `contents` to a private temporary file beside `path`, syncs it, and `place`s it.
+fn write_secret(
+    path: &Path,
+    contents: &[u8],
+    place: impl FnOnce(&Path, &Path) -> io::Result<()>,
+) -> io::Result<()> {
     use std::io::Write as _;
     let folder = path
         .parent()
@@ -46,7 +61,7 @@ pub fn write_secret_new(path: &Path, contents: &[u8]) -> io::Result<()> {
         let mut file = create_private_new(&temp)?;
         file.write_all(contents)?;
         file.sync_all()?;
-        std::fs::hard_link(&temp, path)?;
+        place(&temp, path)?;
         if let Ok(dir) = File::open(folder) {
             let _ = dir.sync_all();
         }

@@ -11,6 +11,7 @@
 
 pub mod access;
 pub mod alerts;
+pub mod audit_key;
 pub mod backup_runs;
 pub mod cipher;
 pub mod files;
@@ -27,6 +28,7 @@ pub mod snapshot;
 pub mod write;
 
 pub use access::{AccessRequestRow, NotificationRow, ReviewRow, RoleRow};
+pub use audit_key::{AuditKey, AuditSeal};
 pub use backup_runs::{BackupLock, BackupRunResult, BackupRunRow};
 pub use cipher::DbKey;
 pub use guards::TripRow;
@@ -37,8 +39,8 @@ pub use read::{
 pub use signin::{ChallengeRow, LoginEventRow, SecondFactorRow};
 pub use snapshot::{ColumnSpec, Snapshot, TableSpec};
 pub use write::{
-    AuditDraft, NewSessionRow, NewTokenRow, NewUser, RecordWrite, SessionScope, UserUpdate, Via,
-    WriteTx,
+    AuditDraft, NewSessionRow, NewTokenRow, NewUser, RecordWrite, Sealing, SessionScope,
+    UserUpdate, Via, WriteTx,
 };
 
 use anyhow::Context as _;
@@ -124,6 +126,8 @@ pub struct Db {
     health: std::sync::Arc<health::Health>,
     /// The SQLCipher key an encrypted SQLite database was opened with.
     key: Option<DbKey>,
+    /// The key that seals the audit log (see [`audit_key`]), shared by every clone.
+    audit_key: std::sync::Arc<std::sync::RwLock<Option<AuditKey>>>,
 }
 
 impl Db {
@@ -219,6 +223,7 @@ impl Db {
                     backend,
                     health: Default::default(),
                     key,
+                    audit_key: Default::default(),
                 }
             }
             Backend::Postgres => {
@@ -232,6 +237,7 @@ impl Db {
                     backend,
                     health: Default::default(),
                     key: None,
+                    audit_key: Default::default(),
                 }
             }
         };
@@ -245,6 +251,18 @@ impl Db {
     /// The key this SQLite database is encrypted with; `None` when it is not encrypted.
     pub fn key(&self) -> Option<&DbKey> {
         self.key.as_ref()
+    }
+
+    /// The audit key this Holdfast seals the audit log with, once it was given one.
+    pub fn audit_key(&self) -> Option<AuditKey> {
+        self.audit_key.read().ok().and_then(|key| key.clone())
+    }
+
+    /// Gives this database (and every clone of it) the key that seals its audit log.
+    pub fn set_audit_key(&self, key: Option<AuditKey>) {
+        if let Ok(mut slot) = self.audit_key.write() {
+            *slot = key;
+        }
     }
 
     pub async fn close(&self) {

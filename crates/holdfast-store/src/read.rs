@@ -1,8 +1,8 @@
 //! Queries. Nothing here writes; lists are filtered and paginated in SQL, never after fetching.
 
-use crate::Db;
 use crate::rows::{self, Params};
 use crate::write::audit_hash_parts;
+use crate::{AuditKey, AuditSeal, Db};
 use anyhow::Context as _;
 use holdfast_domain::search::{TermMatch, also_found_via};
 use holdfast_domain::{CustomFieldDef, CustomFieldKind, Entity, Record, Timestamp};
@@ -1020,9 +1020,36 @@ impl Db {
         Ok(row.map(|row| row.try_get::<String, _>(0)).transpose()?)
     }
 
+    /// Which key seals the audit log, and its newest entry.
+    pub async fn audit_seal(&self) -> anyhow::Result<AuditSeal> {
+        let head = sqlx::query("SELECT * FROM audit_head WHERE id = 1")
+            .fetch_one(self.read_pool())
+            .await?;
+        crate::write::seal_of(&head)
+    }
+
     /// Recomputes the audit hash chain. `Ok(n)` with the number of entries when intact,
     /// otherwise an error naming the first entry that does not match.
+    ///
+    /// A sealed log is checked with this database's audit key: entries before the one it
+    /// was sealed at are plain SHA-256, every later one must carry the key's HMAC. A log that
+    /// says it is not sealed while the key says it is was rewritten without the key.
     pub async fn verify_audit_chain(&self) -> anyhow::Result<i64> {
+        let seal = self.audit_seal().await?;
+        let own = self.audit_key();
+        let key = crate::audit_key::resolve(&seal.key_id, own.iter())
+            .map_err(|why| anyhow::anyhow!("{why}"))?;
+        if let Some(key) = &key {
+            anyhow::ensure!(
+                seal.keyed_from == key.from(),
+                "the database says its audit log is sealed from entry {}, the audit key says from entry {}: the seal was moved",
+                seal.keyed_from,
+                key.from()
+            );
+        }
+        // Without a seal recorded, the key (if it seals anything yet) says where it starts.
+        let key = key.or(own.filter(|own| own.from() > 0));
+        let sealed_from = key.as_ref().map_or(i64::MAX, AuditKey::from);
         let mut prev_hash = String::new();
         let mut expected_seq = 1;
         loop {
@@ -1057,11 +1084,17 @@ impl Db {
                     entry.version,
                     &detail,
                     &entry.via,
+                    key.as_ref().filter(|_| entry.seq >= sealed_from),
                 );
                 anyhow::ensure!(
                     hash == entry.hash,
-                    "audit entry {} was altered after it was written",
-                    entry.seq
+                    "audit entry {} was altered after it was written{}",
+                    entry.seq,
+                    if entry.seq >= sealed_from && !seal.sealed() {
+                        " (the log says it is not sealed, but the audit key seals it from this entry on)"
+                    } else {
+                        ""
+                    }
                 );
                 prev_hash = hash;
                 expected_seq += 1;

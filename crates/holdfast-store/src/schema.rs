@@ -561,6 +561,14 @@ CREATE TABLE policy_acks (
 CREATE INDEX policy_acks_user ON policy_acks (user_id, version);
 "#,
     },
+    Migration {
+        version: 16,
+        name: "a sealed audit log: which audit key seals its entries, and from which entry on",
+        sql: r#"
+ALTER TABLE audit_head ADD COLUMN key_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE audit_head ADD COLUMN keyed_from BIGINT NOT NULL DEFAULT 0;
+"#,
+    },
 ];
 
 #[cfg(test)]

@@ -188,13 +188,14 @@ impl Snapshot {
         )
     }
 
-    /// The audit log's newest entry: sequence number and hash.
-    pub async fn audit_head(&mut self) -> anyhow::Result<(i64, String)> {
-        let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+    /// The audit log's newest entry: sequence number and hash, and the seal it is under.
+    pub async fn audit_head(&mut self) -> anyhow::Result<(i64, String, crate::AuditSeal)> {
+        let row = sqlx::query("SELECT * FROM audit_head WHERE id = 1")
             .fetch_one(&mut *self.tx)
             .await
             .context("reading the audit head")?;
-        Ok((row.try_get(0)?, row.try_get(1)?))
+        let seal = crate::write::seal_of(&row)?;
+        Ok((seal.seq, row.try_get("hash")?, seal))
     }
 
     pub async fn count(&mut self, table: &TableSpec) -> anyhow::Result<i64> {

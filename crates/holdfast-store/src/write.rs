@@ -14,13 +14,13 @@
 
 use crate::rows::{self, Param, Params};
 use crate::snapshot::{self, BACKUP_TABLES, EPHEMERAL_TABLES, REBUILT_TABLES, TableSpec};
-use crate::{Backend, Db, StoreError};
+use crate::{AuditKey, AuditSeal, Backend, Db, StoreError};
 use anyhow::Context as _;
 use holdfast_domain::search::terms_for;
 use holdfast_domain::{Actor, ActorKind, CustomFieldDef, Entity, Record, Timestamp};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
-use sqlx::{Any, Row as _, Transaction};
+use sqlx::{Any, Column as _, Row as _, Transaction};
 use std::collections::{BTreeSet, HashSet};
 
 /// An audit entry before it is chained and stored.
@@ -99,6 +99,17 @@ pub struct RecordWrite<'a> {
     pub reason: Option<&'a str>,
 }
 
+/// What [`WriteTx::seal_audit_log`] found or did.
+#[derive(Debug, Clone)]
+pub enum Sealing {
+    /// The log was sealed with this key already (from the entry it records).
+    Already(AuditKey),
+    /// The log is sealed with this key from the next entry on.
+    Sealed(AuditKey),
+    /// The log is sealed with another key, by this id.
+    Other(String),
+}
+
 pub struct WriteTx {
     pub(crate) tx: Transaction<'static, Any>,
     backend: Backend,
@@ -107,6 +118,11 @@ pub struct WriteTx {
     pub(crate) now: Timestamp,
     pub(crate) head_seq: i64,
     head_hash: String,
+    /// The key the log's new entries are sealed with (`None`: a log not sealed), or why they
+    /// cannot be written: the log is sealed with a key this Holdfast was not given.
+    head_key: Result<Option<AuditKey>, String>,
+    /// The key this Holdfast was given, to resolve a restored log's seal with.
+    own_key: Option<AuditKey>,
     /// Whether audit entries were appended: the head row is written once, at commit.
     head_moved: bool,
     /// References found live in this transaction, so a batch of contacts at one company checks
@@ -171,16 +187,22 @@ impl Db {
             .execute(&mut *tx)
             .await
             .context("locking the audit head")?;
-        let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+        // `*`: a database at a schema before the seal (16) is written to while an older backup
+        // is restored and upgraded.
+        let head = sqlx::query("SELECT * FROM audit_head WHERE id = 1")
             .fetch_one(&mut *tx)
             .await
             .context("reading the audit head")?;
+        let own_key = self.audit_key();
+        let seal = seal_of(&head)?;
         Ok(WriteTx {
             backend: self.backend,
             health: self.health.clone(),
             now,
-            head_seq: head.try_get("seq")?,
+            head_seq: seal.seq,
             head_hash: head.try_get("hash")?,
+            head_key: crate::audit_key::resolve(&seal.key_id, own_key.iter()),
+            own_key,
             head_moved: false,
             known_live: HashSet::new(),
             known_active: HashSet::new(),
@@ -783,7 +805,18 @@ impl WriteTx {
     pub(crate) async fn append_audit(&mut self, draft: AuditDraft) -> Result<(), StoreError> {
         let seq = self.head_seq + 1;
         let detail = serde_json::to_string(&draft.detail).context("encoding audit detail")?;
-        let hash = audit_hash(&self.head_hash, seq, self.now.micros(), &draft, &detail);
+        let key = match &self.head_key {
+            Ok(key) => key.as_ref(),
+            Err(why) => return Err(StoreError::Internal(anyhow::anyhow!("{why}"))),
+        };
+        let hash = audit_hash(
+            &self.head_hash,
+            seq,
+            self.now.micros(),
+            &draft,
+            &detail,
+            key,
+        );
         self.pending.audit.push(vec![
             Param::Int(Some(seq)),
             Param::Int(Some(self.now.micros())),
@@ -811,6 +844,30 @@ impl WriteTx {
     /// or a configuration check.
     pub async fn audit_event(&mut self, draft: AuditDraft) -> Result<(), StoreError> {
         self.append_audit(draft).await
+    }
+
+    /// Seals the audit log with `key` from the next entry on, unless it is sealed already;
+    /// entries this transaction appends afterwards are sealed. The caller keeps the returned key
+    /// (with its first sealed entry) outside the database before committing.
+    pub async fn seal_audit_log(&mut self, key: &AuditKey) -> Result<Sealing, StoreError> {
+        let head = sqlx::query("SELECT * FROM audit_head WHERE id = 1")
+            .fetch_one(&mut *self.tx)
+            .await?;
+        let seal = seal_of(&head)?;
+        if seal.key_id == key.id() {
+            return Ok(Sealing::Already(key.sealing_from(seal.keyed_from)));
+        }
+        if seal.sealed() {
+            return Ok(Sealing::Other(seal.key_id));
+        }
+        let sealed = key.sealing_from(self.head_seq + 1);
+        sqlx::query("UPDATE audit_head SET key_id = $1, keyed_from = $2 WHERE id = 1")
+            .bind(sealed.id())
+            .bind(sealed.from())
+            .execute(&mut *self.tx)
+            .await?;
+        self.head_key = Ok(Some(sealed.clone()));
+        Ok(Sealing::Sealed(sealed))
     }
 
     pub async fn create_user(
@@ -1180,6 +1237,7 @@ impl WriteTx {
     /// restored head. `progress` is told how many records were indexed so far.
     pub async fn restore_finish(
         &mut self,
+        archive_key: Option<&AuditKey>,
         mut progress: impl FnMut(u64),
     ) -> Result<(), StoreError> {
         let mut indexed = 0u64;
@@ -1228,12 +1286,15 @@ impl WriteTx {
                 .with_context(|| format!("moving the id sequence of {table}"))?;
             }
         }
-        let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+        let head = sqlx::query("SELECT * FROM audit_head WHERE id = 1")
             .fetch_optional(&mut *self.tx)
             .await?
             .context("the backup has no audit head row")?;
-        self.head_seq = head.try_get("seq")?;
+        let seal = seal_of(&head)?;
+        self.head_seq = seal.seq;
         self.head_hash = head.try_get("hash")?;
+        self.head_key =
+            crate::audit_key::resolve(&seal.key_id, archive_key.into_iter().chain(&self.own_key));
         Ok(())
     }
 
@@ -1261,13 +1322,15 @@ pub(crate) fn unique_violation(error: sqlx::Error, column: &'static str) -> Stor
     }
 }
 
-/// SHA-256 over the previous hash and every field of the entry, hex-encoded.
+/// SHA-256 over the previous hash and every field of the entry, hex-encoded; HMAC-SHA-256 under
+/// the audit key instead once the log is sealed.
 pub(crate) fn audit_hash(
     prev_hash: &str,
     seq: i64,
     at: i64,
     draft: &AuditDraft,
     detail: &str,
+    key: Option<&AuditKey>,
 ) -> String {
     audit_hash_parts(
         prev_hash,
@@ -1282,6 +1345,7 @@ pub(crate) fn audit_hash(
         draft.version,
         detail,
         &draft.via,
+        key,
     )
 }
 
@@ -1299,6 +1363,7 @@ pub(crate) fn audit_hash_parts(
     version: Option<i64>,
     detail: &str,
     via: &Via,
+    key: Option<&AuditKey>,
 ) -> String {
     let mut canonical = json!([
         prev_hash, seq, at, actor_id, actor_name, op_id, action, entity, record_id, version, detail
@@ -1310,6 +1375,30 @@ pub(crate) fn audit_hash_parts(
     {
         parts.push(json!([via.session_id, via.token_id, via.client]));
     }
-    let digest = Sha256::digest(canonical.to_string().as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    let canonical = canonical.to_string();
+    match key {
+        Some(key) => key.seal(canonical.as_bytes()),
+        None => {
+            let digest = Sha256::digest(canonical.as_bytes());
+            digest.iter().map(|b| format!("{b:02x}")).collect()
+        }
+    }
+}
+
+/// The seal an audit head row records; a row from before the seal (schema 16) has none.
+pub(crate) fn seal_of(head: &sqlx::any::AnyRow) -> anyhow::Result<AuditSeal> {
+    let column = |name: &str| head.columns().iter().any(|c| c.name() == name);
+    Ok(AuditSeal {
+        seq: head.try_get("seq")?,
+        key_id: if column("key_id") {
+            head.try_get("key_id")?
+        } else {
+            String::new()
+        },
+        keyed_from: if column("keyed_from") {
+            head.try_get("keyed_from")?
+        } else {
+            0
+        },
+    })
 }

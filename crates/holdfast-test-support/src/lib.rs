@@ -40,6 +40,12 @@ pub struct TestDb {
 }
 
 impl TestDb {
+    /// Where `holdfast … --database-url URL` run in this database's folder keeps the audit
+    /// key: `audit.key` in its default data folder.
+    pub fn audit_key_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("holdfast-data").join("audit.key")
+    }
+
     /// A new, empty database; `None` (after printing why) when PostgreSQL is unavailable
     /// outside CI.
     pub async fn fresh(backend: Backend) -> Option<TestDb> {
@@ -155,8 +161,13 @@ pub fn backup_config(dir: &std::path::Path) -> BackupConfig {
     }
 }
 
-async fn spawn(backend: Backend, config: AppConfig, backups: bool) -> Option<TestApp> {
+async fn spawn(backend: Backend, mut config: AppConfig, backups: bool) -> Option<TestApp> {
     let db = TestDb::fresh(backend).await?;
+    // Sealed like an installed server's, with the key where the binary run in the test's
+    // folder looks for it.
+    if config.audit_key_file.is_none() {
+        config.audit_key_file = Some(db.audit_key_file());
+    }
     let clock = Arc::new(ManualClock::new(TEST_EPOCH));
     let mut app = App::open(&db.url, config, clock.clone())
         .await
@@ -205,15 +216,16 @@ impl Drop for TestApp {
 }
 
 /// The application on an existing database with the real clock, as a CLI command opens it:
-/// for tests that prepare data before or check it after running the binary.
-pub async fn open_with_system_clock(url: &str) -> App {
-    App::open(
-        url,
-        AppConfig::default(),
-        Arc::new(holdfast_app::SystemClock),
-    )
-    .await
-    .expect("app opens")
+/// for tests that prepare data before or check it after running the binary. `audit_key_file`
+/// is the one the binary uses ([`TestDb::audit_key_file`] when it runs in the test's folder).
+pub async fn open_with_system_clock(url: &str, audit_key_file: &std::path::Path) -> App {
+    let config = AppConfig {
+        audit_key_file: Some(audit_key_file.to_path_buf()),
+        ..AppConfig::default()
+    };
+    App::open(url, config, Arc::new(holdfast_app::SystemClock))
+        .await
+        .expect("app opens")
 }
 
 /// The actor for an existing user, with the permission settings in force.
@@ -228,8 +240,8 @@ pub async fn actor(app: &App, user_id: i64) -> Actor {
 
 /// Lifts the fresh install's rule that administrators enrol a second factor, for tests that
 /// prepare a database themselves and sign an administrator in to test something else.
-pub async fn without_second_factor_rule(url: &str) {
-    let app = open_with_system_clock(url).await;
+pub async fn without_second_factor_rule(url: &str, audit_key_file: &std::path::Path) {
+    let app = open_with_system_clock(url, audit_key_file).await;
     holdfast_app::two_factor::set_roles_as_system(&app, &[])
         .await
         .expect("second factor policy");
@@ -237,6 +249,15 @@ pub async fn without_second_factor_rule(url: &str) {
 }
 
 impl TestApp {
+    /// The settings of another instance on this database: the defaults, with a copy of the
+    /// same audit key.
+    pub fn instance_config(&self) -> AppConfig {
+        AppConfig {
+            audit_key_file: Some(self.db.audit_key_file()),
+            ..AppConfig::default()
+        }
+    }
+
     /// An approved user with the role `role` (`admin`, `manager`, `rep`, `auditor` or a custom
     /// role's key) and an API token; usernames must be unique per test.
     pub async fn user(&self, username: &str, role: &str) -> Client {

@@ -45,6 +45,21 @@ pub struct Header {
     pub schema_version: i64,
     pub source_backend: String,
     pub tables: Vec<holdfast_store::TableSpec>,
+    /// The audit key that seals the backed-up audit log (its text form), so the log verifies
+    /// and goes on sealed wherever the backup is restored. Absent for a log not sealed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_key: Option<String>,
+}
+
+impl Header {
+    /// The audit key the archive carries.
+    pub fn audit_key(&self) -> anyhow::Result<Option<holdfast_store::AuditKey>> {
+        self.audit_key
+            .as_deref()
+            .map(holdfast_store::AuditKey::from_text)
+            .transpose()
+            .map_err(|why| anyhow::anyhow!("the backup's audit key: {why}"))
+    }
 }
 
 /// The last frame: what a complete archive holds, to compare everything else with.

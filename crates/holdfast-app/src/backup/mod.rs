@@ -228,7 +228,16 @@ async fn write_archive(
     let tables = db.backup_tables().await?;
     let mut snap = db.snapshot().await?;
     let schema_version = snap.schema_version().await?;
-    let (audit_seq, audit_hash) = snap.audit_head().await?;
+    let (audit_seq, audit_hash, seal) = snap.audit_head().await?;
+    // A sealed log travels with its key, or it could neither be verified nor go on where the
+    // backup is restored.
+    let audit_key = match db.audit_key().filter(|key| key.id() == seal.key_id) {
+        Some(key) => Some(key.to_text()),
+        None if seal.sealed() => {
+            anyhow::bail!("{}", holdfast_store::audit_key::missing(&seal.key_id))
+        }
+        None => None,
+    };
     let mut counts = Vec::with_capacity(tables.len());
     for table in &tables {
         counts.push(snap.count(table).await?);
@@ -242,6 +251,7 @@ async fn write_archive(
         schema_version,
         source_backend: db.backend().name().to_owned(),
         tables: tables.clone(),
+        audit_key,
     };
     let header_json = serde_json::to_vec(&header)?;
     let header_sha256 = writer
@@ -621,7 +631,8 @@ async fn load(
         .map(|t| t.rows)
         .sum();
     progress.start("index", records.max(0) as u64);
-    tx.restore_finish(|indexed| progress.set_rows(indexed))
+    let archive_key = header.audit_key()?;
+    tx.restore_finish(archive_key.as_ref(), |indexed| progress.set_rows(indexed))
         .await?;
     progress.start("compare", manifest.rows_total().max(0) as u64);
     for summary in &manifest.tables {
@@ -678,6 +689,14 @@ async fn load(
         tx.audit_event(draft).await?;
     }
     tx.commit().await?;
+    // From here on the database's log is the backup's: sealed with the backup's key, or not
+    // sealed (a backup from before the seal), which `restore` then seals anew.
+    let seal = db.audit_seal().await?;
+    if !seal.sealed() {
+        db.set_audit_key(None);
+    } else if let Some(key) = archive_key.filter(|key| key.id() == seal.key_id) {
+        db.set_audit_key(Some(key));
+    }
     Ok(manifest)
 }
 
@@ -706,6 +725,8 @@ pub struct Restore<'a> {
     pub by: &'a Actor,
     pub op_id: &'a str,
     pub now: Timestamp,
+    /// Where the restored audit log's key goes (see [`crate::audit_key::after_restore`]).
+    pub audit_key_file: Option<&'a Path>,
 }
 
 /// Restores a whole CRM into `db`: a new, empty database, or one that holds data, whose
@@ -724,6 +745,7 @@ pub async fn restore(
         by,
         op_id,
         now,
+        audit_key_file,
     } = *request;
     let header = read_header(path, key)?;
     refuse_newer(header.schema_version, &header.holdfast_version)?;
@@ -738,6 +760,9 @@ pub async fn restore(
         db.migrate_to(header.schema_version).await?;
         let manifest = load(db, path, key, now, progress, Some(restored_by())).await?;
         db.migrate_to(current).await?;
+        if let Some(file) = audit_key_file {
+            crate::audit_key::after_restore(db, file, now).await?;
+        }
         return Ok(Restored {
             manifest,
             safety_backup: None,
@@ -778,6 +803,9 @@ pub async fn restore(
         load(db, &copy.path, None, now, progress, Some(restored_by())).await?;
         original
     };
+    if let Some(file) = audit_key_file {
+        crate::audit_key::after_restore(db, file, now).await?;
+    }
     Ok(Restored {
         manifest,
         safety_backup,

@@ -13,7 +13,8 @@ fn caught(tamper: &[String], expected: &str) {
     let db = runtime.block_on(TestDb::fresh(Backend::Sqlite)).unwrap();
     admin_create(&db, "boss");
     let entries = runtime.block_on(async {
-        let app = holdfast_test_support::open_with_system_clock(&db.url).await;
+        let app =
+            holdfast_test_support::open_with_system_clock(&db.url, &db.audit_key_file()).await;
         let boss = holdfast_test_support::actor(&app, 1).await;
         for name in ["王芳", "李雷", "韩梅梅", "Ada"] {
             let change = holdfast_app::records::Change::Create {
@@ -36,7 +37,8 @@ fn caught(tamper: &[String], expected: &str) {
     let (out, _) = run_ok(&["audit", "verify", "--database-url", &db.url], dir);
     assert!(out.contains(&format!("intact: {entries} entries")), "{out}");
     runtime.block_on(async {
-        let app = holdfast_test_support::open_with_system_clock(&db.url).await;
+        let app =
+            holdfast_test_support::open_with_system_clock(&db.url, &db.audit_key_file()).await;
         for sql in tamper {
             let sql = sql.replace("{last}", &entries.to_string());
             app.db.execute_raw_for_tests(&sql).await.unwrap();
@@ -133,7 +135,8 @@ fn a_rewritten_log_is_caught_by_the_heads_written_outside_the_database() {
     let url = format!("sqlite://{}?mode=rw", data.join("holdfast.db").display());
     // The server's minute writes the head out; an unchanged head is not written twice.
     runtime.block_on(async {
-        let app = holdfast_test_support::open_with_system_clock(&url).await;
+        let app =
+            holdfast_test_support::open_with_system_clock(&url, &data.join("audit.key")).await;
         assert!(
             holdfast_app::audit_heads::append(&app, &heads)
                 .await
@@ -152,7 +155,8 @@ fn a_rewritten_log_is_caught_by_the_heads_written_outside_the_database() {
     // The whole log wiped and its head reset: a chain that verifies on its own (an empty one),
     // caught by the head kept outside.
     runtime.block_on(async {
-        let app = holdfast_test_support::open_with_system_clock(&url).await;
+        let app =
+            holdfast_test_support::open_with_system_clock(&url, &data.join("audit.key")).await;
         app.db
             .execute_raw_for_tests("DELETE FROM audit_log")
             .await

@@ -58,6 +58,7 @@ async fn restore_as_system(
         by: &Actor::system(),
         op_id: "test",
         now,
+        audit_key_file: None,
     };
     backup::restore(db, &request, &Progress::default()).await
 }

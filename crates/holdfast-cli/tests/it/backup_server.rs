@@ -486,14 +486,10 @@ async fn instances_sharing_postgresql_take_one_scheduled_backup() {
     let Some(app) = spawn_app_with_backups(Backend::Postgres).await else {
         return;
     };
-    let other = holdfast_app::App::open(
-        &app.db.url,
-        holdfast_app::AppConfig::default(),
-        app.clock.clone(),
-    )
-    .await
-    .unwrap()
-    .with_backups(backup_config(app.db.dir.path()));
+    let other = holdfast_app::App::open(&app.db.url, app.instance_config(), app.clock.clone())
+        .await
+        .unwrap()
+        .with_backups(backup_config(app.db.dir.path()));
     let (a, b) = tokio::join!(schedule::tick(&app.app), schedule::tick(&other));
     let taken = [a.unwrap(), b.unwrap()].into_iter().flatten().count();
     assert_eq!(taken, 1, "exactly one instance backed up");

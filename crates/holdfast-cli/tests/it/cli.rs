@@ -114,7 +114,7 @@ async fn kill_test(backend: Backend) {
         return;
     };
     admin_create(&db, "boss");
-    holdfast_test_support::without_second_factor_rule(&db.url).await;
+    holdfast_test_support::without_second_factor_rule(&db.url, &db.audit_key_file()).await;
     let http = reqwest::Client::new();
     let mut acknowledged: Vec<i64> = Vec::new();
     for _ in 0..4 {
@@ -615,7 +615,8 @@ fn access_explain_and_summary_from_the_command_line() {
     admin_create(&db, "boss");
     // A rep and a contact of the administrator's, written through the use cases.
     let contact = runtime.block_on(async {
-        let app = holdfast_test_support::open_with_system_clock(&db.url).await;
+        let app =
+            holdfast_test_support::open_with_system_clock(&db.url, &db.audit_key_file()).await;
         // The administrator has not enrolled a second factor, which a fresh install requires
         // of administrators; this test is about explaining access, so it lifts that rule.
         holdfast_app::two_factor::set_roles_as_system(&app, &[])

@@ -43,9 +43,9 @@ async fn home_page(base_url: &str, language: &str) -> String {
 }
 
 /// What `holdfast doctor` prints about a database.
-fn doctor(url: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let output = crate::cli::holdfast(&["doctor", "--database-url", url], dir.path())
+/// `holdfast doctor` run in `dir`, where it finds the audit key (see `TestDb::audit_key_file`).
+fn doctor(url: &str, dir: &Path) -> String {
+    let output = crate::cli::holdfast(&["doctor", "--database-url", url], dir)
         .output()
         .unwrap();
     String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
@@ -107,12 +107,11 @@ async fn a_damaged_sqlite_file_is_found_refused_for_backup_and_restored_from_the
         // The page's header and cell pointers: the b-tree cannot be walked past them.
         let file = damaged_copy(&source, (page - 1) * page_size, &dir);
         let url = format!("sqlite://{}", file.display());
-        let damaged =
-            holdfast_app::App::open(&url, holdfast_app::AppConfig::default(), app.clock.clone())
-                .await
-                .unwrap_or_else(|e| panic!("{what}: opens read-only rather than refusing: {e:#}"))
-                .with_backups(backup_config(&dir));
-        let doctor = doctor(&url);
+        let damaged = holdfast_app::App::open(&url, app.instance_config(), app.clock.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{what}: opens read-only rather than refusing: {e:#}"))
+            .with_backups(backup_config(&dir));
+        let doctor = doctor(&url, app.db.dir.path());
         assert!(doctor.contains("✗ integrity: DAMAGED"), "{what}: {doctor}");
         assert!(doctor.contains("holdfast backup restore"), "{doctor}");
         let fault = damaged.db.health().corrupt();
@@ -206,7 +205,7 @@ async fn a_damaged_sqlite_file_is_found_refused_for_backup_and_restored_from_the
         damaged.db.close().await;
     }
 
-    let healthy = doctor(&format!("sqlite://{}", source.display()));
+    let healthy = doctor(&format!("sqlite://{}", source.display()), app.db.dir.path());
     assert!(
         healthy.contains("✓ integrity: sound (full check"),
         "{healthy}"
@@ -287,15 +286,19 @@ async fn a_damaged_sqlite_file_is_found_refused_for_backup_and_restored_from_the
         by: &Actor::system(),
         op_id: "test",
         now: app.app.now(),
+        audit_key_file: Some(&restored_dir.join("audit.key")),
     };
     backup::restore(&target, &request, &Progress::default())
         .await
         .unwrap();
     target.close().await;
-    let restored =
-        holdfast_app::App::open(&url, holdfast_app::AppConfig::default(), app.clock.clone())
-            .await
-            .unwrap();
+    let restored_config = holdfast_app::AppConfig {
+        audit_key_file: Some(restored_dir.join("audit.key")),
+        ..Default::default()
+    };
+    let restored = holdfast_app::App::open(&url, restored_config, app.clock.clone())
+        .await
+        .unwrap();
     assert!(restored.db.health().corrupt().is_none());
     assert_eq!(restored.db.count_rows("contacts").await.unwrap(), 1200);
     restored.db.close().await;

@@ -178,6 +178,7 @@ url = "{receiver}/ops?key=k"
     let url = format!("sqlite://{}?mode=rw", data.join("holdfast.db").display());
     let app_config = holdfast_app::AppConfig {
         database_key: Some(key),
+        audit_key_file: Some(data.join("audit.key")),
         ..Default::default()
     };
     let backup_key = std::fs::read_to_string(data.join("backup.key")).unwrap();

@@ -112,7 +112,8 @@ async fn db_encrypt_rekey_and_an_encrypted_backup_restored_on_a_new_machine() {
     admin_create_at(&["--data-dir", data_arg], "boss", dir.path());
     {
         let url = format!("sqlite://{}?mode=rw", data.join("holdfast.db").display());
-        let app = holdfast_test_support::open_with_system_clock(&url).await;
+        let app =
+            holdfast_test_support::open_with_system_clock(&url, &data.join("audit.key")).await;
         let boss = holdfast_test_support::actor(&app, 1).await;
         for name in ["王芳", "李雷", "Ada"] {
             let change = Change::Create {
@@ -221,6 +222,29 @@ async fn db_encrypt_rekey_and_an_encrypted_backup_restored_on_a_new_machine() {
         contacts(&fresh, None).await,
         3,
         "restored on the new machine"
+    );
+    // The audit log came sealed, with its key: the new machine checks it and goes on sealing.
+    let key_id = |dir: &std::path::Path| {
+        holdfast_app::audit_key::read(&dir.join("audit.key"))
+            .unwrap()
+            .expect("an audit key")
+            .id()
+    };
+    assert_eq!(key_id(&fresh), key_id(&data));
+    assert!(holdfast_app::files::is_private(&fresh.join("audit.key")).unwrap());
+    let fresh_arg = fresh.to_str().unwrap();
+    admin_create_at(&["--data-dir", fresh_arg], "second", new_machine.path());
+    let (out, _) = run_ok(
+        &["audit", "verify", "--data-dir", fresh_arg],
+        new_machine.path(),
+    );
+    assert!(
+        out.contains("intact")
+            && out.contains(&format!(
+                "sealed with audit key {} from entry 1 on",
+                key_id(&data)
+            )),
+        "{out}"
     );
 
     // Rekey: the new key opens the database, the old one no longer does.

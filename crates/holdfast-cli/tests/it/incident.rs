@@ -32,7 +32,7 @@ async fn drill_on(backend: Backend) {
         out.contains("✓ recovered: 100 of 100 records came back"),
         "{out}"
     );
-    let app = holdfast_test_support::open_with_system_clock(&db.url).await;
+    let app = holdfast_test_support::open_with_system_clock(&db.url, &db.audit_key_file()).await;
     assert_eq!(
         app.db.count_rows("contacts").await.unwrap(),
         0,

@@ -5,6 +5,7 @@
 mod access;
 mod alerts;
 mod audit;
+mod audit_seal;
 mod auth;
 mod backup;
 mod backup_server;

@@ -387,7 +387,8 @@ fn holdfast_revert_runs_as_a_named_administrator_and_shows_conflicts() {
         .unwrap();
     admin_create(&db, "boss");
     let (ids, to) = runtime.block_on(async {
-        let app = holdfast_test_support::open_with_system_clock(&db.url).await;
+        let app =
+            holdfast_test_support::open_with_system_clock(&db.url, &db.audit_key_file()).await;
         let system = holdfast_domain::Actor::system();
         for name in ["rogue", "colleague"] {
             holdfast_app::users::create_user_unchecked(
@@ -489,7 +490,8 @@ fn holdfast_revert_runs_as_a_named_administrator_and_shows_conflicts() {
         "{done}"
     );
     runtime.block_on(async {
-        let app = holdfast_test_support::open_with_system_clock(&db.url).await;
+        let app =
+            holdfast_test_support::open_with_system_clock(&db.url, &db.audit_key_file()).await;
         let first = app
             .db
             .record(Entity::Contact, ids[0])

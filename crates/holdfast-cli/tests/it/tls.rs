@@ -92,10 +92,10 @@ async fn https_with_a_self_signed_certificate_cookies_redirect_reload_and_a_brow
     let data = dir.path().join("data");
     let data_arg = data.to_str().unwrap();
     admin_create_at(&["--data-dir", data_arg], "boss", dir.path());
-    holdfast_test_support::without_second_factor_rule(&format!(
-        "sqlite://{}?mode=rw",
-        data.join("holdfast.db").display()
-    ))
+    holdfast_test_support::without_second_factor_rule(
+        &format!("sqlite://{}?mode=rw", data.join("holdfast.db").display()),
+        &data.join("audit.key"),
+    )
     .await;
     let (out, _) = run_ok(
         &[

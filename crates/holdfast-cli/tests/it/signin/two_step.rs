@@ -262,7 +262,8 @@ fn the_server_operator_resets_a_lost_second_factor() {
         .unwrap();
     admin_create(&db, "boss");
     runtime.block_on(async {
-        let app = holdfast_test_support::open_with_system_clock(&db.url).await;
+        let app =
+            holdfast_test_support::open_with_system_clock(&db.url, &db.audit_key_file()).await;
         let boss = holdfast_test_support::actor(&app, 1).await;
         let started = holdfast_app::two_factor::start_totp(&app, &boss, "t")
             .await
@@ -306,7 +307,8 @@ fn the_server_operator_resets_a_lost_second_factor() {
     );
     assert!(out.contains("Removed 1 second factor"), "{out}");
     runtime.block_on(async {
-        let app = holdfast_test_support::open_with_system_clock(&db.url).await;
+        let app =
+            holdfast_test_support::open_with_system_clock(&db.url, &db.audit_key_file()).await;
         assert!(
             holdfast_app::two_factor::factors_of(&app, 1)
                 .await
