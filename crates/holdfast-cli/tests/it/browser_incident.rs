@@ -1,7 +1,9 @@
 //! An incident in real Chromium, in each language: a rep deletes customers one after another
-//! until the mass-delete guard stops them; the administrator finds the notice on the home page,
-//! opens the rep's timeline from the guard card, previews undoing the rep's changes, applies it,
-//! and releases the guard. Screenshots land in `target/screenshots/<lang>-incident-*.png`.
+//! until the mass-delete guard stops them; the alert goes out to the team's webhook (a local
+//! receiver); the administrator finds the notice on the home page and the delivered alert on
+//! the Security page, opens the rep's timeline from the guard card, previews undoing the rep's
+//! changes, applies it, and releases the guard. Screenshots land in
+//! `target/screenshots/<lang>-incident-*.png`.
 
 use crate::browser::{Journey, login, open_browser};
 use fantoccini::Locator;
@@ -9,9 +11,20 @@ use holdfast_test_support::{Backend, TestApp};
 use serde_json::json;
 
 async fn spawn_with_a_small_delete_guard(backend: Backend) -> Option<TestApp> {
+    let (receiver, _inbox) = crate::alerts::webhook_receiver().await;
     let config = holdfast_app::AppConfig {
         guards: holdfast_app::guards::Limits {
             deletes: 3,
+            ..Default::default()
+        },
+        alerts: holdfast_app::alerts::Config {
+            allow_private_addresses: true,
+            webhooks: vec![holdfast_app::alerts::Webhook {
+                name: "ops-room".into(),
+                kind: holdfast_app::alerts::WebhookKind::Generic,
+                url: format!("{receiver}/hook"),
+                secret: Some("a long enough shared secret".into()),
+            }],
             ..Default::default()
         },
         ..Default::default()
@@ -46,9 +59,9 @@ async fn journey(app: &TestApp, driver: &crate::browser::Driver, lang: &'static 
     let shots =
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
     std::fs::create_dir_all(&shots).unwrap();
-    let (paused, undo) = match lang {
-        "en" => ("Paused", "Undo these changes"),
-        _ => ("已暂停", "撤销这些更改"),
+    let (paused, undo, sent) = match lang {
+        "en" => ("Paused", "Undo these changes", "delivered"),
+        _ => ("已暂停", "撤销这些更改", "送达"),
     };
 
     // The rep deletes one customer after another; the fourth is refused.
@@ -82,6 +95,27 @@ async fn journey(app: &TestApp, driver: &crate::browser::Driver, lang: &'static 
     let notices = a.text("#security-notices").await;
     assert!(notices.contains("li"), "{notices}");
     a.shot("incident-notice").await;
+    // The alert left the building: the receiver answered, and the delivery log says so.
+    let mut delivered = String::new();
+    for _ in 0..50 {
+        a.go("/admin/security#alerts").await;
+        let row = a
+            .browser
+            .find(Locator::Css("#alerts tr[data-event=guard_tripped]"))
+            .await;
+        if let Ok(row) = row {
+            delivered = row.text().await.unwrap();
+        }
+        if delivered.contains(sent) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        delivered.contains(sent) && delivered.contains("ops-room"),
+        "{delivered}"
+    );
+    a.shot("incident-alert-delivered").await;
     a.go("/admin/timeline").await;
     a.click("#guards td a").await;
     let timeline = a.text("#timeline").await;
