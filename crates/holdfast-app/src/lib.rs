@@ -32,6 +32,7 @@ pub mod settings;
 pub mod step_up;
 pub mod timeline;
 pub mod two_factor;
+pub mod upgrade;
 pub mod users;
 pub mod visible;
 
@@ -243,7 +244,7 @@ impl App {
                     .await?;
                 tracing::info!(backend = db.backend().name(), "initialised a new database");
             }
-            SchemaState::Current => {}
+            SchemaState::Current => db.verify_migrations().await?,
             SchemaState::Behind { found, wanted } => anyhow::bail!(
                 "the database schema is at version {found} and this Holdfast needs version {wanted}. \
                  Run `holdfast upgrade` with the same --data-dir/--database-url: it backs the database up first, then upgrades it"
@@ -316,6 +317,7 @@ pub use holdfast_store::files;
 pub use holdfast_store::health;
 pub use holdfast_store::limits::{RawLimits, measure_bare_sqlite};
 pub use holdfast_store::redact;
+pub use holdfast_store::schema;
 pub use holdfast_store::sqlite_path;
 
 /// The current UTC time as `YYYYMMDDTHHMMSSZ`, for file names.

@@ -13,11 +13,12 @@ mod db_cmd;
 mod doctor_cmd;
 mod revert_cmd;
 mod tls_cmd;
+mod upgrade_cmd;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use config::{Config, Overrides};
-use holdfast_app::{App, Backend, Db, SchemaState, SystemClock};
+use holdfast_app::{App, SystemClock};
 use holdfast_domain::Actor;
 use std::io::BufRead as _;
 use std::path::PathBuf;
@@ -195,9 +196,10 @@ enum LockdownCommand {
 struct UpgradeArgs {
     #[command(flatten)]
     db: DbArgs,
-    /// Only report what would be done.
-    #[arg(long)]
-    check: bool,
+    /// Only say what would be done: each migration in words, the time and disk it needs, and
+    /// how it is rolled back. Changes nothing.
+    #[arg(long, alias = "check")]
+    plan: bool,
     /// PostgreSQL: confirm that you have taken a backup (Holdfast cannot copy a server database).
     #[arg(long)]
     yes: bool,
@@ -414,7 +416,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 std::env::vars(),
                 &overrides(&args.db),
             )?;
-            upgrade(&config, args.check, args.yes).await
+            upgrade_cmd::upgrade(&config, args.plan, args.yes).await
         }
         Command::Backup { command } => backup_cmd::run(command).await,
         Command::Revert(args) => revert_cmd::revert(args).await,
@@ -772,84 +774,4 @@ fn describe(error: holdfast_app::AppError) -> anyhow::Error {
         holdfast_app::AppError::Internal(error) => error,
         other => anyhow::anyhow!("{other}"),
     }
-}
-
-async fn upgrade(config: &Config, check: bool, yes: bool) -> anyhow::Result<()> {
-    prepare_data_dir(config)?;
-    let url = config.database_url()?;
-    let db = Db::connect_with_key(&url, config.database_key()?).await?;
-    let (found, wanted) = match db.schema_state().await? {
-        SchemaState::Empty => {
-            println!("The database is empty; `holdfast serve` initialises it. Nothing to upgrade.");
-            return Ok(());
-        }
-        SchemaState::Current => {
-            println!(
-                "The database schema is current (version {}). Nothing to do.",
-                holdfast_app::records_schema_version()
-            );
-            return Ok(());
-        }
-        SchemaState::Ahead { found, wanted } => anyhow::bail!(
-            "the database is at schema version {found}, newer than this Holdfast (version {wanted}); use a newer Holdfast"
-        ),
-        SchemaState::Behind { found, wanted } => (found, wanted),
-    };
-    println!(
-        "The database is at schema version {found}; this Holdfast needs version {wanted}. Steps:"
-    );
-    for (version, name) in holdfast_app::pending_migrations(found) {
-        println!("  {version}: {name}");
-    }
-    if check {
-        println!("(--check: nothing was changed)");
-        return Ok(());
-    }
-    match db.backend() {
-        Backend::Sqlite => {
-            // The copy holds every customer: it is sealed with the backup key like a backup,
-            // lives beside the backups and is pruned with them.
-            if let Some(path) = config.ensure_backup_key()? {
-                println!("Generated the backup key {}", path.display());
-            }
-            let key = config
-                .backup_key(None, None)?
-                .context("no backup key to seal the pre-upgrade copy with")?;
-            let dir = config.backup_dir()?;
-            holdfast_app::files::private_dir(&dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
-            let stamp = holdfast_app::compact_utc_now();
-            let plain = dir.join(format!(".pre-upgrade-v{found}-{stamp}.db"));
-            let sealed = dir.join(format!("pre-upgrade-v{found}-{stamp}.db.age"));
-            let _ = std::fs::remove_file(&plain);
-            db.sqlite_copy_to(&plain).await?;
-            let result = holdfast_app::backup::sealed::seal(&key, &plain, &sealed);
-            holdfast_app::files::shred(&plain)
-                .with_context(|| format!("removing {}", plain.display()))?;
-            result.context("sealing the pre-upgrade copy")?;
-            println!(
-                "Backed up the database to {} (encrypted with the backup key)",
-                sealed.display()
-            );
-            println!(
-                "To roll back: stop Holdfast, run `holdfast backup unseal {} --output holdfast.db` (with the same data folder), put that file in place of holdfast.db, and run the previous version.",
-                sealed.display()
-            );
-        }
-        Backend::Postgres => {
-            if !yes {
-                anyhow::bail!(
-                    "back up the PostgreSQL database first, for example:\n    pg_dump --format=custom --file=holdfast-pre-upgrade-v{found}.dump '{}'\n\
-                     then run `holdfast upgrade --yes` with the same options. To roll back, restore that dump with pg_restore",
-                    holdfast_app::redact(&url)
-                );
-            }
-        }
-    }
-    for migration in db.migrate_to(wanted).await? {
-        println!("Applied {}: {}", migration.version, migration.name);
-    }
-    println!("Upgrade complete: schema version {wanted}.");
-    db.close().await;
-    Ok(())
 }

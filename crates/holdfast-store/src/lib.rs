@@ -19,6 +19,7 @@ pub mod guards;
 pub mod health;
 pub mod incidents;
 pub mod limits;
+pub mod migrate;
 pub mod read;
 mod rows;
 pub use rows::record_from_backup_row;
@@ -331,52 +332,6 @@ impl Db {
         })
     }
 
-    /// Applies migrations up to `target`, each in its own transaction. Refuses to go backwards.
-    /// On PostgreSQL an advisory lock keeps two instances starting at once from racing.
-    pub async fn migrate_to(&self, target: i64) -> anyhow::Result<Vec<&'static schema::Migration>> {
-        let mut conn = self.write.acquire().await?;
-        if self.backend == Backend::Postgres {
-            conn.execute("SELECT pg_advisory_lock(7355608)").await?;
-        }
-        let result = async {
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
-            )
-            .await?;
-            let found = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
-                .fetch_one(&mut *conn)
-                .await?
-                .try_get::<i64, _>(0)?;
-            anyhow::ensure!(
-                found <= target,
-                "the database is at schema version {found}, newer than {target}; refusing to downgrade"
-            );
-            let mut applied = Vec::new();
-            for migration in schema::MIGRATIONS.iter().filter(|m| m.version > found && m.version <= target) {
-                let mut tx = conn.begin().await?;
-                for statement in schema::statements(&schema::render(migration.sql, self.backend)) {
-                    tx.execute(statement)
-                        .await
-                        .with_context(|| format!("migration {} ({}) failed at: {statement}", migration.version, migration.name))?;
-                }
-                sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
-                    .bind(migration.version)
-                    .bind(migration.name)
-                    .bind(unix_micros_now())
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                applied.push(migration);
-            }
-            Ok(applied)
-        }
-        .await;
-        if self.backend == Backend::Postgres {
-            conn.execute("SELECT pg_advisory_unlock(7355608)").await?;
-        }
-        result
-    }
-
     /// A consistent copy of an SQLite database in one file (`VACUUM INTO`), taken while
     /// others keep reading and writing. Fails if `path` exists.
     ///
@@ -519,6 +474,31 @@ impl Db {
     /// One integer from raw SQL; for tests that look at the file's layout.
     #[doc(hidden)]
     pub async fn query_i64_for_tests(&self, sql: &str) -> anyhow::Result<i64> {
+        Ok(sqlx::query(sql)
+            .fetch_one(&self.read)
+            .await?
+            .try_get::<i64, _>(0)?)
+    }
+
+    /// The first column of every row of raw SQL, as text; for tests that compare a schema.
+    #[doc(hidden)]
+    pub async fn query_texts_for_tests(&self, sql: &str) -> anyhow::Result<Vec<String>> {
+        sqlx::query(sql)
+            .fetch_all(&self.read)
+            .await?
+            .iter()
+            .map(|row| Ok(row.try_get::<String, _>(0)?))
+            .collect()
+    }
+
+    /// How many bytes the database takes: the SQLite file's pages, or PostgreSQL's database.
+    pub async fn size_bytes(&self) -> anyhow::Result<i64> {
+        let sql = match self.backend {
+            Backend::Sqlite => {
+                "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()"
+            }
+            Backend::Postgres => "SELECT pg_database_size(current_database())",
+        };
         Ok(sqlx::query(sql)
             .fetch_one(&self.read)
             .await?
@@ -686,7 +666,7 @@ fn remove_partials(folder: &std::path::Path) {
     }
 }
 
-fn unix_micros_now() -> i64 {
+pub(crate) fn unix_micros_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))

@@ -7,10 +7,23 @@
 
 use crate::Backend;
 
+#[derive(Debug, Clone, Copy)]
 pub struct Migration {
     pub version: i64,
     pub name: &'static str,
     pub sql: &'static str,
+}
+
+impl Migration {
+    /// SHA-256 of the migration's text, as written: stored when it is applied, so a migration
+    /// edited after it ran somewhere is refused there instead of silently differing.
+    pub fn checksum(&self) -> String {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(self.sql.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
 }
 
 /// The schema version this build of Holdfast works with.

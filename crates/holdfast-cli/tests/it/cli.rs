@@ -247,15 +247,22 @@ async fn serve_refuses_an_old_schema_and_upgrade_backs_up_then_migrates() {
         "{message}"
     );
 
-    let check = holdfast(&["upgrade", "--data-dir", data, "--check"], db.dir.path())
-        .output()
-        .unwrap();
-    assert!(check.status.success());
-    assert!(String::from_utf8_lossy(&check.stdout).contains("3: search index"));
-    assert!(
-        !data_dir.join("backups").exists(),
-        "--check changes nothing"
-    );
+    let file = std::fs::read(data_dir.join("holdfast.db")).unwrap();
+    let (plan, _) = run_ok(&["upgrade", "--data-dir", data, "--plan"], db.dir.path());
+    for says in [
+        "is at schema version 2; this Holdfast needs version",
+        "3: search index",
+        "- new table search_terms",
+        "- index on audit_log (0 rows to index)",
+        "free for the copy taken first",
+        "runs in ONE transaction",
+        "Rollback: automatic on failure",
+        "(--plan: nothing was changed)",
+    ] {
+        assert!(plan.contains(says), "{says}: {plan}");
+    }
+    assert!(!data_dir.join("backups").exists(), "--plan changes nothing");
+    assert_eq!(std::fs::read(data_dir.join("holdfast.db")).unwrap(), file);
 
     let upgraded = holdfast(&["upgrade", "--data-dir", data], db.dir.path())
         .output()

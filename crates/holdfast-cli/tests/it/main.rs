@@ -30,4 +30,5 @@ mod schema_fuzz;
 mod security;
 mod signin;
 mod tls;
+mod upgrade;
 mod write_path;

@@ -1,0 +1,135 @@
+//! What an upgrade of the database schema will do, read from the migrations themselves and
+//! this database's row counts, before anything is changed (`holdfast upgrade --plan`).
+
+use holdfast_store::schema::{self, Migration};
+use holdfast_store::{Backend, Db, SchemaState};
+
+/// Rows an index build is assumed to cover per second on the slowest machine Holdfast is
+/// measured on (2 cores); the estimate is rounded up and says it is one.
+const INDEXED_ROWS_PER_SECOND: i64 = 200_000;
+/// Bytes per second a pre-upgrade copy is assumed to be written at.
+const COPY_BYTES_PER_SECOND: i64 = 100 << 20;
+
+/// One migration of the plan and what each of its statements does, in words.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Step {
+    pub version: i64,
+    pub name: &'static str,
+    pub changes: Vec<String>,
+    /// Rows existing tables hold that the step builds indexes over or rewrites.
+    pub rows_touched: i64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Plan {
+    pub found: i64,
+    pub wanted: i64,
+    pub steps: Vec<Step>,
+    /// The database's size in bytes: what the copy taken first needs free.
+    pub database_bytes: i64,
+    /// A rough duration of copy and migrations, in seconds (at least 1).
+    pub estimated_seconds: i64,
+    pub backend: &'static str,
+}
+
+/// The plan for bringing `db` to this build's schema; `None` when there is nothing to do.
+pub async fn plan(db: &Db) -> anyhow::Result<Option<Plan>> {
+    let (found, wanted) = match db.schema_state().await? {
+        SchemaState::Behind { found, wanted } => (found, wanted),
+        SchemaState::Ahead { found, wanted } => anyhow::bail!(
+            "the database is at schema version {found}, newer than this Holdfast (version {wanted}); use a newer Holdfast"
+        ),
+        SchemaState::Empty | SchemaState::Current => return Ok(None),
+    };
+    let mut steps = Vec::new();
+    let mut touched_total = 0;
+    for migration in schema::MIGRATIONS.iter().filter(|m| m.version > found) {
+        let step = describe(db, migration).await?;
+        touched_total += step.rows_touched;
+        steps.push(step);
+    }
+    let database_bytes = db.size_bytes().await?;
+    let estimated_seconds =
+        1 + touched_total / INDEXED_ROWS_PER_SECOND + database_bytes / COPY_BYTES_PER_SECOND;
+    Ok(Some(Plan {
+        found,
+        wanted,
+        steps,
+        database_bytes,
+        estimated_seconds,
+        backend: db.backend().name(),
+    }))
+}
+
+async fn describe(db: &Db, migration: &Migration) -> anyhow::Result<Step> {
+    let mut changes = Vec::new();
+    let mut rows_touched = 0;
+    for statement in schema::statements(migration.sql) {
+        let words: Vec<&str> = statement.split_whitespace().collect();
+        let upper: Vec<String> = words.iter().map(|w| w.to_ascii_uppercase()).collect();
+        let word = |i: usize| words.get(i).copied().unwrap_or("").trim_end_matches('(');
+        let existing_rows = |table: &str| {
+            let table = table.to_owned();
+            async move { db.count_rows(&table).await.ok() }
+        };
+        let change = match upper.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+            ["CREATE", "TABLE", ..] => format!("new table {}", word(2)),
+            ["CREATE", "INDEX", _, "ON", ..] | ["CREATE", "UNIQUE", "INDEX", _, "ON", ..] => {
+                let at = upper.iter().position(|w| w == "ON").unwrap_or(0);
+                let table = word(at + 1);
+                match existing_rows(table).await {
+                    Some(rows) => {
+                        rows_touched += rows;
+                        format!("index on {table} ({rows} rows to index)")
+                    }
+                    None => format!("index on the new table {table}"),
+                }
+            }
+            ["ALTER", "TABLE", _, "ADD", "COLUMN", ..] => {
+                format!("new column {}.{}", word(2), word(5))
+            }
+            ["INSERT", "INTO", ..] => format!("new settings in {}", word(2)),
+            ["UPDATE", ..] => {
+                let table = word(1);
+                let rows = existing_rows(table).await.unwrap_or(0);
+                rows_touched += rows;
+                format!("rewrites rows of {table} ({rows} rows)")
+            }
+            _ => statement.chars().take(60).collect(),
+        };
+        changes.push(change);
+    }
+    Ok(Step {
+        version: migration.version,
+        name: migration.name,
+        changes,
+        rows_touched,
+    })
+}
+
+/// How a size reads on a console.
+pub fn human_bytes(bytes: i64) -> String {
+    match bytes {
+        b if b < 1 << 20 => format!("{} KB", (b + 1023) / 1024),
+        b if b < 1 << 30 => format!("{:.1} MB", b as f64 / (1 << 20) as f64),
+        b => format!("{:.1} GB", b as f64 / (1 << 30) as f64),
+    }
+}
+
+/// What the operator will see, in order, and how the upgrade is undone.
+pub fn steps_for_operator(backend: Backend) -> Vec<&'static str> {
+    let copy = match backend {
+        Backend::Sqlite => {
+            "1. A copy of the database, encrypted with the backup key, is written beside the backups (its path is printed, with how to put it back)."
+        }
+        Backend::Postgres => {
+            "1. You confirm with --yes that you took a backup of the PostgreSQL database (pg_dump, or `holdfast backup create` with the previous Holdfast)."
+        }
+    };
+    vec![
+        copy,
+        "2. Every migration above runs in ONE transaction: if any statement fails, nothing of the upgrade stays and the database is exactly as before (the error names the statement).",
+        "3. `Upgrade complete` names the new schema version; start the new Holdfast with `holdfast serve`.",
+        "Rollback: automatic on failure (step 2). After a completed upgrade, put back the copy from step 1 and run the previous Holdfast.",
+    ]
+}

@@ -1,0 +1,173 @@
+//! Upgrades: every pending migration in one transaction, so a failure at any statement leaves
+//! the database exactly as it was; applied migrations' checksums compared at every start;
+//! `holdfast upgrade --plan` changes nothing.
+
+use holdfast_app::schema::{MIGRATIONS, Migration, statements};
+use holdfast_app::{App, AppConfig, Db};
+use holdfast_test_support::{Backend, TestDb};
+use sha2::Digest as _;
+use std::sync::Arc;
+
+/// The version the fault-injection upgrades start from: several multi-statement migrations lie
+/// between it and today's schema.
+const FROM: i64 = 10;
+
+/// Today's history with statement `index` of the upgrade from [`FROM`] (counted across its
+/// migrations) replaced by one that fails; `None` once `index` is past the last statement.
+fn history_failing_at(index: usize) -> Option<(Vec<Migration>, i64)> {
+    let mut seen = 0;
+    let mut history = MIGRATIONS.to_vec();
+    for migration in history.iter_mut().filter(|m| m.version > FROM) {
+        let parts: Vec<&str> = statements(migration.sql).collect();
+        if index < seen + parts.len() {
+            let mut parts: Vec<String> = parts.iter().map(|s| s.to_string()).collect();
+            parts[index - seen] = "SELECT no_such_column FROM no_such_table".into();
+            migration.sql = Box::leak((parts.join(";\n") + ";\n").into_boxed_str());
+            let version = migration.version;
+            return Some((history, version));
+        }
+        seen += parts.len();
+    }
+    None
+}
+
+/// What must not change: on SQLite the file's bytes; on PostgreSQL every column, index and
+/// migration-history row, and the data.
+async fn state_of(db: &TestDb) -> Vec<String> {
+    match db.backend {
+        Backend::Sqlite => {
+            let path = holdfast_app::sqlite_path(&db.url).unwrap();
+            let bytes = std::fs::read(path).unwrap();
+            let digest = sha2::Sha256::digest(&bytes);
+            vec![format!("{digest:x}"), bytes.len().to_string()]
+        }
+        Backend::Postgres => {
+            let store = Db::connect(&db.url).await.unwrap();
+            let mut state = Vec::new();
+            for sql in [
+                "SELECT table_name || '.' || column_name || ' ' || data_type || ' ' || is_nullable FROM information_schema.columns WHERE table_schema = current_schema() ORDER BY 1",
+                "SELECT indexname || ' ' || indexdef FROM pg_indexes WHERE schemaname = current_schema() ORDER BY 1",
+                "SELECT version || ' ' || name || ' ' || COALESCE(checksum, '') FROM schema_migrations ORDER BY version",
+                "SELECT key || '=' || value FROM meta ORDER BY key",
+            ] {
+                state.extend(store.query_texts_for_tests(sql).await.unwrap());
+            }
+            store.close().await;
+            state
+        }
+    }
+}
+
+async fn failing_statements_change_nothing(backend: Backend) {
+    let Some(db) = TestDb::fresh(backend).await else {
+        return;
+    };
+    let store = Db::connect(&db.url).await.unwrap();
+    store.migrate_to(FROM).await.unwrap();
+    store
+        .execute_raw_for_tests("INSERT INTO meta (key, value) VALUES ('customers', '王芳, Ada')")
+        .await
+        .unwrap();
+    store.close().await;
+    let before = state_of(&db).await;
+    let mut index = 0;
+    while let Some((history, version)) = history_failing_at(index) {
+        let store = Db::connect(&db.url).await.unwrap();
+        let error = store
+            .apply_migrations(&history, MIGRATIONS.len() as i64)
+            .await
+            .expect_err("the broken upgrade fails");
+        store.close().await;
+        let message = format!("{error:#}");
+        assert!(
+            message.contains(&format!("migration {version} ")) && message.contains("no_such_table"),
+            "statement {index}: {message}"
+        );
+        assert_eq!(
+            state_of(&db).await,
+            before,
+            "statement {index} (migration {version}) left a trace"
+        );
+        index += 1;
+    }
+    assert!(index > 10, "the upgrade has {index} statements");
+
+    // Serve refuses the old schema and names the command to run; the real upgrade then works.
+    let clock = Arc::new(holdfast_app::SystemClock);
+    let refused = App::open(&db.url, AppConfig::default(), clock.clone())
+        .await
+        .err()
+        .expect("an old schema is refused");
+    assert!(
+        format!("{refused:#}").contains(&format!("schema is at version {FROM}"))
+            && format!("{refused:#}").contains("Run `holdfast upgrade`"),
+        "{refused:#}"
+    );
+    let store = Db::connect(&db.url).await.unwrap();
+    let applied = store.migrate_to(MIGRATIONS.len() as i64).await.unwrap();
+    assert_eq!(applied.len(), MIGRATIONS.len() - FROM as usize);
+    store.close().await;
+    App::open(&db.url, AppConfig::default(), clock)
+        .await
+        .unwrap()
+        .db
+        .close()
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_statement_anywhere_in_an_upgrade_leaves_sqlite_byte_identical() {
+    failing_statements_change_nothing(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_statement_anywhere_in_an_upgrade_leaves_postgres_as_it_was() {
+    failing_statements_change_nothing(Backend::Postgres).await;
+}
+
+async fn edited_migrations_are_refused(backend: Backend) {
+    let Some(db) = TestDb::fresh(backend).await else {
+        return;
+    };
+    let clock = Arc::new(holdfast_app::SystemClock);
+    let open = || App::open(&db.url, AppConfig::default(), clock.clone());
+    let app = open().await.unwrap();
+    // A history from before checksums were kept gets this build's as its baseline.
+    app.db
+        .execute_raw_for_tests("ALTER TABLE schema_migrations DROP COLUMN checksum")
+        .await
+        .unwrap();
+    app.db.close().await;
+    let app = open().await.unwrap();
+    let missing = app
+        .db
+        .query_i64_for_tests("SELECT COUNT(*) FROM schema_migrations WHERE checksum IS NULL")
+        .await
+        .unwrap();
+    assert_eq!(missing, 0);
+    // A migration that differs from the one applied here: refused, named.
+    app.db
+        .execute_raw_for_tests(
+            "UPDATE schema_migrations SET checksum = 'a1b2c3d4e5f60718293a4b5c6d7e8f90' WHERE version = 3",
+        )
+        .await
+        .unwrap();
+    app.db.close().await;
+    let refused = format!("{:#}", open().await.err().expect("refused"));
+    assert!(
+        refused.contains("migration 3 (")
+            && refused.contains("edited after it was released")
+            && refused.contains("a1b2c3d4e5f6"),
+        "{refused}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_migration_is_refused_at_start_sqlite() {
+    edited_migrations_are_refused(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_migration_is_refused_at_start_postgres() {
+    edited_migrations_are_refused(Backend::Postgres).await;
+}

@@ -1,0 +1,145 @@
+//! Applying the migration history: every pending migration of an upgrade in one transaction,
+//! each applied migration's checksum kept and compared.
+//!
+//! SQLite and PostgreSQL both roll back DDL, and Holdfast's migrations only create and alter
+//! tables and indexes, so an upgrade that fails at any statement leaves the database exactly as
+//! it was: no intermediate schema a later start would have to make sense of.
+
+use crate::schema::{self, Migration};
+use crate::{Backend, Db};
+use anyhow::Context as _;
+use sqlx::{Acquire as _, Executor as _, Row as _};
+
+/// What the PostgreSQL advisory lock is taken on: one upgrade at a time across instances.
+const UPGRADE_LOCK: i64 = 7355608;
+
+impl Db {
+    /// Applies Holdfast's migrations up to `target`. Refuses to go backwards, and refuses a
+    /// database where an applied migration differs from this build's (see
+    /// [`Db::verify_migrations`]).
+    pub async fn migrate_to(&self, target: i64) -> anyhow::Result<Vec<&'static Migration>> {
+        self.apply_migrations(schema::MIGRATIONS, target).await
+    }
+
+    /// Applies the migrations of `history` (consecutive versions from 1) that the database
+    /// lacks, up to `target`, all in one transaction: on any failure nothing of them stays. On
+    /// PostgreSQL an advisory lock keeps two instances from upgrading at once.
+    pub async fn apply_migrations<'m>(
+        &self,
+        history: &'m [Migration],
+        target: i64,
+    ) -> anyhow::Result<Vec<&'m Migration>> {
+        let mut conn = self.write.acquire().await?;
+        if self.backend == Backend::Postgres {
+            conn.execute(format!("SELECT pg_advisory_lock({UPGRADE_LOCK})").as_str())
+                .await?;
+        }
+        let result = async {
+            prepare_history_table(&mut conn, history).await?;
+            let found = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+                .fetch_one(&mut *conn)
+                .await?
+                .try_get::<i64, _>(0)?;
+            anyhow::ensure!(
+                found <= target,
+                "the database is at schema version {found}, newer than {target}; refusing to downgrade"
+            );
+            let pending: Vec<&Migration> = history
+                .iter()
+                .filter(|m| m.version > found && m.version <= target)
+                .collect();
+            if pending.is_empty() {
+                return Ok(pending);
+            }
+            let mut tx = conn.begin().await?;
+            for migration in &pending {
+                for statement in
+                    schema::statements(&schema::render(migration.sql, self.backend))
+                {
+                    tx.execute(statement).await.with_context(|| {
+                        format!(
+                            "migration {} ({}) failed at: {statement}",
+                            migration.version, migration.name
+                        )
+                    })?;
+                }
+                sqlx::query(
+                    "INSERT INTO schema_migrations (version, name, applied_at, checksum) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(migration.version)
+                .bind(migration.name)
+                .bind(crate::unix_micros_now())
+                .bind(migration.checksum())
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await.context("committing the upgrade")?;
+            Ok(pending)
+        }
+        .await;
+        if self.backend == Backend::Postgres {
+            conn.execute(format!("SELECT pg_advisory_unlock({UPGRADE_LOCK})").as_str())
+                .await?;
+        }
+        result
+    }
+
+    /// Compares each applied migration's stored checksum with this build's: a migration edited
+    /// after it ran here is refused, naming it. Migrations applied before checksums were kept
+    /// get this build's as their baseline.
+    pub async fn verify_migrations(&self) -> anyhow::Result<()> {
+        let mut conn = self.write.acquire().await?;
+        prepare_history_table(&mut conn, schema::MIGRATIONS).await
+    }
+}
+
+/// Creates the history table if missing (with its checksum column, added to one made before
+/// it), records this build's checksum for migrations applied without one, and refuses a
+/// history whose stored checksum differs from `history`'s.
+async fn prepare_history_table(
+    conn: &mut sqlx::pool::PoolConnection<sqlx::Any>,
+    history: &[Migration],
+) -> anyhow::Result<()> {
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL, checksum TEXT)",
+    )
+    .await?;
+    if sqlx::query("SELECT checksum FROM schema_migrations WHERE 1 = 0")
+        .fetch_all(&mut **conn)
+        .await
+        .is_err()
+    {
+        conn.execute("ALTER TABLE schema_migrations ADD COLUMN checksum TEXT")
+            .await
+            .context("adding the checksum column to the migration history")?;
+    }
+    let applied =
+        sqlx::query("SELECT version, name, checksum FROM schema_migrations ORDER BY version")
+            .fetch_all(&mut **conn)
+            .await?;
+    for row in applied {
+        let version: i64 = row.try_get(0)?;
+        let stored: Option<String> = row.try_get(2)?;
+        let Some(migration) = history.iter().find(|m| m.version == version) else {
+            continue;
+        };
+        match stored {
+            None => {
+                sqlx::query("UPDATE schema_migrations SET checksum = $1 WHERE version = $2")
+                    .bind(migration.checksum())
+                    .bind(version)
+                    .execute(&mut **conn)
+                    .await?;
+            }
+            Some(stored) if stored != migration.checksum() => anyhow::bail!(
+                "migration {version} ({}) differs from the one applied to this database (its checksum was {}, this Holdfast's is {}): \
+                 a migration was edited after it was released. Do not serve this database with this build; run the Holdfast release that applied it, and report this build",
+                migration.name,
+                &stored[..stored.len().min(12)],
+                &migration.checksum()[..12]
+            ),
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
