@@ -3,7 +3,8 @@
 //!
 //! SQLite and PostgreSQL both roll back DDL, and Holdfast's migrations only create and alter
 //! tables and indexes, so an upgrade that fails at any statement leaves the database exactly as
-//! it was: no intermediate schema a later start would have to make sense of.
+//! it was: no intermediate schema a later start would have to make sense of. Before committing,
+//! the existing data is checked against what it was (see [`crate::invariants`]).
 
 use crate::schema::{self, Migration};
 use crate::{Backend, Db};
@@ -51,6 +52,11 @@ impl Db {
             if pending.is_empty() {
                 return Ok(pending);
             }
+            // What must survive the migrations, read before them.
+            let gaining = crate::invariants::tables_gaining_rows(
+                pending.iter().flat_map(|m| schema::statements(m.sql)),
+            );
+            let before = crate::invariants::before(&mut conn, self.backend, &gaining).await?;
             let mut tx = conn.begin().await?;
             for migration in &pending {
                 for statement in
@@ -73,6 +79,12 @@ impl Db {
                 .execute(&mut *tx)
                 .await?;
             }
+            crate::invariants::check_after(&mut tx, self.backend, &before, &gaining)
+                .await
+                .context("the upgrade was rolled back: it would have changed existing data")?;
+            crate::invariants::check_sound(&mut tx, self.backend)
+                .await
+                .context("the upgrade was rolled back")?;
             tx.commit().await.context("committing the upgrade")?;
             Ok(pending)
         }

@@ -92,6 +92,35 @@ async fn failing_statements_change_nothing(backend: Backend) {
     }
     assert!(index > 10, "the upgrade has {index} statements");
 
+    // A migration that would change existing data is rolled back too, naming the table.
+    for (sql, says) in [
+        (
+            "UPDATE meta SET value = 'lost' WHERE key = 'customers'",
+            "rows of meta changed or went missing",
+        ),
+        ("DELETE FROM audit_head", "the rows of audit_head differ"),
+        (
+            "ALTER TABLE meta DROP COLUMN value",
+            "column meta.value is gone",
+        ),
+    ] {
+        let mut history = MIGRATIONS.to_vec();
+        let last = history.last_mut().unwrap();
+        last.sql = Box::leak(format!("{}{sql};\n", last.sql).into_boxed_str());
+        let store = Db::connect(&db.url).await.unwrap();
+        let error = store
+            .apply_migrations(&history, MIGRATIONS.len() as i64)
+            .await
+            .expect_err("a migration changing data is refused");
+        store.close().await;
+        let message = format!("{error:#}");
+        assert!(
+            message.contains("rolled back") && message.contains(says),
+            "{sql}: {message}"
+        );
+        assert_eq!(state_of(&db).await, before, "{sql} left a trace");
+    }
+
     // Serve refuses the old schema and names the command to run; the real upgrade then works.
     let clock = Arc::new(holdfast_app::SystemClock);
     let refused = App::open(&db.url, AppConfig::default(), clock.clone())
