@@ -316,6 +316,7 @@ pub use holdfast_store::cipher;
 pub use holdfast_store::files;
 pub use holdfast_store::health;
 pub use holdfast_store::limits::{RawLimits, measure_bare_sqlite};
+pub use holdfast_store::migrate::{create_postgres_copy, drop_postgres_database};
 pub use holdfast_store::redact;
 pub use holdfast_store::schema;
 pub use holdfast_store::sqlite_path;

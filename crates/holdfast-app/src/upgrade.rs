@@ -1,6 +1,7 @@
 //! What an upgrade of the database schema will do, read from the migrations themselves and
 //! this database's row counts, before anything is changed (`holdfast upgrade --plan`).
 
+use anyhow::Context as _;
 use holdfast_store::schema::{self, Migration};
 use holdfast_store::{Backend, Db, SchemaState};
 
@@ -132,4 +133,100 @@ pub fn steps_for_operator(backend: Backend) -> Vec<&'static str> {
         "3. `Upgrade complete` names the new schema version; start the new Holdfast with `holdfast serve`.",
         "Rollback: automatic on failure (step 2). After a completed upgrade, put back the copy from step 1 and run the previous Holdfast.",
     ]
+}
+
+/// What a rehearsal found on its copy.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Rehearsal {
+    pub applied: Vec<i64>,
+    /// Records read back through the app as an administrator, with their histories.
+    pub records: i64,
+    pub versions: i64,
+    /// Audit entries whose chain verified after the upgrade.
+    pub audit_entries: i64,
+    pub millis: u64,
+}
+
+/// Upgrades the copy at `copy_url` (made by the caller: a checked SQLite copy, or a
+/// PostgreSQL database copied from the live one) as `holdfast upgrade` would — in one
+/// transaction, its invariants checked before committing — and then reads it back through the
+/// app: every record and its history as an administrator, and the audit chain (with the audit
+/// key, only read). The caller deletes the copy.
+pub async fn rehearse(
+    copy_url: &str,
+    database_key: Option<holdfast_store::DbKey>,
+    audit_key: Option<holdfast_store::AuditKey>,
+) -> anyhow::Result<Rehearsal> {
+    let started = std::time::Instant::now();
+    let db = Db::connect_with_key(copy_url, database_key.clone()).await?;
+    let applied = db
+        .migrate_to(schema::current_version())
+        .await
+        .map(|applied| applied.iter().map(|m| m.version).collect::<Vec<_>>());
+    db.close().await;
+    let applied = applied.context("the upgrade failed on the copy")?;
+    let config = crate::AppConfig {
+        database_key,
+        ..Default::default()
+    };
+    let app = crate::App::open(copy_url, config, std::sync::Arc::new(crate::SystemClock))
+        .await
+        .context("the upgraded copy does not open")?;
+    app.db.set_audit_key(audit_key);
+    let checked = read_back(&app).await;
+    app.db.close().await;
+    let (records, versions, audit_entries) = checked?;
+    Ok(Rehearsal {
+        applied,
+        records,
+        versions,
+        audit_entries,
+        millis: started.elapsed().as_millis() as u64,
+    })
+}
+
+/// Every record and its history read through the app as the first active administrator (the
+/// system when there is none), and the audit chain verified.
+async fn read_back(app: &crate::App) -> anyhow::Result<(i64, i64, i64)> {
+    let admin = app
+        .db
+        .users()
+        .await?
+        .into_iter()
+        .find(|u| u.active && u.role == holdfast_domain::access::ADMIN);
+    let actor = match admin {
+        Some(user) => crate::auth::operator_actor(app, &user).await?,
+        None => holdfast_domain::Actor::system(),
+    };
+    let (mut records, mut versions) = (0, 0);
+    for entity in holdfast_domain::Entity::ALL {
+        let mut after = 0;
+        loop {
+            let ids = app.db.record_ids_after(entity, after, 1000).await?;
+            let Some(last) = ids.last() else { break };
+            after = *last;
+            for id in ids {
+                crate::records::get(app, &actor, entity, id, true)
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!("{entity} {id} cannot be read after the upgrade: {e}")
+                    })?;
+                versions += crate::records::history(app, &actor, entity, id)
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "the history of {entity} {id} cannot be read after the upgrade: {e}"
+                        )
+                    })?
+                    .len() as i64;
+                records += 1;
+            }
+        }
+    }
+    let audit_entries = app
+        .db
+        .verify_audit_chain()
+        .await
+        .context("the audit log does not verify after the upgrade")?;
+    Ok((records, versions, audit_entries))
 }

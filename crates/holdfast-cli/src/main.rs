@@ -200,6 +200,11 @@ struct UpgradeArgs {
     /// how it is rolled back. Changes nothing.
     #[arg(long, alias = "check")]
     plan: bool,
+    /// Run the whole upgrade on a copy (SQLite: a checked copy; PostgreSQL: a database copied
+    /// on the same server, with every instance stopped), check it, read every record back, and
+    /// delete the copy. Changes nothing.
+    #[arg(long, conflicts_with = "plan")]
+    rehearse: bool,
     /// PostgreSQL: confirm that you have taken a backup (Holdfast cannot copy a server database).
     #[arg(long)]
     yes: bool,
@@ -416,7 +421,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 std::env::vars(),
                 &overrides(&args.db),
             )?;
-            upgrade_cmd::upgrade(&config, args.plan, args.yes).await
+            upgrade_cmd::upgrade(&config, args.plan, args.rehearse, args.yes).await
         }
         Command::Backup { command } => backup_cmd::run(command).await,
         Command::Revert(args) => revert_cmd::revert(args).await,

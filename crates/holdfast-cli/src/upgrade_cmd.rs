@@ -7,7 +7,12 @@ use holdfast_app::{Backend, Db, SchemaState};
 
 /// `holdfast upgrade [--plan] [--yes]`: the plan first (always printed), then, unless only
 /// the plan was asked for, a copy of the database and the migrations in one transaction.
-pub async fn upgrade(config: &Config, plan_only: bool, yes: bool) -> anyhow::Result<()> {
+pub async fn upgrade(
+    config: &Config,
+    plan_only: bool,
+    rehearse_only: bool,
+    yes: bool,
+) -> anyhow::Result<()> {
     crate::prepare_data_dir(config)?;
     let url = config.database_url()?;
     let db = Db::connect_with_key(&url, config.database_key()?).await?;
@@ -26,6 +31,24 @@ pub async fn upgrade(config: &Config, plan_only: bool, yes: bool) -> anyhow::Res
     print_plan(&plan, db.backend());
     if plan_only {
         println!("(--plan: nothing was changed)");
+        return Ok(());
+    }
+    if rehearse_only {
+        let done = rehearse(config, db).await?;
+        println!(
+            "Rehearsed on a copy: migrations {} applied in one transaction, every table kept its rows; \
+             {} records and {} versions read back as an administrator; the audit log's {} entries verify. \
+             {:.1} s. The copy was deleted; nothing was changed.",
+            done.applied
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            done.records,
+            done.versions,
+            done.audit_entries,
+            done.millis as f64 / 1000.0
+        );
         return Ok(());
     }
     let (found, wanted) = (plan.found, plan.wanted);
@@ -79,6 +102,49 @@ pub async fn upgrade(config: &Config, plan_only: bool, yes: bool) -> anyhow::Res
     println!("Upgrade complete: schema version {wanted}.");
     db.close().await;
     Ok(())
+}
+
+/// Makes a copy of the database (SQLite: a checked copy in a private folder of the data
+/// folder; PostgreSQL: a database copied on the same server), rehearses the upgrade on it and
+/// deletes it, whatever the outcome.
+async fn rehearse(config: &Config, db: Db) -> anyhow::Result<upgrade::Rehearsal> {
+    let audit_key = holdfast_app::audit_key::read(&config.audit_key_file()?).unwrap_or(None);
+    let url = config.database_url()?;
+    let stamp = holdfast_app::random_hex(4)?;
+    match db.backend() {
+        Backend::Sqlite => {
+            let folder = config
+                .absolute_data_dir()?
+                .join(format!(".rehearsal-{stamp}"));
+            holdfast_app::files::private_dir(&folder)
+                .with_context(|| format!("creating {}", folder.display()))?;
+            let copy = folder.join("holdfast.db");
+            let copied = db.sqlite_copy_to(&copy).await;
+            db.close().await;
+            let result = match copied {
+                Ok(()) => {
+                    let copy_url = format!("sqlite://{}?mode=rw", copy.display());
+                    upgrade::rehearse(&copy_url, config.database_key()?, audit_key).await
+                }
+                Err(error) => Err(error.context("copying the database to rehearse on")),
+            };
+            for file in std::fs::read_dir(&folder)?.flatten() {
+                let _ = holdfast_app::files::shred(&file.path());
+            }
+            let _ = std::fs::remove_dir_all(&folder);
+            result
+        }
+        Backend::Postgres => {
+            db.close().await;
+            let name = format!("holdfast_rehearsal_{stamp}");
+            let copy_url = holdfast_app::create_postgres_copy(&url, &name).await?;
+            let result = upgrade::rehearse(&copy_url, None, audit_key).await;
+            holdfast_app::drop_postgres_database(&url, &name)
+                .await
+                .with_context(|| format!("dropping the rehearsal copy {name}; drop it by hand"))?;
+            result
+        }
+    }
 }
 
 fn print_plan(plan: &Plan, backend: Backend) {

@@ -9,7 +9,7 @@
 use crate::schema::{self, Migration};
 use crate::{Backend, Db};
 use anyhow::Context as _;
-use sqlx::{Acquire as _, Executor as _, Row as _};
+use sqlx::{Acquire as _, Connection as _, Executor as _, Row as _};
 
 /// What the PostgreSQL advisory lock is taken on: one upgrade at a time across instances.
 const UPGRADE_LOCK: i64 = 7355608;
@@ -154,4 +154,82 @@ async fn prepare_history_table(
         }
     }
     Ok(())
+}
+
+/// A PostgreSQL URL's database name and the URL with another name in its place.
+fn with_database(url: &str, name: &str) -> anyhow::Result<(String, String)> {
+    let scheme_end = url.find("://").context("not a database URL")? + 3;
+    let path_start = url[scheme_end..]
+        .find('/')
+        .map(|i| scheme_end + i)
+        .context("the PostgreSQL URL names no database")?;
+    let path_end = url[path_start..]
+        .find('?')
+        .map_or(url.len(), |i| path_start + i);
+    let current = url[path_start + 1..path_end].to_owned();
+    anyhow::ensure!(!current.is_empty(), "the PostgreSQL URL names no database");
+    let other = format!("{}/{name}{}", &url[..path_start], &url[path_end..]);
+    Ok((current, other))
+}
+
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Copies the PostgreSQL database of `url` into a new database `name` on the same server
+/// (`CREATE DATABASE … TEMPLATE`), and answers the copy's URL. PostgreSQL copies a database
+/// only while nobody else is connected to it.
+pub async fn create_postgres_copy(url: &str, name: &str) -> anyhow::Result<String> {
+    sqlx::any::install_default_drivers();
+    let (source, copy_url) = with_database(url, name)?;
+    let (_, maintenance) = with_database(url, "postgres")?;
+    let mut conn = sqlx::AnyConnection::connect(&maintenance)
+        .await
+        .context("connecting to the server's postgres database to make a copy")?;
+    let made = conn
+        .execute(
+            format!(
+                "CREATE DATABASE {} TEMPLATE {}",
+                quoted(name),
+                quoted(&source)
+            )
+            .as_str(),
+        )
+        .await;
+    let _ = sqlx::Connection::close(conn).await;
+    made.with_context(|| {
+        format!(
+            "copying database {source} to {name}: stop every Holdfast instance first (PostgreSQL copies a database only while nobody is connected to it), and the account needs the CREATEDB right"
+        )
+    })?;
+    Ok(copy_url)
+}
+
+/// Drops the database `name` on the server of `url` (a copy [`create_postgres_copy`] made).
+pub async fn drop_postgres_database(url: &str, name: &str) -> anyhow::Result<()> {
+    let (_, maintenance) = with_database(url, "postgres")?;
+    let mut conn = sqlx::AnyConnection::connect(&maintenance).await?;
+    let dropped = conn
+        .execute(format!("DROP DATABASE IF EXISTS {}", quoted(name)).as_str())
+        .await;
+    let _ = sqlx::Connection::close(conn).await;
+    dropped?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn a_database_name_is_swapped_keeping_credentials_and_options() {
+        assert_eq!(
+            with_database("postgres://u:p@h:5432/crm?sslmode=require", "crm_copy").unwrap(),
+            (
+                "crm".to_owned(),
+                "postgres://u:p@h:5432/crm_copy?sslmode=require".to_owned()
+            )
+        );
+        assert!(with_database("postgres://h:5432", "x").is_err());
+    }
 }

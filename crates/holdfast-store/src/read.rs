@@ -268,6 +268,27 @@ impl Db {
             .transpose()
     }
 
+    /// Ids of records of one kind (live or in the recycle bin) after `after`, in id order.
+    pub async fn record_ids_after(
+        &self,
+        entity: Entity,
+        after: i64,
+        limit: i64,
+    ) -> anyhow::Result<Vec<i64>> {
+        let sql = format!(
+            "SELECT id FROM {} WHERE id > $1 ORDER BY id LIMIT $2",
+            entity.plural()
+        );
+        sqlx::query(&sql)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(self.read_pool())
+            .await?
+            .iter()
+            .map(|row| Ok(row.try_get::<i64, _>(0)?))
+            .collect()
+    }
+
     /// Live records matching `query`, at most `limit`, in sort order.
     ///
     /// A search of contacts also finds contacts whose company matches. The two are separate

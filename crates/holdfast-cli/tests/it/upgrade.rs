@@ -2,6 +2,7 @@
 //! the database exactly as it was; applied migrations' checksums compared at every start;
 //! `holdfast upgrade --plan` changes nothing.
 
+use crate::cli::run_ok;
 use holdfast_app::schema::{MIGRATIONS, Migration, statements};
 use holdfast_app::{App, AppConfig, Db};
 use holdfast_test_support::{Backend, TestDb};
@@ -199,4 +200,108 @@ async fn an_edited_migration_is_refused_at_start_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edited_migration_is_refused_at_start_postgres() {
     edited_migrations_are_refused(Backend::Postgres).await;
+}
+
+/// A database one schema behind, with customers, history, a deletion and an administrator,
+/// written by today's write path (whose statements that schema already takes).
+async fn one_behind(db: &TestDb) -> i64 {
+    let previous = MIGRATIONS.len() as i64 - 1;
+    let store = Db::connect(&db.url).await.unwrap();
+    store.migrate_to(previous).await.unwrap();
+    let app = App::new(
+        store,
+        AppConfig::default(),
+        Arc::new(holdfast_app::SystemClock),
+    );
+    let system = holdfast_domain::Actor::system();
+    holdfast_app::users::create_user_unchecked(
+        &app,
+        &system,
+        "t",
+        "boss",
+        "Boss",
+        "correct horse battery",
+        holdfast_domain::access::ADMIN,
+    )
+    .await
+    .unwrap();
+    let boss = holdfast_test_support::actor(&app, 1).await;
+    let mut ids = Vec::new();
+    for name in ["王芳", "李雷", "Ada"] {
+        let change = holdfast_app::records::Change::Create {
+            entity: holdfast_domain::Entity::Contact,
+            input: serde_json::json!({"name": name}),
+        };
+        let done = holdfast_app::records::apply_change(&app, &boss, "t", change)
+            .await
+            .unwrap();
+        ids.push(done.record.into_record().id);
+    }
+    let delete = holdfast_app::records::Change::Delete {
+        entity: holdfast_domain::Entity::Contact,
+        id: ids[2],
+        expected_version: Some(1),
+        reason: Some("duplicate".into()),
+    };
+    holdfast_app::records::apply_change(&app, &boss, "t", delete)
+        .await
+        .unwrap();
+    app.db.close().await;
+    previous
+}
+
+async fn rehearse_then_upgrade(backend: Backend) {
+    let Some(db) = TestDb::fresh(backend).await else {
+        return;
+    };
+    let previous = one_behind(&db).await;
+    let dir = db.dir.path();
+    let target = ["--database-url", db.url.as_str()];
+    let before = state_of(&db).await;
+    let (out, _) = run_ok(&[&["upgrade", "--rehearse"], &target[..]].concat(), dir);
+    assert!(
+        out.contains("Rehearsed on a copy")
+            && out.contains("3 records and 4 versions read back as an administrator")
+            && out.contains("nothing was changed"),
+        "{out}"
+    );
+    assert_eq!(state_of(&db).await, before, "the rehearsal changed nothing");
+    if backend == Backend::Postgres {
+        let store = Db::connect(&db.url).await.unwrap();
+        let left = store
+            .query_i64_for_tests(
+                "SELECT COUNT(*) FROM pg_database WHERE datname LIKE 'holdfast_rehearsal_%'",
+            )
+            .await
+            .unwrap();
+        store.close().await;
+        assert_eq!(left, 0, "the copy was dropped");
+    } else {
+        let leftovers: Vec<_> = std::fs::read_dir(dir.join("holdfast-data"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".rehearsal"))
+            .collect();
+        assert!(leftovers.is_empty(), "the copy was deleted: {leftovers:?}");
+    }
+    let mut upgrade = vec!["upgrade"];
+    upgrade.extend(target);
+    if backend == Backend::Postgres {
+        upgrade.push("--yes");
+    }
+    let (out, _) = run_ok(&upgrade, dir);
+    assert!(out.contains("Upgrade complete"), "{out}");
+    let store = Db::connect(&db.url).await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), Some(previous + 1));
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rehearse_on_a_copy_then_upgrade_sqlite() {
+    rehearse_then_upgrade(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rehearse_on_a_copy_then_upgrade_postgres() {
+    rehearse_then_upgrade(Backend::Postgres).await;
 }
