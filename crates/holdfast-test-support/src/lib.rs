@@ -238,6 +238,26 @@ pub async fn actor(app: &App, user_id: i64) -> Actor {
         .expect("actor")
 }
 
+/// The administrator `boss` (made by the system on the first call), acting as the server's
+/// own code acts for them.
+pub async fn boss(app: &App) -> Actor {
+    let user = match app.db.user_by_username("boss").await.unwrap() {
+        Some(user) => user,
+        None => holdfast_app::users::create_user_unchecked(
+            app,
+            &Actor::system(),
+            "test",
+            "boss",
+            "Boss",
+            "correct horse battery",
+            holdfast_domain::access::ADMIN,
+        )
+        .await
+        .expect("create boss"),
+    };
+    actor(app, user.id).await
+}
+
 /// Lifts the fresh install's rule that administrators enrol a second factor, for tests that
 /// prepare a database themselves and sign an administrator in to test something else.
 pub async fn without_second_factor_rule(url: &str, audit_key_file: &std::path::Path) {

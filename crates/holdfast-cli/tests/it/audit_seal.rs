@@ -23,7 +23,7 @@ async fn open_keyed(url: &str, key_file: Option<&Path>) -> anyhow::Result<App> {
     App::open(url, config, clock()).await
 }
 
-/// A contact made by the first user, who is made on the first call.
+/// A contact made by the administrator `boss`.
 /// Why an instance with the audit key file `key_file` does not start.
 async fn refused_start(url: &str, key_file: &Path) -> String {
     let refused = open_keyed(url, Some(key_file)).await.err();
@@ -31,20 +31,7 @@ async fn refused_start(url: &str, key_file: &Path) -> String {
 }
 
 async fn add_contact(app: &App, name: &str) {
-    if app.db.user_count().await.unwrap() == 0 {
-        holdfast_app::users::create_user_unchecked(
-            app,
-            &Actor::system(),
-            "t",
-            "boss",
-            "Boss",
-            "correct horse battery",
-            holdfast_domain::access::ADMIN,
-        )
-        .await
-        .unwrap();
-    }
-    let boss = holdfast_test_support::actor(app, 1).await;
+    let boss = holdfast_test_support::boss(app).await;
     let change = Change::Create {
         entity: Entity::Contact,
         input: json!({"name": name}),

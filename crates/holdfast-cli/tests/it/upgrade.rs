@@ -213,19 +213,7 @@ async fn one_behind(db: &TestDb) -> i64 {
         AppConfig::default(),
         Arc::new(holdfast_app::SystemClock),
     );
-    let system = holdfast_domain::Actor::system();
-    holdfast_app::users::create_user_unchecked(
-        &app,
-        &system,
-        "t",
-        "boss",
-        "Boss",
-        "correct horse battery",
-        holdfast_domain::access::ADMIN,
-    )
-    .await
-    .unwrap();
-    let boss = holdfast_test_support::actor(&app, 1).await;
+    let boss = holdfast_test_support::boss(&app).await;
     let mut ids = Vec::new();
     for name in ["王芳", "李雷", "Ada"] {
         let change = holdfast_app::records::Change::Create {
