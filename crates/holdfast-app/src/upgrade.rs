@@ -3,7 +3,7 @@
 
 use anyhow::Context as _;
 use holdfast_store::schema::{self, Migration};
-use holdfast_store::{Backend, Db, SchemaState};
+use holdfast_store::{Db, SchemaState};
 
 /// Rows an index build is assumed to cover per second on the slowest machine Holdfast is
 /// measured on (2 cores); the estimate is rounded up and says it is one.
@@ -118,20 +118,12 @@ pub fn human_bytes(bytes: i64) -> String {
 }
 
 /// What the operator will see, in order, and how the upgrade is undone.
-pub fn steps_for_operator(backend: Backend) -> Vec<&'static str> {
-    let copy = match backend {
-        Backend::Sqlite => {
-            "1. A copy of the database, encrypted with the backup key, is written beside the backups (its path is printed, with how to put it back)."
-        }
-        Backend::Postgres => {
-            "1. You confirm with --yes that you took a backup of the PostgreSQL database (pg_dump, or `holdfast backup create` with the previous Holdfast)."
-        }
-    };
+pub fn steps_for_operator() -> Vec<&'static str> {
     vec![
-        copy,
-        "2. Every migration above runs in ONE transaction: if any statement fails, nothing of the upgrade stays and the database is exactly as before (the error names the statement).",
+        "1. A whole backup of the database, encrypted with the backup key, is written to the backup folder and verified by restoring it into a scratch database (a damaged database is not upgraded).",
+        "2. Every migration above runs in ONE transaction, and before it commits every table is checked against what it held before: if any statement fails or any data would change, nothing of the upgrade stays and the database is exactly as before (the error names the step).",
         "3. `Upgrade complete` names the new schema version; start the new Holdfast with `holdfast serve`.",
-        "Rollback: automatic on failure (step 2). After a completed upgrade, put back the copy from step 1 and run the previous Holdfast.",
+        "Rollback: automatic on failure (step 2). After a completed upgrade, `holdfast upgrade --rollback` restores the backup of step 1 (after a safety backup of the data then); to run the previous Holdfast, restore that backup with it into a new data folder.",
     ]
 }
 

@@ -205,7 +205,11 @@ struct UpgradeArgs {
     /// delete the copy. Changes nothing.
     #[arg(long, conflicts_with = "plan")]
     rehearse: bool,
-    /// PostgreSQL: confirm that you have taken a backup (Holdfast cannot copy a server database).
+    /// Put back the data as it was before the last upgrade, from the backup it started from
+    /// (through the normal restore, which first backs up what is there now).
+    #[arg(long, conflicts_with_all = ["plan", "rehearse"])]
+    rollback: bool,
+    /// Roll back without asking.
     #[arg(long)]
     yes: bool,
 }
@@ -421,7 +425,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 std::env::vars(),
                 &overrides(&args.db),
             )?;
-            upgrade_cmd::upgrade(&config, args.plan, args.rehearse, args.yes).await
+            if args.rollback {
+                return upgrade_cmd::rollback(&config, args.yes).await;
+            }
+            upgrade_cmd::upgrade(&config, args.plan, args.rehearse).await
         }
         Command::Backup { command } => backup_cmd::run(command).await,
         Command::Revert(args) => revert_cmd::revert(args).await,

@@ -3,16 +3,11 @@
 use crate::config::Config;
 use anyhow::Context as _;
 use holdfast_app::upgrade::{self, Plan, human_bytes};
-use holdfast_app::{Backend, Db, SchemaState};
+use holdfast_app::{Backend, Clock as _, Db, SchemaState};
 
 /// `holdfast upgrade [--plan] [--yes]`: the plan first (always printed), then, unless only
 /// the plan was asked for, a copy of the database and the migrations in one transaction.
-pub async fn upgrade(
-    config: &Config,
-    plan_only: bool,
-    rehearse_only: bool,
-    yes: bool,
-) -> anyhow::Result<()> {
+pub async fn upgrade(config: &Config, plan_only: bool, rehearse_only: bool) -> anyhow::Result<()> {
     crate::prepare_data_dir(config)?;
     let url = config.database_url()?;
     let db = Db::connect_with_key(&url, config.database_key()?).await?;
@@ -28,7 +23,7 @@ pub async fn upgrade(
         }
         return Ok(());
     };
-    print_plan(&plan, db.backend());
+    print_plan(&plan);
     if plan_only {
         println!("(--plan: nothing was changed)");
         return Ok(());
@@ -52,54 +47,133 @@ pub async fn upgrade(
         return Ok(());
     }
     let (found, wanted) = (plan.found, plan.wanted);
-    match db.backend() {
-        Backend::Sqlite => {
-            // The copy holds every customer: it is sealed with the backup key like a backup,
-            // lives beside the backups and is pruned with them.
-            if let Some(path) = config.ensure_backup_key()? {
-                println!("Generated the backup key {}", path.display());
-            }
-            let key = config
-                .backup_key(None, None)?
-                .context("no backup key to seal the pre-upgrade copy with")?;
-            let dir = config.backup_dir()?;
-            holdfast_app::files::private_dir(&dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
-            let stamp = holdfast_app::compact_utc_now();
-            let plain = dir.join(format!(".pre-upgrade-v{found}-{stamp}.db"));
-            let sealed = dir.join(format!("pre-upgrade-v{found}-{stamp}.db.age"));
-            let _ = std::fs::remove_file(&plain);
-            db.sqlite_copy_to(&plain).await?;
-            let result = holdfast_app::backup::sealed::seal(&key, &plain, &sealed);
-            holdfast_app::files::shred(&plain)
-                .with_context(|| format!("removing {}", plain.display()))?;
-            result.context("sealing the pre-upgrade copy")?;
-            println!(
-                "Backed up the database to {} (encrypted with the backup key)",
-                sealed.display()
-            );
-            println!(
-                "To roll back: stop Holdfast, run `holdfast backup unseal {} --output holdfast.db` (with the same data folder), put that file in place of holdfast.db, and run the previous version.",
-                sealed.display()
-            );
-        }
-        Backend::Postgres => {
-            if !yes {
-                anyhow::bail!(
-                    "back up the PostgreSQL database first, for example:\n    pg_dump --format=custom --file=holdfast-pre-upgrade-v{found}.dump '{}'\n\
-                     then run `holdfast upgrade --yes` with the same options. To roll back, restore that dump with pg_restore",
-                    holdfast_app::redact(&url)
-                );
-            }
-        }
-    }
+    let archive = pre_upgrade_backup(config, &db).await?;
     let applied = db.migrate_to(wanted).await.context(
         "the upgrade failed and was rolled back: the database is as it was before. Fix the cause, then run `holdfast upgrade` again",
     )?;
     for migration in applied {
         println!("Applied {}: {}", migration.version, migration.name);
     }
+    let record = serde_json::json!({
+        "file": archive.display().to_string(),
+        "from": found,
+        "to": wanted,
+        "at": holdfast_app::compact_utc_now(),
+    });
+    db.set_meta(PRE_UPGRADE, &record.to_string()).await?;
     println!("Upgrade complete: schema version {wanted}.");
+    println!(
+        "To undo it later: `holdfast upgrade --rollback` puts the data back as it was before (a safety backup of the data then is taken first); \
+         to run the previous Holdfast instead, restore {} with it into a new data folder.",
+        archive.display()
+    );
+    db.close().await;
+    Ok(())
+}
+
+/// Where the last upgrade's backup is recorded (in `meta`), for `--rollback`.
+const PRE_UPGRADE: &str = "pre_upgrade_backup";
+
+/// The backup an upgrade starts from, on either backend: a whole Holdfast backup of the
+/// database at its current (older) schema, encrypted with the backup key, and verified by
+/// restoring it into a scratch database before anything is migrated. A damaged database is
+/// not upgraded at all.
+async fn pre_upgrade_backup(config: &Config, db: &Db) -> anyhow::Result<std::path::PathBuf> {
+    use holdfast_app::backup;
+    if let Some(problem) = db
+        .check_integrity(holdfast_app::health::Thoroughness::Quick, "upgrade_check")
+        .await?
+    {
+        anyhow::bail!(
+            "refusing to upgrade a damaged database ({problem}): restore the newest verified backup with this database's Holdfast first"
+        );
+    }
+    if let Some(path) = config.ensure_backup_key()? {
+        println!("Generated the backup key {}", path.display());
+    }
+    let key = config
+        .backup_key(None, None)?
+        .context("no backup key to encrypt the pre-upgrade backup with")?;
+    // A sealed audit log travels with its key (read only: nothing is sealed before upgrading).
+    if let Ok(Some(audit_key)) = holdfast_app::audit_key::read(&config.audit_key_file()?) {
+        db.set_audit_key(Some(audit_key));
+    }
+    let dir = config.backup_dir()?;
+    let progress = backup::Progress::default();
+    let now = holdfast_app::SystemClock.now();
+    let created = backup::create_as_is(db, &dir, Some(&key), now, &progress)
+        .await
+        .context("taking the backup the upgrade starts from; nothing was changed")?;
+    backup::verify(&created.path, Some(&key), Some(&dir), &progress)
+        .await
+        .with_context(|| {
+            format!(
+                "the pre-upgrade backup {} does not verify; nothing was changed",
+                created.path.display()
+            )
+        })?;
+    println!(
+        "Backed up the database to {} (encrypted with the backup key) and verified it by restoring it into a scratch database.",
+        created.path.display()
+    );
+    Ok(created.path)
+}
+
+/// `holdfast upgrade --rollback`: the last upgrade's backup restored over the database, through
+/// the normal restore (a safety backup of what is there now first).
+pub async fn rollback(config: &Config, yes: bool) -> anyhow::Result<()> {
+    use holdfast_app::backup;
+    crate::prepare_data_dir(config)?;
+    let db = Db::connect_with_key(&config.database_url()?, config.database_key()?).await?;
+    let Some(record) = db.meta(PRE_UPGRADE).await? else {
+        anyhow::bail!("this database records no upgrade to roll back");
+    };
+    let record: serde_json::Value = serde_json::from_str(&record)?;
+    let file = std::path::PathBuf::from(record["file"].as_str().unwrap_or_default());
+    println!(
+        "The upgrade from schema {} to {} on {} started from the backup {}. Rolling back restores it: every change since the upgrade is replaced (a safety backup of the data now is taken first).",
+        record["from"],
+        record["to"],
+        record["at"].as_str().unwrap_or("?"),
+        file.display()
+    );
+    if !yes && !crate::backup_cmd::confirm("Roll back?")? {
+        anyhow::bail!("not rolled back: run again with --yes to roll back");
+    }
+    holdfast_app::audit_key::open(
+        &db,
+        &config.audit_key_file()?,
+        holdfast_app::SystemClock.now(),
+    )
+    .await?;
+    let key = config.backup_key(None, None)?;
+    let dir = config.backup_dir()?;
+    let op_id = holdfast_app::random_hex(8)?;
+    let restored = backup::restore(
+        &db,
+        &backup::Restore {
+            path: &file,
+            key: key.as_ref(),
+            safety_dir: &dir,
+            by: &holdfast_domain::Actor::system(),
+            op_id: &op_id,
+            now: holdfast_app::SystemClock.now(),
+            audit_key_file: Some(&config.audit_key_file()?),
+        },
+        &backup::Progress::default(),
+    )
+    .await
+    .context("rolling back")?;
+    if let Some(safety) = &restored.safety_backup {
+        println!(
+            "The data as it was before the rollback is in {}",
+            safety.display()
+        );
+    }
+    println!(
+        "Rolled back: the data is as it was before the upgrade ({} rows), at this Holdfast's schema.",
+        restored.manifest.rows_total()
+    );
     db.close().await;
     Ok(())
 }
@@ -147,7 +221,7 @@ async fn rehearse(config: &Config, db: Db) -> anyhow::Result<upgrade::Rehearsal>
     }
 }
 
-fn print_plan(plan: &Plan, backend: Backend) {
+fn print_plan(plan: &Plan) {
     println!(
         "The database ({}, {}) is at schema version {}; this Holdfast needs version {}.",
         plan.backend,
@@ -168,7 +242,7 @@ fn print_plan(plan: &Plan, backend: Backend) {
         plan.estimated_seconds
     );
     println!("What happens:");
-    for line in upgrade::steps_for_operator(backend) {
+    for line in upgrade::steps_for_operator() {
         println!("  {line}");
     }
 }

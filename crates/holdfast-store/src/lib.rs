@@ -130,6 +130,9 @@ pub struct Db {
     key: Option<DbKey>,
     /// The key that seals the audit log (see [`audit_key`]), shared by every clone.
     audit_key: std::sync::Arc<std::sync::RwLock<Option<AuditKey>>>,
+    /// Whether the audit head has the seal's columns: 0 not yet asked, 1 no, 2 yes. Asked once
+    /// (every write transaction reads the head), asked again after this process migrates.
+    sealable: std::sync::Arc<std::sync::atomic::AtomicU8>,
 }
 
 impl Db {
@@ -226,6 +229,7 @@ impl Db {
                     health: Default::default(),
                     key,
                     audit_key: Default::default(),
+                    sealable: Default::default(),
                 }
             }
             Backend::Postgres => {
@@ -240,6 +244,7 @@ impl Db {
                     health: Default::default(),
                     key: None,
                     audit_key: Default::default(),
+                    sealable: Default::default(),
                 }
             }
         };
@@ -258,6 +263,29 @@ impl Db {
     /// The audit key this Holdfast seals the audit log with, once it was given one.
     pub fn audit_key(&self) -> Option<AuditKey> {
         self.audit_key.read().ok().and_then(|key| key.clone())
+    }
+
+    /// Whether the audit head has the seal's columns (schema 16 on), asked of the catalog once.
+    pub(crate) async fn head_sealable(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+    ) -> anyhow::Result<bool> {
+        use std::sync::atomic::Ordering;
+        match self.sealable.load(Ordering::Acquire) {
+            1 => Ok(false),
+            2 => Ok(true),
+            _ => {
+                let sealable = write::head_is_sealable(conn, self.backend).await?;
+                self.sealable
+                    .store(if sealable { 2 } else { 1 }, Ordering::Release);
+                Ok(sealable)
+            }
+        }
+    }
+
+    /// Forgets what [`Db::head_sealable`] found: the schema just changed.
+    pub(crate) fn schema_changed(&self) {
+        self.sealable.store(0, std::sync::atomic::Ordering::Release);
     }
 
     /// Gives this database (and every clone of it) the key that seals its audit log.

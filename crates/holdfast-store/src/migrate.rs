@@ -86,6 +86,7 @@ impl Db {
                 .await
                 .context("the upgrade was rolled back")?;
             tx.commit().await.context("committing the upgrade")?;
+            self.schema_changed();
             Ok(pending)
         }
         .await;

@@ -1043,10 +1043,12 @@ impl Db {
 
     /// Which key seals the audit log, and its newest entry.
     pub async fn audit_seal(&self) -> anyhow::Result<AuditSeal> {
-        let head = sqlx::query("SELECT * FROM audit_head WHERE id = 1")
-            .fetch_one(self.read_pool())
-            .await?;
-        crate::write::seal_of(&head)
+        let mut conn = self.read_pool().acquire().await?;
+        let sealable = self.head_sealable(&mut conn).await?;
+        let (seal, _) = crate::write::read_head(&mut conn, sealable)
+            .await?
+            .context("the audit head row is missing")?;
+        Ok(seal)
     }
 
     /// Recomputes the audit hash chain. `Ok(n)` with the number of entries when intact,

@@ -190,12 +190,11 @@ impl Snapshot {
 
     /// The audit log's newest entry: sequence number and hash, and the seal it is under.
     pub async fn audit_head(&mut self) -> anyhow::Result<(i64, String, crate::AuditSeal)> {
-        let row = sqlx::query("SELECT * FROM audit_head WHERE id = 1")
-            .fetch_one(&mut *self.tx)
-            .await
-            .context("reading the audit head")?;
-        let seal = crate::write::seal_of(&row)?;
-        Ok((seal.seq, row.try_get("hash")?, seal))
+        let sealable = crate::write::head_is_sealable(&mut self.tx, self.backend).await?;
+        let (seal, hash) = crate::write::read_head(&mut self.tx, sealable)
+            .await?
+            .context("the audit head row is missing")?;
+        Ok((seal.seq, hash, seal))
     }
 
     pub async fn count(&mut self, table: &TableSpec) -> anyhow::Result<i64> {

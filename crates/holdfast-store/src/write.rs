@@ -20,7 +20,7 @@ use holdfast_domain::search::terms_for;
 use holdfast_domain::{Actor, ActorKind, CustomFieldDef, Entity, Record, Timestamp};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
-use sqlx::{Any, Column as _, Row as _, Transaction};
+use sqlx::{Any, Row as _, Transaction};
 use std::collections::{BTreeSet, HashSet};
 
 /// An audit entry before it is chained and stored.
@@ -118,6 +118,8 @@ pub struct WriteTx {
     pub(crate) now: Timestamp,
     pub(crate) head_seq: i64,
     head_hash: String,
+    /// Whether the audit head has the seal's columns (schema 16 on).
+    sealable: bool,
     /// The key the log's new entries are sealed with (`None`: a log not sealed), or why they
     /// cannot be written: the log is sealed with a key this Holdfast was not given.
     head_key: Result<Option<AuditKey>, String>,
@@ -187,20 +189,20 @@ impl Db {
             .execute(&mut *tx)
             .await
             .context("locking the audit head")?;
-        // `*`: a database at a schema before the seal (16) is written to while an older backup
-        // is restored and upgraded.
-        let head = sqlx::query("SELECT * FROM audit_head WHERE id = 1")
-            .fetch_one(&mut *tx)
-            .await
-            .context("reading the audit head")?;
+        // A database at a schema before the seal (16) is written to while an older backup is
+        // restored and upgraded.
+        let sealable = self.head_sealable(&mut tx).await?;
+        let (seal, head_hash) = read_head(&mut tx, sealable)
+            .await?
+            .context("the audit head row is missing")?;
         let own_key = self.audit_key();
-        let seal = seal_of(&head)?;
         Ok(WriteTx {
             backend: self.backend,
             health: self.health.clone(),
             now,
             head_seq: seal.seq,
-            head_hash: head.try_get("hash")?,
+            head_hash,
+            sealable,
             head_key: crate::audit_key::resolve(&seal.key_id, own_key.iter()),
             own_key,
             head_moved: false,
@@ -850,10 +852,15 @@ impl WriteTx {
     /// entries this transaction appends afterwards are sealed. The caller keeps the returned key
     /// (with its first sealed entry) outside the database before committing.
     pub async fn seal_audit_log(&mut self, key: &AuditKey) -> Result<Sealing, StoreError> {
-        let head = sqlx::query("SELECT * FROM audit_head WHERE id = 1")
-            .fetch_one(&mut *self.tx)
-            .await?;
-        let seal = seal_of(&head)?;
+        if !self.sealable {
+            return Err(anyhow::anyhow!(
+                "the database is at a schema before the sealed audit log: run `holdfast upgrade`"
+            )
+            .into());
+        }
+        let (seal, _) = read_head(&mut self.tx, true)
+            .await?
+            .context("the audit head row is missing")?;
         if seal.key_id == key.id() {
             return Ok(Sealing::Already(key.sealing_from(seal.keyed_from)));
         }
@@ -1151,15 +1158,14 @@ impl WriteTx {
     pub async fn restore_clear(&mut self, tables: &[TableSpec]) -> Result<(), StoreError> {
         self.flush().await?;
         // A database at an older schema (a backup being upgraded) lacks the newer ones.
-        let mut ephemeral = Vec::new();
-        for table in EPHEMERAL_TABLES {
+        let mut present = Vec::new();
+        for table in EPHEMERAL_TABLES.iter().chain(REBUILT_TABLES) {
             if self.has_table(table).await? {
-                ephemeral.push(*table);
+                present.push(*table);
             }
         }
-        let tables = ephemeral
+        let tables = present
             .into_iter()
-            .chain(REBUILT_TABLES.iter().copied())
             .chain(tables.iter().rev().map(|t| t.name.as_str()));
         for table in tables {
             sqlx::query(&format!("DELETE FROM {table}"))
@@ -1241,7 +1247,10 @@ impl WriteTx {
         mut progress: impl FnMut(u64),
     ) -> Result<(), StoreError> {
         let mut indexed = 0u64;
-        for entity in Entity::ALL {
+        // A schema from before the search index (3) has none to rebuild: the restore that
+        // brings it up to date rebuilds it where it lands.
+        let indexes = self.has_table("search_terms").await?;
+        for entity in Entity::ALL.into_iter().filter(|_| indexes) {
             let mut after = 0i64;
             loop {
                 let sql = format!(
@@ -1286,13 +1295,11 @@ impl WriteTx {
                 .with_context(|| format!("moving the id sequence of {table}"))?;
             }
         }
-        let head = sqlx::query("SELECT * FROM audit_head WHERE id = 1")
-            .fetch_optional(&mut *self.tx)
+        let (seal, head_hash) = read_head(&mut self.tx, self.sealable)
             .await?
             .context("the backup has no audit head row")?;
-        let seal = seal_of(&head)?;
         self.head_seq = seal.seq;
-        self.head_hash = head.try_get("hash")?;
+        self.head_hash = head_hash;
         self.head_key =
             crate::audit_key::resolve(&seal.key_id, archive_key.into_iter().chain(&self.own_key));
         Ok(())
@@ -1385,20 +1392,55 @@ pub(crate) fn audit_hash_parts(
     }
 }
 
-/// The seal an audit head row records; a row from before the seal (schema 16) has none.
-pub(crate) fn seal_of(head: &sqlx::any::AnyRow) -> anyhow::Result<AuditSeal> {
-    let column = |name: &str| head.columns().iter().any(|c| c.name() == name);
-    Ok(AuditSeal {
-        seq: head.try_get("seq")?,
-        key_id: if column("key_id") {
-            head.try_get("key_id")?
+/// Reads the audit head: its newest entry's number and hash, and its seal (from schema 16 on;
+/// a head from before has none). It names its columns: a `SELECT *` prepared on a connection
+/// that has not yet seen a migration add columns returns more columns than it was prepared
+/// with, which the driver does not survive.
+pub(crate) async fn read_head(
+    conn: &mut sqlx::AnyConnection,
+    sealable: bool,
+) -> anyhow::Result<Option<(AuditSeal, String)>> {
+    let sql = if sealable {
+        "SELECT seq, hash, key_id, keyed_from FROM audit_head WHERE id = 1"
+    } else {
+        "SELECT seq, hash FROM audit_head WHERE id = 1"
+    };
+    let Some(row) = sqlx::query(sql)
+        .fetch_optional(&mut *conn)
+        .await
+        .context("reading the audit head")?
+    else {
+        return Ok(None);
+    };
+    let seal = AuditSeal {
+        seq: row.try_get(0)?,
+        key_id: if sealable {
+            row.try_get(2)?
         } else {
             String::new()
         },
-        keyed_from: if column("keyed_from") {
-            head.try_get("keyed_from")?
-        } else {
-            0
-        },
-    })
+        keyed_from: if sealable { row.try_get(3)? } else { 0 },
+    };
+    Ok(Some((seal, row.try_get(1)?)))
+}
+
+/// Whether the audit head has the seal's columns, from the catalog (which a connection that
+/// missed a migration reads afresh).
+pub(crate) async fn head_is_sealable(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+) -> anyhow::Result<bool> {
+    let sql = match backend {
+        Backend::Sqlite => {
+            "SELECT COUNT(*) FROM pragma_table_info('audit_head') WHERE name = 'key_id'"
+        }
+        Backend::Postgres => {
+            "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = 'audit_head' AND column_name = 'key_id'"
+        }
+    };
+    Ok(sqlx::query(sql)
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get::<i64, _>(0)?
+        > 0)
 }

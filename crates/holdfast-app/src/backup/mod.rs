@@ -488,7 +488,10 @@ pub async fn verify(
             None,
         )
         .await?;
-        // The restored audit log is whole, and ends at the head the backup recorded.
+        // The restored audit log is whole, and ends at the head the backup recorded. (An
+        // older schema's log is read at today's: the columns added since are empty, as they
+        // were when it was written.)
+        db.migrate_to(schema::current_version()).await?;
         db.verify_audit_chain()
             .await
             .context("the audit log in this backup does not verify")?;

@@ -224,6 +224,13 @@ async fn serve_refuses_an_old_schema_and_upgrade_backs_up_then_migrates() {
     let db = TestDb::fresh(Backend::Sqlite).await.unwrap();
     let store = holdfast_app::Db::connect(&db.url).await.unwrap();
     store.migrate_to(2).await.unwrap();
+    store
+        .execute_raw_for_tests(
+            "INSERT INTO users (username, display_name, password_hash, role, active, created_at, updated_at) \
+             VALUES ('boss', 'Boss', 'not a hash', 'admin', 1, 0, 0)",
+        )
+        .await
+        .unwrap();
     store.close().await;
     let data_dir = db.dir.path().join("data");
     std::fs::create_dir_all(&data_dir).unwrap();
@@ -275,6 +282,7 @@ async fn serve_refuses_an_old_schema_and_upgrade_backs_up_then_migrates() {
     );
     assert!(
         stdout.contains("Backed up the database to")
+            && stdout.contains("verified it by restoring it into a scratch database")
             && stdout.contains(&format!(
                 "schema version {}",
                 holdfast_app::records_schema_version()
@@ -284,39 +292,37 @@ async fn serve_refuses_an_old_schema_and_upgrade_backs_up_then_migrates() {
     let backups: Vec<_> = std::fs::read_dir(data_dir.join("backups"))
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| !p.to_string_lossy().ends_with(".sha256"))
         .collect();
-    assert_eq!(
-        backups.len(),
-        1,
-        "only the sealed copy, no plain one: {backups:?}"
-    );
-    let sealed = backups[0].to_str().unwrap();
-    assert!(sealed.ends_with(".db.age"), "{sealed}");
-    assert_eq!(
-        holdfast_app::cipher::file_kind(&backups[0]),
-        holdfast_app::cipher::FileKind::Opaque
-    );
-    let restored = db.dir.path().join("rolled-back.db");
+    assert_eq!(backups.len(), 1, "one encrypted archive: {backups:?}");
+    let archive = backups[0].to_str().unwrap();
+    assert!(archive.ends_with(".hfb.age"), "{archive}");
+    let backup_key = data_dir.join("backup.key");
     let (out, _) = run_ok(
         &[
             "backup",
-            "unseal",
-            sealed,
-            "--data-dir",
-            data,
-            "--output",
-            restored.to_str().unwrap(),
+            "verify",
+            archive,
+            "--key-file",
+            backup_key.to_str().unwrap(),
         ],
         db.dir.path(),
     );
-    assert!(out.contains("Wrote"), "{out}");
-    let copy = holdfast_app::Db::connect(&format!("sqlite://{}", restored.display()))
-        .await
-        .unwrap();
-    assert_eq!(
-        copy.schema_version().await.unwrap(),
-        Some(2),
-        "the backup is the database as it was"
+    assert!(
+        out.contains("(schema version 2)"),
+        "the database as it was: {out}"
+    );
+
+    // Rolling back restores the data as it was before the upgrade, after a safety backup.
+    let (out, _) = run_ok(
+        &["upgrade", "--rollback", "--yes", "--data-dir", data],
+        db.dir.path(),
+    );
+    assert!(
+        out.contains("from schema 2 to")
+            && out.contains("Rolled back")
+            && out.contains("The data as it was before the rollback is in"),
+        "{out}"
     );
 
     let again = holdfast(&["upgrade", "--data-dir", data], db.dir.path())
