@@ -319,6 +319,7 @@ pub use holdfast_store::limits::{RawLimits, measure_bare_sqlite};
 pub use holdfast_store::migrate::{create_postgres_copy, drop_postgres_database};
 pub use holdfast_store::redact;
 pub use holdfast_store::schema;
+pub use holdfast_store::snapshot::BACKUP_TABLES;
 pub use holdfast_store::sqlite_path;
 
 /// The current UTC time as `YYYYMMDDTHHMMSSZ`, for file names.

@@ -520,6 +520,25 @@ impl Db {
             .collect()
     }
 
+    /// Every row of raw SQL, each column as optional text (cast it in the SQL); for tests
+    /// that dump a database.
+    #[doc(hidden)]
+    pub async fn query_rows_for_tests(
+        &self,
+        sql: &str,
+    ) -> anyhow::Result<Vec<Vec<Option<String>>>> {
+        sqlx::query(sql)
+            .fetch_all(&self.read)
+            .await?
+            .iter()
+            .map(|row| {
+                (0..row.len())
+                    .map(|i| Ok(row.try_get::<Option<String>, _>(i)?))
+                    .collect()
+            })
+            .collect()
+    }
+
     /// How many bytes the database takes: the SQLite file's pages, or PostgreSQL's database.
     pub async fn size_bytes(&self) -> anyhow::Result<i64> {
         let sql = match self.backend {

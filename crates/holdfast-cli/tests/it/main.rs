@@ -20,6 +20,7 @@ mod disk;
 mod doctor;
 mod dry_run;
 mod encryption;
+mod golden;
 mod guards;
 mod hostile;
 mod incident;
