@@ -57,6 +57,8 @@ impl Db {
                 pending.iter().flat_map(|m| schema::statements(m.sql)),
             );
             let before = crate::invariants::before(&mut conn, self.backend, &gaining).await?;
+            let abort_after = failpoint();
+            let mut executed = 0;
             let mut tx = conn.begin().await?;
             for migration in &pending {
                 for statement in
@@ -68,6 +70,11 @@ impl Db {
                             migration.version, migration.name
                         )
                     })?;
+                    if abort_after == Some(executed) {
+                        // The process dies as under `kill -9`: nothing is rolled back or closed.
+                        std::process::abort();
+                    }
+                    executed += 1;
                 }
                 sqlx::query(
                     "INSERT INTO schema_migrations (version, name, applied_at, checksum) VALUES ($1, $2, $3, $4)",
@@ -104,6 +111,15 @@ impl Db {
         let mut conn = self.write.acquire().await?;
         prepare_history_table(&mut conn, schema::MIGRATIONS).await
     }
+}
+
+/// For the tests that kill an upgrade midway: `FAILPOINT_UPGRADE_ABORT_AFTER=N` makes
+/// the process abort right after the upgrade's statement N (counted from 0 across its
+/// migrations). Unset, as everywhere but in those tests, it does nothing.
+fn failpoint() -> Option<usize> {
+    std::env::var("FAILPOINT_UPGRADE_ABORT_AFTER")
+        .ok()
+        .and_then(|n| n.parse().ok())
 }
 
 /// Creates the history table if missing (with its checksum column, added to one made before
@@ -187,16 +203,23 @@ pub async fn create_postgres_copy(url: &str, name: &str) -> anyhow::Result<Strin
     let mut conn = sqlx::AnyConnection::connect(&maintenance)
         .await
         .context("connecting to the server's postgres database to make a copy")?;
-    let made = conn
-        .execute(
-            format!(
-                "CREATE DATABASE {} TEMPLATE {}",
-                quoted(name),
-                quoted(&source)
-            )
-            .as_str(),
-        )
-        .await;
+    let create = format!(
+        "CREATE DATABASE {} TEMPLATE {}",
+        quoted(name),
+        quoted(&source)
+    );
+    // Connections just closed (this command's own, an instance just stopped) take a moment to
+    // leave the server; a few seconds are waited for them.
+    let mut made = conn.execute(create.as_str()).await.map(|_| ());
+    for _ in 0..20 {
+        match &made {
+            Err(error) if error.to_string().contains("being accessed by other users") => {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+                made = conn.execute(create.as_str()).await.map(|_| ());
+            }
+            _ => break,
+        }
+    }
     let _ = sqlx::Connection::close(conn).await;
     made.with_context(|| {
         format!(

@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// A tmpfs of `size` mounted at `path` for as long as it lives.
-struct Mount(PathBuf);
+pub(crate) struct Mount(pub(crate) PathBuf);
 
 impl Mount {
-    fn tmpfs(path: &Path, size: &str) -> Option<Mount> {
+    pub(crate) fn tmpfs(path: &Path, size: &str) -> Option<Mount> {
         std::fs::create_dir_all(path).unwrap();
         let mounted = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
@@ -39,7 +39,7 @@ impl Mount {
     }
 
     /// Fills the file system up with one file.
-    fn fill(&self) -> PathBuf {
+    pub(crate) fn fill(&self) -> PathBuf {
         let filler = self.0.join("filler");
         let mut file = std::fs::File::create(&filler).unwrap();
         let chunk = vec![7u8; 4096];

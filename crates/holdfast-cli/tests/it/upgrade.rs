@@ -2,7 +2,7 @@
 //! the database exactly as it was; applied migrations' checksums compared at every start;
 //! `holdfast upgrade --plan` changes nothing.
 
-use crate::cli::run_ok;
+use crate::cli::{holdfast, run_ok};
 use holdfast_app::schema::{MIGRATIONS, Migration, statements};
 use holdfast_app::{App, AppConfig, Db};
 use holdfast_test_support::{Backend, TestDb};
@@ -35,15 +35,19 @@ fn history_failing_at(index: usize) -> Option<(Vec<Migration>, i64)> {
 /// What must not change: on SQLite the file's bytes; on PostgreSQL every column, index and
 /// migration-history row, and the data.
 async fn state_of(db: &TestDb) -> Vec<String> {
-    match db.backend {
+    state_at(&db.url, db.backend).await
+}
+
+async fn state_at(url: &str, backend: Backend) -> Vec<String> {
+    match backend {
         Backend::Sqlite => {
-            let path = holdfast_app::sqlite_path(&db.url).unwrap();
+            let path = holdfast_app::sqlite_path(url).unwrap();
             let bytes = std::fs::read(path).unwrap();
             let digest = sha2::Sha256::digest(&bytes);
             vec![format!("{digest:x}"), bytes.len().to_string()]
         }
         Backend::Postgres => {
-            let store = Db::connect(&db.url).await.unwrap();
+            let store = Db::connect(url).await.unwrap();
             let mut state = Vec::new();
             for sql in [
                 "SELECT table_name || '.' || column_name || ' ' || data_type || ' ' || is_nullable FROM information_schema.columns WHERE table_schema = current_schema() ORDER BY 1",
@@ -63,14 +67,7 @@ async fn failing_statements_change_nothing(backend: Backend) {
     let Some(db) = TestDb::fresh(backend).await else {
         return;
     };
-    let store = Db::connect(&db.url).await.unwrap();
-    store.migrate_to(FROM).await.unwrap();
-    store
-        .execute_raw_for_tests("INSERT INTO meta (key, value) VALUES ('customers', '王芳, Ada')")
-        .await
-        .unwrap();
-    store.close().await;
-    let before = state_of(&db).await;
+    let before = at_from(&db.url, backend).await;
     let mut index = 0;
     while let Some((history, version)) = history_failing_at(index) {
         let store = Db::connect(&db.url).await.unwrap();
@@ -234,6 +231,7 @@ async fn one_behind(db: &TestDb) -> i64 {
     holdfast_app::records::apply_change(&app, &boss, "t", delete)
         .await
         .unwrap();
+    settle(&app.db, db.backend).await;
     app.db.close().await;
     previous
 }
@@ -292,4 +290,132 @@ async fn rehearse_on_a_copy_then_upgrade_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rehearse_on_a_copy_then_upgrade_postgres() {
     rehearse_then_upgrade(Backend::Postgres).await;
+}
+
+/// A database at [`FROM`] with a row of data, and its state.
+async fn at_from(url: &str, backend: Backend) -> Vec<String> {
+    let store = Db::connect(url).await.unwrap();
+    store.migrate_to(FROM).await.unwrap();
+    store
+        .execute_raw_for_tests("INSERT INTO meta (key, value) VALUES ('customers', '王芳, Ada')")
+        .await
+        .unwrap();
+    settle(&store, backend).await;
+    store.close().await;
+    state_at(url, backend).await
+}
+
+/// Everything committed is in the SQLite file itself, not waiting in its write-ahead log for
+/// the next connection to copy it over (which would change the file's bytes later).
+async fn settle(store: &Db, backend: Backend) {
+    if backend == Backend::Sqlite {
+        store
+            .execute_raw_for_tests("PRAGMA wal_checkpoint(TRUNCATE)")
+            .await
+            .unwrap();
+    }
+}
+
+/// `holdfast serve` on a database left behind names the command to run.
+fn serve_names_the_upgrade(url: &str, dir: &std::path::Path) {
+    let refused = holdfast(
+        &["serve", "--database-url", url, "--listen", "127.0.0.1:0"],
+        dir,
+    )
+    .output()
+    .unwrap();
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && message.contains("Run `holdfast upgrade`"),
+        "{message}"
+    );
+}
+
+/// `holdfast upgrade` killed (as by `kill -9`) right after each statement of the upgrade in
+/// turn: the database is as it was every time.
+async fn killed_midway_changes_nothing(backend: Backend) {
+    let Some(db) = TestDb::fresh(backend).await else {
+        return;
+    };
+    let before = at_from(&db.url, backend).await;
+    let statements: usize = MIGRATIONS
+        .iter()
+        .filter(|m| m.version > FROM)
+        .map(|m| statements(m.sql).count())
+        .sum();
+    for n in 0..statements {
+        let killed = holdfast(&["upgrade", "--database-url", &db.url], db.dir.path())
+            .env("FAILPOINT_UPGRADE_ABORT_AFTER", n.to_string())
+            .output()
+            .unwrap();
+        assert_eq!(
+            killed.status.code(),
+            None,
+            "killed by a signal after statement {n}: {}",
+            String::from_utf8_lossy(&killed.stderr)
+        );
+        assert_eq!(state_of(&db).await, before, "killed after statement {n}");
+    }
+    serve_names_the_upgrade(&db.url, db.dir.path());
+    run_ok(&["upgrade", "--database-url", &db.url], db.dir.path());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_killed_at_any_statement_leaves_sqlite_byte_identical() {
+    killed_midway_changes_nothing(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_killed_at_any_statement_leaves_postgres_as_it_was() {
+    killed_midway_changes_nothing(Backend::Postgres).await;
+}
+
+/// The disk fills up while the migrations run (the backup goes to another disk): the upgrade
+/// is rolled back, the file is as it was, and with room again it goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_on_a_full_disk_leaves_sqlite_byte_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(mount) = crate::disk::Mount::tmpfs(&dir.path().join("data"), "2m") else {
+        return;
+    };
+    let data = dir.path().join("data");
+    let url = format!("sqlite://{}?mode=rwc", data.join("holdfast.db").display());
+    let before = at_from(&url, Backend::Sqlite).await;
+    let config = dir.path().join("holdfast.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\n[backup]\ndir = \"{}\"\n",
+            data.display(),
+            dir.path().join("backups").display()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    // Room to open the database (its shared-memory file) but not for the migrations' pages.
+    let filler = mount.fill();
+    let size = std::fs::metadata(&filler).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&filler)
+        .unwrap()
+        .set_len(size - 48 * 1024)
+        .unwrap();
+    let full = holdfast(&["upgrade", "--config", config], dir.path())
+        .output()
+        .unwrap();
+    let message = String::from_utf8_lossy(&full.stderr);
+    assert!(
+        !full.status.success() && message.contains("rolled back"),
+        "{message}"
+    );
+    assert_eq!(
+        state_at(&url, Backend::Sqlite).await,
+        before,
+        "the full disk left a trace"
+    );
+    serve_names_the_upgrade(&url, dir.path());
+    std::fs::remove_file(filler).unwrap();
+    let (out, _) = run_ok(&["upgrade", "--config", config], dir.path());
+    assert!(out.contains("Upgrade complete"), "{out}");
 }
