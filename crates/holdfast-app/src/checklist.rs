@@ -150,6 +150,28 @@ pub async fn run(app: &App, depth: Depth) -> Checklist {
     let schema_ok = matches!(schema, Ok(SchemaState::Current));
     items.push(integrity_item(app, depth).await);
     if schema_ok {
+        items.push(match crate::upgrade::instances(app).await {
+            Ok(found) => match found.upgrade_waiting {
+                Some(waiting) => item(
+                    "upgrade",
+                    3,
+                    "upgrade_waiting",
+                    Level::Warn,
+                    format!(
+                        "{} · Holdfast {} · {} > {}",
+                        waiting.host, waiting.holdfast_version, waiting.schema_wanted, found.schema
+                    ),
+                ),
+                None => item("upgrade", 3, "upgrade_none", Level::Good, String::new()),
+            },
+            Err(error) => item(
+                "upgrade",
+                3,
+                "check_failed",
+                Level::Warn,
+                format!("{error:#}"),
+            ),
+        });
         let (seal, key_given) = seal_item(app).await;
         items.push(seal);
         items.push(match key_given {

@@ -245,10 +245,19 @@ impl App {
                 tracing::info!(backend = db.backend().name(), "initialised a new database");
             }
             SchemaState::Current => db.verify_migrations().await?,
-            SchemaState::Behind { found, wanted } => anyhow::bail!(
-                "the database schema is at version {found} and this Holdfast needs version {wanted}. \
+            SchemaState::Behind { found, wanted } => {
+                // Told to the instances still serving: their pages then say that an upgrade
+                // is waiting. (A schema before 17 has no table for it.)
+                let now = clock.now();
+                let me = upgrade::this_instance(&random_hex(8)?, now, now, false);
+                if let Err(error) = db.instance_seen(&me).await {
+                    tracing::debug!(error = %format!("{error:#}"), "could not record this instance");
+                }
+                anyhow::bail!(
+                    "the database schema is at version {found} and this Holdfast needs version {wanted}. \
                  Run `holdfast upgrade` with the same --data-dir/--database-url: it backs the database up first, then upgrades it"
-            ),
+                )
+            }
             SchemaState::Ahead { found, wanted } => anyhow::bail!(
                 "the database schema is at version {found}, newer than this Holdfast (version {wanted}). \
                  It was upgraded by a newer Holdfast; run that version (or newer) instead"

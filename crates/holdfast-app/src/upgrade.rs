@@ -2,6 +2,7 @@
 //! this database's row counts, before anything is changed (`holdfast upgrade --plan`).
 
 use anyhow::Context as _;
+use holdfast_store::instances::InstanceRow;
 use holdfast_store::schema::{self, Migration};
 use holdfast_store::{Db, SchemaState};
 
@@ -221,4 +222,67 @@ async fn read_back(app: &crate::App) -> anyhow::Result<(i64, i64, i64)> {
         .await
         .context("the audit log does not verify after the upgrade")?;
     Ok((records, versions, audit_entries))
+}
+
+/// How instances are named on the pages: the machine's name.
+fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "this machine".into())
+}
+
+/// This instance as the instances table records it.
+pub fn this_instance(
+    id: &str,
+    started_at: holdfast_domain::Timestamp,
+    now: holdfast_domain::Timestamp,
+    serving: bool,
+) -> InstanceRow {
+    InstanceRow {
+        id: id.to_owned(),
+        host: host_name(),
+        holdfast_version: env!("CARGO_PKG_VERSION").to_owned(),
+        schema_wanted: schema::current_version(),
+        serving,
+        started_at,
+        seen_at: now,
+    }
+}
+
+/// Instances not seen for this long are dropped from the list.
+const FORGOTTEN_AFTER_HOURS: i64 = 24;
+/// A serving instance says so every minute; one not heard from for this long is shown as gone
+/// quiet.
+pub const QUIET_AFTER_MINUTES: i64 = 5;
+
+/// The instances using the database, and the newest Holdfast among them that needs an upgrade
+/// of it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Instances {
+    pub schema: i64,
+    pub instances: Vec<InstanceRow>,
+    /// An instance (stopped, having refused to start) whose Holdfast needs a newer schema.
+    pub upgrade_waiting: Option<InstanceRow>,
+}
+
+pub async fn instances(app: &crate::App) -> anyhow::Result<Instances> {
+    let now = app.now();
+    let instances = app
+        .db
+        .instances(now.plus_seconds(-FORGOTTEN_AFTER_HOURS * 3600))
+        .await?;
+    let schema = app.db.schema_version().await?.unwrap_or(0);
+    let upgrade_waiting = instances
+        .iter()
+        .filter(|i| i.schema_wanted > schema)
+        .max_by_key(|i| i.schema_wanted)
+        .cloned();
+    Ok(Instances {
+        schema,
+        instances,
+        upgrade_waiting,
+    })
 }

@@ -663,6 +663,26 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             }
         }
     });
+    // This instance, as the others and the pages see it: said every minute, withdrawn at stop.
+    let instance_id = holdfast_app::random_hex(8)?;
+    let started = app.now();
+    let instance_app = app.clone();
+    let instance_key = instance_id.clone();
+    let instance_job = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let me = holdfast_app::upgrade::this_instance(
+                &instance_key,
+                started,
+                instance_app.now(),
+                true,
+            );
+            if let Err(error) = instance_app.db.instance_seen(&me).await {
+                tracing::warn!(error = %format!("{error:#}"), "could not record this instance");
+            }
+        }
+    });
     // The start did a quick check; a full one (indexes against their tables too) runs daily.
     let integrity_app = app.clone();
     let integrity_job = tokio::spawn(async move {
@@ -702,6 +722,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::error!(error = %format!("{error:#}"), "the audit head could not be written out");
     }
     integrity_job.abort();
+    instance_job.abort();
+    if let Err(error) = app.db.instance_gone(&instance_id).await {
+        tracing::warn!(error = %format!("{error:#}"), "could not withdraw this instance");
+    }
     if backups.on_shutdown {
         tracing::info!("taking the shutdown backup");
         match holdfast_app::backup::schedule::run(&app, "shutdown").await {

@@ -18,6 +18,7 @@ pub mod files;
 pub mod guards;
 pub mod health;
 pub mod incidents;
+pub mod instances;
 pub mod invariants;
 pub mod limits;
 pub mod migrate;

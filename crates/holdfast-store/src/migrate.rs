@@ -209,9 +209,9 @@ pub async fn create_postgres_copy(url: &str, name: &str) -> anyhow::Result<Strin
         quoted(&source)
     );
     // Connections just closed (this command's own, an instance just stopped) take a moment to
-    // leave the server; a few seconds are waited for them.
+    // leave the server; up to 15 seconds are waited for them.
     let mut made = conn.execute(create.as_str()).await.map(|_| ());
-    for _ in 0..20 {
+    for _ in 0..60 {
         match &made {
             Err(error) if error.to_string().contains("being accessed by other users") => {
                 std::thread::sleep(std::time::Duration::from_millis(250));
@@ -220,10 +220,24 @@ pub async fn create_postgres_copy(url: &str, name: &str) -> anyhow::Result<Strin
             _ => break,
         }
     }
+    // Who is still connected, for the message when they did not leave.
+    let others = sqlx::query(
+        "SELECT COALESCE(NULLIF(application_name, ''), 'a client') || ' from ' || COALESCE(CAST(client_addr AS TEXT), 'this machine') || ' (' || COALESCE(state, '?') || ')' FROM pg_stat_activity WHERE datname = $1",
+    )
+    .bind(source.clone())
+    .fetch_all(&mut conn)
+    .await
+    .map(|rows| {
+        rows.iter()
+            .filter_map(|row| row.try_get::<String, _>(0).ok())
+            .collect::<Vec<_>>()
+            .join(", ")
+    })
+    .unwrap_or_default();
     let _ = sqlx::Connection::close(conn).await;
     made.with_context(|| {
         format!(
-            "copying database {source} to {name}: stop every Holdfast instance first (PostgreSQL copies a database only while nobody is connected to it), and the account needs the CREATEDB right"
+            "copying database {source} to {name}: stop every Holdfast instance first (PostgreSQL copies a database only while nobody is connected to it; connected now: {others}), and the account needs the CREATEDB right"
         )
     })?;
     Ok(copy_url)

@@ -582,6 +582,21 @@ ALTER TABLE audit_head ADD COLUMN key_id TEXT NOT NULL DEFAULT '';
 ALTER TABLE audit_head ADD COLUMN keyed_from BIGINT NOT NULL DEFAULT 0;
 "#,
     },
+    Migration {
+        version: 17,
+        name: "the Holdfast instances that use this database, with their versions",
+        sql: r#"
+CREATE TABLE instances (
+    id TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    holdfast_version TEXT NOT NULL,
+    schema_wanted BIGINT NOT NULL,
+    serving BIGINT NOT NULL,
+    started_at BIGINT NOT NULL,
+    seen_at BIGINT NOT NULL
+);
+"#,
+    },
 ];
 
 #[cfg(test)]

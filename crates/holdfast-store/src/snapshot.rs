@@ -57,6 +57,7 @@ pub const LOCAL_TABLES: &[&str] = &[
     "backup_runs",
     "alert_deliveries",
     "incident_drills",
+    "instances",
 ];
 
 /// A table as a backup stores it.

@@ -419,3 +419,81 @@ async fn an_upgrade_on_a_full_disk_leaves_sqlite_byte_identical() {
     let (out, _) = run_ok(&["upgrade", "--config", config], dir.path());
     assert!(out.contains("Upgrade complete"), "{out}");
 }
+
+holdfast_test_support::on_both_backends!(
+    a_newer_holdfast_refused_by_the_database_shows_as_an_upgrade_waiting,
+    |app| {
+        let admin = app.admin().await;
+        let cookie = app.session_cookie("admin").await;
+        let now = app.app.now();
+        let me = holdfast_app::upgrade::this_instance("serving", now, now, true);
+        app.app.db.instance_seen(&me).await.unwrap();
+        let (_, page) = crate::security::page(&app, &cookie, "/admin/backups").await;
+        assert!(
+            page.contains("Holdfast instances on this database")
+                && page.contains("serving since")
+                && !page.contains("An upgrade is waiting"),
+            "{page}"
+        );
+        let security = admin.get("/api/v1/security").await.expect(200);
+        let item = crate::alerts::check_item(&security, "upgrade");
+        assert_eq!(item["code"], "upgrade_none", "{item}");
+
+        // A Holdfast started on a database behind it refuses, and says so in the database.
+        let today = MIGRATIONS.len() as i64;
+        let history_row = format!("DELETE FROM schema_migrations WHERE version = {today}");
+        app.app
+            .db
+            .execute_raw_for_tests(&history_row)
+            .await
+            .unwrap();
+        let refused = App::open(&app.db.url, app.instance_config(), app.clock.clone())
+            .await
+            .err()
+            .expect("the database is behind");
+        assert!(
+            format!("{refused:#}").contains("holdfast upgrade"),
+            "{refused:#}"
+        );
+        let latest = &MIGRATIONS[today as usize - 1];
+        app.app
+            .db
+            .execute_raw_for_tests(&format!(
+                "INSERT INTO schema_migrations (version, name, applied_at, checksum) VALUES ({today}, 'put back', 0, '{}')",
+                latest.checksum()
+            ))
+            .await
+            .unwrap();
+        let found = holdfast_app::upgrade::instances(&app.app).await.unwrap();
+        let waiting: Vec<_> = found.instances.iter().filter(|i| !i.serving).collect();
+        assert_eq!(waiting.len(), 1, "{found:?}");
+        assert_eq!(waiting[0].schema_wanted, today);
+        // That refused Holdfast stands here for a newer one: it needs the next schema.
+        app.app
+            .db
+            .execute_raw_for_tests(&format!(
+                "UPDATE instances SET schema_wanted = {}, holdfast_version = '9.9.9' WHERE serving = 0",
+                today + 1
+            ))
+            .await
+            .unwrap();
+        let (_, page) = crate::security::page(&app, &cookie, "/admin/backups").await;
+        assert!(
+            page.contains("An upgrade is waiting")
+                && page.contains(&format!(
+                    "Holdfast 9.9.9 on {} needs schema {}; this database is at {today}",
+                    me.host,
+                    today + 1
+                ))
+                && page.contains("refused to start"),
+            "{page}"
+        );
+        let security = admin.get("/api/v1/security").await.expect(200);
+        let item = crate::alerts::check_item(&security, "upgrade");
+        assert_eq!(
+            (item["code"].as_str(), item["level"].as_str()),
+            (Some("upgrade_waiting"), Some("warn")),
+            "{item}"
+        );
+    }
+);

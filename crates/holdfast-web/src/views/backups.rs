@@ -47,8 +47,13 @@ pub async fn backups_page(State(state): State<WebState>, page: Page) -> PageResu
         .map(|(run, ms)| (short_time(tr, run.started_at), ms, seconds(ms)))
         .collect();
     let database = database_alert(&state, &page).await;
+    let instances = holdfast_app::upgrade::instances(&state.app)
+        .await
+        .map_err(holdfast_app::AppError::Internal)
+        .or_page(tr)?;
     let body = html! {
         (database)
+        (instances_card(&page, &instances, state.app.now()))
         @if status.state == "off" {
             section.card.alert role="alert" { p { (tr.t("backup.off")) } }
         } @else {
@@ -134,6 +139,49 @@ pub async fn backups_page(State(state): State<WebState>, page: Page) -> PageResu
         &page.csrf,
         page.new_csrf,
     ))
+}
+
+/// The Holdfast instances on this database, and an upgrade some of them wait for.
+fn instances_card(
+    page: &Page,
+    instances: &holdfast_app::upgrade::Instances,
+    now: Timestamp,
+) -> Markup {
+    let tr = &page.tr;
+    let quiet = now.plus_seconds(-holdfast_app::upgrade::QUIET_AFTER_MINUTES * 60);
+    html! {
+        section.card id="instances" {
+            h2 { (tr.t("backup.instances")) }
+            @if let Some(waiting) = &instances.upgrade_waiting {
+                p.warning role="alert" {
+                    strong { (tr.f("backup.upgrade_waiting", &[("host", &waiting.host), ("version", &waiting.holdfast_version), ("wanted", &waiting.schema_wanted), ("schema", &instances.schema)])) }
+                    " " (tr.t("backup.upgrade_how"))
+                }
+            }
+            @if instances.instances.is_empty() { p { (tr.t("backup.instances_none")) } } @else {
+                div.table-wrap { table.list {
+                    thead { tr {
+                        th { (tr.t("backup.instance_host")) } th { (tr.t("backup.instance_version")) }
+                        th.num { (tr.t("backup.instance_schema")) } th { (tr.t("backup.instance_state")) }
+                    } }
+                    tbody {
+                        @for instance in &instances.instances {
+                            tr {
+                                td { (instance.host) }
+                                td { (instance.holdfast_version) }
+                                td.num { (instance.schema_wanted) }
+                                td {
+                                    @if !instance.serving { strong { (tr.t("backup.instance_refused")) } }
+                                    @else if instance.seen_at < quiet { (tr.f("backup.instance_quiet", &[("at", &tr.datetime(instance.seen_at))])) }
+                                    @else { (tr.f("backup.instance_serving", &[("at", &tr.datetime(instance.started_at))])) }
+                                }
+                            }
+                        }
+                    }
+                } }
+            }
+        }
+    }
 }
 
 pub async fn run_post(State(state): State<WebState>, page: Page, _form: Form) -> PageResult {
