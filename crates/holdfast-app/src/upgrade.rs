@@ -137,6 +137,9 @@ pub struct Rehearsal {
     pub versions: i64,
     /// Audit entries whose chain verified after the upgrade.
     pub audit_entries: i64,
+    /// Users whose access summary was compared before and after (`None`: the copy's schema
+    /// is older than this Holdfast reads access from, so only the after could be read).
+    pub access_compared: Option<usize>,
     pub millis: u64,
 }
 
@@ -152,6 +155,18 @@ pub async fn rehearse(
 ) -> anyhow::Result<Rehearsal> {
     let started = std::time::Instant::now();
     let db = Db::connect_with_key(copy_url, database_key.clone()).await?;
+    let clock: std::sync::Arc<dyn crate::Clock> = std::sync::Arc::new(crate::SystemClock);
+    // Each user's access as this Holdfast reads it before the migrations, when it can read
+    // the schema the copy is at (`None` when that schema is older than it reads).
+    let before = {
+        let config = crate::AppConfig {
+            database_key: database_key.clone(),
+            ..Default::default()
+        };
+        access_summaries(&crate::App::new(db.clone(), config, clock.clone()))
+            .await
+            .ok()
+    };
     let applied = db
         .migrate_to(schema::current_version())
         .await
@@ -166,7 +181,22 @@ pub async fn rehearse(
         .await
         .context("the upgraded copy does not open")?;
     app.db.set_audit_key(audit_key);
-    let checked = read_back(&app).await;
+    let checked = async {
+        let counts = read_back(&app).await?;
+        let after = access_summaries(&app).await?;
+        if let Some(before) = &before {
+            for (user, was) in before {
+                let is = after.get(user);
+                anyhow::ensure!(
+                    is == Some(was),
+                    "the access of user {user} changed in the upgrade: before {was}, after {}",
+                    is.map_or("nothing".into(), ToString::to_string)
+                );
+            }
+        }
+        Ok::<_, anyhow::Error>(counts)
+    }
+    .await;
     app.db.close().await;
     let (records, versions, audit_entries) = checked?;
     Ok(Rehearsal {
@@ -174,8 +204,25 @@ pub async fn rehearse(
         records,
         versions,
         audit_entries,
+        access_compared: before.map(|b| b.len()),
         millis: started.elapsed().as_millis() as u64,
     })
+}
+
+/// Every user's access summary (role, rights and what gives them, scope, hidden fields, shared
+/// records), by user.
+async fn access_summaries(
+    app: &crate::App,
+) -> anyhow::Result<std::collections::BTreeMap<i64, serde_json::Value>> {
+    let system = holdfast_domain::Actor::system();
+    let mut summaries = std::collections::BTreeMap::new();
+    for user in app.db.users().await? {
+        let summary = crate::access::summary(app, &system, user.id)
+            .await
+            .map_err(|e| anyhow::anyhow!("the access of user {}: {e}", user.username))?;
+        summaries.insert(user.id, serde_json::to_value(summary)?);
+    }
+    Ok(summaries)
 }
 
 /// Every record and its history read through the app as the first active administrator (the

@@ -30,9 +30,16 @@ pub async fn upgrade(config: &Config, plan_only: bool, rehearse_only: bool) -> a
     }
     if rehearse_only {
         let done = rehearse(config, db).await?;
+        let access = match done.access_compared {
+            Some(users) => format!("every user's access ({users} users) is the same as before"),
+            None => format!(
+                "access could be compared only after the upgrade (this Holdfast does not read access at schema {})",
+                plan.found
+            ),
+        };
         println!(
             "Rehearsed on a copy: migrations {} applied in one transaction, every table kept its rows; \
-             {} records and {} versions read back as an administrator; the audit log's {} entries verify. \
+             {} records and {} versions read back as an administrator; the audit log's {} entries verify; {access}. \
              {:.1} s. The copy was deleted; nothing was changed.",
             done.applied
                 .iter()

@@ -211,9 +211,21 @@ pub(crate) async fn check_after(
 }
 
 /// What the database says about itself once migrated: SQLite's integrity and foreign-key
-/// checks (PostgreSQL enforces its constraints as each statement runs).
+/// checks; on PostgreSQL (which checks each constraint as its statement runs) that no
+/// constraint was left unvalidated.
 pub(crate) async fn check_sound(conn: &mut AnyConnection, backend: Backend) -> anyhow::Result<()> {
-    if backend != Backend::Sqlite {
+    if backend == Backend::Postgres {
+        let unvalidated = sqlx::query(
+            "SELECT CAST(c.conname AS TEXT) FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace \
+             WHERE n.nspname = current_schema() AND NOT c.convalidated",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        anyhow::ensure!(
+            unvalidated.is_empty(),
+            "{} constraints are not validated after the migrations",
+            unvalidated.len()
+        );
         return Ok(());
     }
     let integrity: String = sqlx::query("PRAGMA integrity_check")
