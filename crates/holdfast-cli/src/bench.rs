@@ -302,7 +302,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             (format!("sqlite://{}?mode=rwc", file.display()), Some(file))
         }
     };
-    let app = App::open(&url, AppConfig::default(), Arc::new(SystemClock)).await?;
+    // The audit key where the bench's server (its data folder is `server-data`) keeps it: the
+    // log both seal is one, and the bench's backups carry the key.
+    let config = AppConfig {
+        audit_key_file: Some(dir.join("server-data").join("audit.key")),
+        ..AppConfig::default()
+    };
+    let app = App::open(&url, config, Arc::new(SystemClock)).await?;
     if app.db.user_count().await? > 0 || app.db.count_rows("contacts").await? > 0 {
         bail!(
             "{} already holds users or customers; the benchmark fills a database with made-up customers, so give it an empty one",
