@@ -250,7 +250,7 @@ impl App {
                 // is waiting. (A schema before 17 has no table for it.)
                 let now = clock.now();
                 let me = upgrade::this_instance(&random_hex(8)?, now, now, false);
-                if let Err(error) = db.instance_seen(&me).await {
+                if let Err(error) = upgrade::report_instance(&db, &me).await {
                     tracing::debug!(error = %format!("{error:#}"), "could not record this instance");
                 }
                 anyhow::bail!(

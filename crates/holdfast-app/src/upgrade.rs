@@ -299,6 +299,12 @@ pub fn this_instance(
     }
 }
 
+/// Records `instance` in the database (and forgets instances long gone).
+pub async fn report_instance(db: &Db, instance: &InstanceRow) -> anyhow::Result<()> {
+    let forget_before = instance.seen_at.plus_seconds(-FORGOTTEN_AFTER_HOURS * 3600);
+    db.instance_seen(instance, forget_before).await
+}
+
 /// Instances not seen for this long are dropped from the list.
 const FORGOTTEN_AFTER_HOURS: i64 = 24;
 /// A serving instance says so every minute; one not heard from for this long is shown as gone

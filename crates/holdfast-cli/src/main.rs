@@ -678,7 +678,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
                 instance_app.now(),
                 true,
             );
-            if let Err(error) = instance_app.db.instance_seen(&me).await {
+            if let Err(error) = holdfast_app::upgrade::report_instance(&instance_app.db, &me).await
+            {
                 tracing::warn!(error = %format!("{error:#}"), "could not record this instance");
             }
         }

@@ -20,8 +20,17 @@ pub struct InstanceRow {
 }
 
 impl Db {
-    /// Records that an instance is serving (or refused to), as of `now`.
-    pub async fn instance_seen(&self, instance: &InstanceRow) -> anyhow::Result<()> {
+    /// Records that an instance is serving (or refused to), as of its `seen_at`, and forgets
+    /// instances not seen since `forget_before` (stopped without saying so).
+    pub async fn instance_seen(
+        &self,
+        instance: &InstanceRow,
+        forget_before: Timestamp,
+    ) -> anyhow::Result<()> {
+        sqlx::query("DELETE FROM instances WHERE seen_at < $1")
+            .bind(forget_before.micros())
+            .execute(&self.write)
+            .await?;
         sqlx::query(
             "INSERT INTO instances (id, host, holdfast_version, schema_wanted, serving, started_at, seen_at) VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (id) DO UPDATE SET serving = excluded.serving, seen_at = excluded.seen_at",
@@ -47,16 +56,12 @@ impl Db {
         Ok(())
     }
 
-    /// Instances seen since `since`, newest first; older rows (instances that stopped without
-    /// saying so) are removed.
+    /// Instances seen since `since`, newest first.
     pub async fn instances(&self, since: Timestamp) -> anyhow::Result<Vec<InstanceRow>> {
-        sqlx::query("DELETE FROM instances WHERE seen_at < $1")
-            .bind(since.micros())
-            .execute(&self.write)
-            .await?;
         let rows = sqlx::query(
-            "SELECT id, host, holdfast_version, schema_wanted, serving, started_at, seen_at FROM instances ORDER BY seen_at DESC, id",
+            "SELECT id, host, holdfast_version, schema_wanted, serving, started_at, seen_at FROM instances WHERE seen_at >= $1 ORDER BY seen_at DESC, id",
         )
+        .bind(since.micros())
         .fetch_all(self.read_pool())
         .await?;
         rows.iter()

@@ -431,7 +431,9 @@ holdfast_test_support::on_both_backends!(
         let cookie = app.session_cookie("admin").await;
         let now = app.app.now();
         let me = holdfast_app::upgrade::this_instance("serving", now, now, true);
-        app.app.db.instance_seen(&me).await.unwrap();
+        holdfast_app::upgrade::report_instance(&app.app.db, &me)
+            .await
+            .unwrap();
         let (_, page) = crate::security::page(&app, &cookie, "/admin/backups").await;
         assert!(
             page.contains("Holdfast instances on this database")
