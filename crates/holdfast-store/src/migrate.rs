@@ -214,7 +214,7 @@ pub async fn create_postgres_copy(url: &str, name: &str) -> anyhow::Result<Strin
     for _ in 0..60 {
         match &made {
             Err(error) if error.to_string().contains("being accessed by other users") => {
-                std::thread::sleep(std::time::Duration::from_millis(250));
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
                 made = conn.execute(create.as_str()).await.map(|_| ());
             }
             _ => break,
