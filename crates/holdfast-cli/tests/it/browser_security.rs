@@ -1,6 +1,7 @@
 //! The security pages in real Chromium, in each language: the incident plan, writing a
 //! security policy (which its author is then asked to confirm, like everyone), the scored
-//! checklist and the security basics. Screenshots land in
+//! checklist, the security basics, and the Holdfast instances on the Backups page with an
+//! upgrade waiting. Screenshots land in
 //! `target/screenshots/<lang>-security-*.png`.
 
 use crate::browser::{Journey, login, open_browser};
@@ -57,6 +58,25 @@ async fn journey(app: &TestApp, driver: &crate::browser::Driver, lang: &'static 
     a.shot("security-checklist").await;
     a.go("/security-basics").await;
     a.shot("security-basics").await;
+    // This instance serving, and a newer Holdfast that the database is behind.
+    let now = app.app.now();
+    let serving = holdfast_app::upgrade::this_instance("serving", now, now, true);
+    holdfast_app::upgrade::report_instance(&app.app.db, &serving)
+        .await
+        .unwrap();
+    let mut newer = holdfast_app::upgrade::this_instance("newer", now, now, false);
+    newer.schema_wanted += 1;
+    newer.holdfast_version = "9.9.9".into();
+    holdfast_app::upgrade::report_instance(&app.app.db, &newer)
+        .await
+        .unwrap();
+    a.go("/admin/backups#instances").await;
+    let waiting = match lang {
+        "en" => "An upgrade is waiting",
+        _ => "有升级在等待",
+    };
+    assert!(a.text("#instances").await.contains(waiting));
+    a.shot("security-instances").await;
     a.browser.close().await.unwrap();
 }
 

@@ -53,7 +53,8 @@ pub async fn backups_page(State(state): State<WebState>, page: Page) -> PageResu
         .or_page(tr)?;
     let body = html! {
         (database)
-        (instances_card(&page, &instances, state.app.now()))
+        // An upgrade waiting is news: on top. Otherwise the instances are a footnote.
+        @if instances.upgrade_waiting.is_some() { (instances_card(&page, &instances, state.app.now())) }
         @if status.state == "off" {
             section.card.alert role="alert" { p { (tr.t("backup.off")) } }
         } @else {
@@ -133,6 +134,7 @@ pub async fn backups_page(State(state): State<WebState>, page: Page) -> PageResu
                 } }
             }
         }
+        @if instances.upgrade_waiting.is_none() { (instances_card(&page, &instances, state.app.now())) }
     };
     Ok(html(
         frame(&page, tr.t("backup.title"), "backups", body),
