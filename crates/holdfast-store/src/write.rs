@@ -120,6 +120,8 @@ pub struct WriteTx {
     head_hash: String,
     /// Whether the audit head has the seal's columns (schema 16 on).
     sealable: bool,
+    /// The seal the head recorded when this transaction read it.
+    seal: AuditSeal,
     /// The key the log's new entries are sealed with (`None`: a log not sealed), or why they
     /// cannot be written: the log is sealed with a key this Holdfast was not given.
     head_key: Result<Option<AuditKey>, String>,
@@ -204,6 +206,7 @@ impl Db {
             head_hash,
             sealable,
             head_key: crate::audit_key::resolve(&seal.key_id, own_key.iter()),
+            seal,
             own_key,
             head_moved: false,
             known_live: HashSet::new(),
@@ -858,14 +861,12 @@ impl WriteTx {
             )
             .into());
         }
-        let (seal, _) = read_head(&mut self.tx, true)
-            .await?
-            .context("the audit head row is missing")?;
-        if seal.key_id == key.id() {
-            return Ok(Sealing::Already(key.sealing_from(seal.keyed_from)));
+        // The head row is locked for this transaction: the seal read at its start stands.
+        if self.seal.key_id == key.id() {
+            return Ok(Sealing::Already(key.sealing_from(self.seal.keyed_from)));
         }
-        if seal.sealed() {
-            return Ok(Sealing::Other(seal.key_id));
+        if self.seal.sealed() {
+            return Ok(Sealing::Other(self.seal.key_id.clone()));
         }
         let sealed = key.sealing_from(self.head_seq + 1);
         sqlx::query("UPDATE audit_head SET key_id = $1, keyed_from = $2 WHERE id = 1")
@@ -874,6 +875,8 @@ impl WriteTx {
             .execute(&mut *self.tx)
             .await?;
         self.head_key = Ok(Some(sealed.clone()));
+        self.seal.key_id = sealed.id();
+        self.seal.keyed_from = sealed.from();
         Ok(Sealing::Sealed(sealed))
     }
 
@@ -1302,6 +1305,7 @@ impl WriteTx {
         self.head_hash = head_hash;
         self.head_key =
             crate::audit_key::resolve(&seal.key_id, archive_key.into_iter().chain(&self.own_key));
+        self.seal = seal;
         Ok(())
     }
 
