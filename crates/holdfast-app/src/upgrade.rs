@@ -109,15 +109,6 @@ async fn describe(db: &Db, migration: &Migration) -> anyhow::Result<Step> {
     })
 }
 
-/// How a size reads on a console.
-pub fn human_bytes(bytes: i64) -> String {
-    match bytes {
-        b if b < 1 << 20 => format!("{} KB", (b + 1023) / 1024),
-        b if b < 1 << 30 => format!("{:.1} MB", b as f64 / (1 << 20) as f64),
-        b => format!("{:.1} GB", b as f64 / (1 << 30) as f64),
-    }
-}
-
 /// What the operator will see, in order, and how the upgrade is undone.
 pub fn steps_for_operator() -> Vec<&'static str> {
     vec![

@@ -202,11 +202,13 @@ impl Drop for Bar {
     }
 }
 
-fn human_bytes(bytes: u64) -> String {
+/// A size as it reads on a console (empty for nothing, as progress lines show it).
+pub(crate) fn human_bytes(bytes: u64) -> String {
     match bytes {
         0 => String::new(),
         b if b < 1 << 20 => format!("{:.0} KB", b as f64 / 1024.0),
-        b => format!("{:.1} MB", b as f64 / (1 << 20) as f64),
+        b if b < 1 << 30 => format!("{:.1} MB", b as f64 / (1 << 20) as f64),
+        b => format!("{:.1} GB", b as f64 / (1 << 30) as f64),
     }
 }
 

@@ -1,8 +1,9 @@
 //! `holdfast upgrade`: the plan, the copy taken first, and the migrations.
 
+use crate::backup_cmd::human_bytes;
 use crate::config::Config;
 use anyhow::Context as _;
-use holdfast_app::upgrade::{self, Plan, human_bytes};
+use holdfast_app::upgrade::{self, Plan};
 use holdfast_app::{Backend, Clock as _, Db, SchemaState};
 
 /// `holdfast upgrade [--plan] [--yes]`: the plan first (always printed), then, unless only
@@ -232,7 +233,7 @@ fn print_plan(plan: &Plan) {
     println!(
         "The database ({}, {}) is at schema version {}; this Holdfast needs version {}.",
         plan.backend,
-        human_bytes(plan.database_bytes),
+        human_bytes(plan.database_bytes.max(0) as u64),
         plan.found,
         plan.wanted
     );
@@ -245,7 +246,7 @@ fn print_plan(plan: &Plan) {
     }
     println!(
         "Needs: about {} free for the copy taken first; takes about {} s (an estimate from this database's size and the rows to index).",
-        human_bytes(plan.database_bytes),
+        human_bytes(plan.database_bytes.max(0) as u64),
         plan.estimated_seconds
     );
     println!("What happens:");
