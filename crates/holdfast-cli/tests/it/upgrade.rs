@@ -504,20 +504,27 @@ holdfast_test_support::on_both_backends!(
     }
 );
 
-/// Waits (30 seconds at most) until no connection to the PostgreSQL database of `url` is left
-/// on the server, as after stopping every instance: this test's own closed pools leave it a
-/// moment after they are closed, later on a machine busy with other tests.
+/// Makes sure no connection to the PostgreSQL database of `url` is left on the server, as
+/// after stopping every instance: this test's own closed pools leave it a moment after they
+/// are closed (later on a machine busy with other tests); one still there after 10 seconds is
+/// ended, as stopping an instance would.
 async fn nobody_connected(url: &str) {
     let name = url.rsplit('/').next().unwrap().to_owned();
     let admin = Db::connect(&holdfast_test_support::pg_admin_url())
         .await
         .unwrap();
     let sql = format!("SELECT COUNT(*) FROM pg_stat_activity WHERE datname = '{name}'");
-    for _ in 0..300 {
+    for _ in 0..100 {
         if admin.query_i64_for_tests(&sql).await.unwrap() == 0 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    admin
+        .query_texts_for_tests(&format!(
+            "SELECT CAST(pg_terminate_backend(pid) AS TEXT) FROM pg_stat_activity WHERE datname = '{name}'"
+        ))
+        .await
+        .unwrap();
     admin.close().await;
 }
